@@ -1,0 +1,80 @@
+"""One typed settings object for the whole project.
+
+Every knob lives here and is read from the environment once (prefix ``NEWSPULSE_``, or a ``.env``
+file in the working directory). Code below the CLI and the flows receives a ``Settings`` instance
+as an argument; nothing deep inside reads ``os.environ`` itself.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Override any field with ``NEWSPULSE_<FIELD>`` (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_prefix="NEWSPULSE_", env_file=".env", extra="ignore")
+
+    # --- where things live -------------------------------------------------------------------
+    warehouse_path: Path = Field(
+        Path("warehouse/newspulse.duckdb"), description="DuckDB file holding every table and view."
+    )
+    home: Path = Field(Path("var"), description="Runtime folder: staging files, demo data, reports.")
+    data_dir: Path | None = Field(
+        None, description="Folder with the public datasets (../shared/data layout); optional."
+    )
+
+    # --- DuckDB ------------------------------------------------------------------------------
+    duckdb_threads: int | None = Field(None, description="DuckDB worker threads (default: all cores).")
+    duckdb_memory_limit: str | None = Field(None, description="DuckDB memory limit, e.g. '4GB'.")
+    writer_limit: str = Field(
+        "duckdb-writer", description="Prefect global concurrency limit that serialises writers."
+    )
+    writer_timeout_s: float = Field(900.0, description="Longest wait for the writer slot.")
+    reader_retries: int = Field(8, description="Read-only connections retry this often on a lock.")
+
+    # --- validation (Great Expectations) -----------------------------------------------------
+    min_text_chars: int = Field(3, description="Shorter texts are quarantined.")
+    max_text_chars: int = Field(200_000, description="Longer texts are quarantined.")
+    max_title_chars: int = Field(2_000, description="Longer titles are quarantined.")
+    min_published_at: str = Field("1900-01-01", description="Earlier timestamps are quarantined.")
+    future_tolerance_s: int = Field(
+        3600, description="Timestamps later than now + this are quarantined (clock skew allowance)."
+    )
+    max_quarantine_fraction: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Batch-level severity: a batch quarantining more than this share of its rows "
+        "is marked failed and fails the flow run (its good rows are still kept).",
+    )
+
+    # --- ingestion sources -------------------------------------------------------------------
+    http_timeout_s: float = Field(20.0, description="Timeout for RSS/Atom requests.")
+    http_max_bytes: int = Field(20_000_000, description="Largest feed body accepted.")
+    user_agent: str = Field("NewsPulse/0.1 (+https://github.com/newspulse)", description="HTTP UA.")
+
+    @property
+    def staging_dir(self) -> Path:
+        """Folder for per-batch staging files (Parquet) written before a commit."""
+        return self.home / "staging"
+
+    @property
+    def demo_dir(self) -> Path:
+        """Folder where ``newspulse demo`` writes its generated stream."""
+        return self.home / "demo"
+
+    def ensure_dirs(self) -> None:
+        """Create the runtime folders (idempotent)."""
+        self.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

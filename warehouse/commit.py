@@ -1,0 +1,215 @@
+"""Commit a validated batch folder into the warehouse in one transaction.
+
+Exactly-once: everything a batch writes (articles or behaviors, labels, quarantine,
+validation_runs, the ingest_batches row, file fingerprints, the source watermark) commits
+together or not at all. Committing a batch id that is already in ``ingest_batches`` is a no-op
+that returns the stored summary, so a retried task cannot double-count. Rows already in the
+warehouse (same ``article_id`` / impression) count as duplicates, so re-ingesting the same input
+inserts nothing.
+
+The caller holds the writer slot (Prefect ``duckdb-writer`` limit) around :func:`commit_batch`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import duckdb
+
+from warehouse.connection import fetch_dicts
+from warehouse.staging import Manifest
+from warehouse.validation import ValidationReport
+
+
+@dataclass
+class BatchSummary:
+    """The ``ingest_batches`` row of one batch."""
+
+    batch_id: str
+    source: str
+    target_table: str
+    input: str
+    rows_read: int
+    rows_inserted: int
+    rows_duplicate: int
+    rows_quarantined: int
+    labels_inserted: int
+    status: str
+    message: str | None
+
+    def as_dict(self) -> dict:
+        """Plain dict (for artifacts and JSON)."""
+        return asdict(self)
+
+
+def _existing(con: duckdb.DuckDBPyConnection, batch_id: str) -> BatchSummary | None:
+    rows = fetch_dicts(
+        con,
+        "SELECT batch_id, source, target_table, input, rows_read, rows_inserted, rows_duplicate,"
+        " rows_quarantined, labels_inserted, status, message FROM ingest_batches WHERE batch_id = ?",
+        [batch_id],
+    )
+    return BatchSummary(**rows[0]) if rows else None
+
+
+def _load_batch(con: duckdb.DuckDBPyConnection, batch_dir: Path) -> None:
+    con.execute(f"CREATE OR REPLACE TEMP TABLE b_rows AS SELECT * FROM read_parquet('{batch_dir / 'normalized.parquet'}')")
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE b_fail AS
+            SELECT record_no, list(DISTINCT reason ORDER BY reason) AS reasons
+            FROM read_parquet('{batch_dir / 'failures.parquet'}') GROUP BY record_no"""
+    )
+
+
+def _commit_articles(con: duckdb.DuckDBPyConnection, batch_id: str) -> tuple[int, int, int]:
+    """Insert the batch's good, new articles and its labels; returns (inserted, duplicate, labels)."""
+    # Good rows, first occurrence of each id within the batch wins (record order).
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE b_good AS
+           SELECT r.*, row_number() OVER (PARTITION BY article_id ORDER BY record_no) AS occurrence
+           FROM b_rows r ANTI JOIN b_fail f USING (record_no)"""
+    )
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE b_new AS
+           SELECT g.* FROM b_good g ANTI JOIN articles a USING (article_id) WHERE g.occurrence = 1"""
+    )
+    con.execute(
+        """INSERT INTO articles (article_id, source, source_id, url, title, body, published_at,
+                                 ingested_at, lang, tickers, meta, batch_id)
+           SELECT article_id, source, source_id, url, title, body, published_at, now(), lang,
+                  tickers, meta, $batch_id
+           FROM b_new""",
+        {"batch_id": batch_id},
+    )
+    inserted = con.execute("SELECT count(*) FROM b_new").fetchall()[0][0]
+    good = con.execute("SELECT count(*) FROM b_good").fetchall()[0][0]
+    # Labels ride on good rows, also when the article itself was already known (the same
+    # PhraseBank sentence appears in four agreement files: one article, four label rows).
+    before = con.execute("SELECT count(*) FROM labels").fetchall()[0][0]
+    con.execute(
+        """INSERT INTO labels (dataset, item, task, label, label_set, split, batch_id, created_at)
+           SELECT dataset, article_id, task, label, label_set, split, $batch_id, now()
+           FROM (SELECT *, row_number() OVER (PARTITION BY dataset, article_id, task ORDER BY record_no) AS k
+                 FROM b_good WHERE label IS NOT NULL) WHERE k = 1
+           ON CONFLICT DO NOTHING""",
+        {"batch_id": batch_id},
+    )
+    labels = con.execute("SELECT count(*) FROM labels").fetchall()[0][0] - before
+    return inserted, good - inserted, labels
+
+
+def _commit_behaviors(con: duckdb.DuckDBPyConnection, batch_id: str) -> tuple[int, int, int]:
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE b_good AS
+           SELECT r.*, row_number() OVER (PARTITION BY source, impression_id ORDER BY record_no) AS occurrence
+           FROM b_rows r ANTI JOIN b_fail f USING (record_no)"""
+    )
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE b_new AS
+           SELECT g.* FROM b_good g ANTI JOIN behaviors b USING (source, impression_id)
+           WHERE g.occurrence = 1"""
+    )
+    con.execute(
+        """INSERT INTO behaviors SELECT source, impression_id, user_id, "time", history, impressions,
+                  $batch_id, now() FROM b_new""",
+        {"batch_id": batch_id},
+    )
+    inserted = con.execute("SELECT count(*) FROM b_new").fetchall()[0][0]
+    good = con.execute("SELECT count(*) FROM b_good").fetchall()[0][0]
+    return inserted, good - inserted, 0
+
+
+def commit_batch(con: duckdb.DuckDBPyConnection, batch_dir: Path, *, cleanup: bool = True) -> BatchSummary:
+    """Load a staged + validated batch folder into the warehouse atomically."""
+    manifest = Manifest.read(batch_dir)
+    previous = _existing(con, manifest.batch_id)
+    if previous is not None:
+        if cleanup:
+            shutil.rmtree(batch_dir, ignore_errors=True)
+        return previous
+    report = ValidationReport.from_json((batch_dir / "validation.json").read_text(encoding="utf-8"))
+    con.execute("BEGIN TRANSACTION")
+    try:
+        _load_batch(con, batch_dir)
+        if manifest.target == "articles":
+            inserted, duplicate, labels = _commit_articles(con, manifest.batch_id)
+            time_col = "published_at"
+        else:
+            inserted, duplicate, labels = _commit_behaviors(con, manifest.batch_id)
+            time_col = '"time"'
+        quarantined = con.execute("SELECT count(*) FROM b_fail").fetchall()[0][0]
+        con.execute(
+            """INSERT INTO quarantine (batch_id, record_no, source, target_table, raw, reasons, quarantined_at)
+               SELECT $batch_id, r.record_no, r.source, $target, r.raw, f.reasons, now()
+               FROM b_rows r JOIN b_fail f USING (record_no)""",
+            {"batch_id": manifest.batch_id, "target": manifest.target},
+        )
+        con.executemany(
+            "INSERT INTO validation_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+            [
+                [manifest.batch_id, report.suite, o.expectation_no, o.expectation, o.column_name,
+                 o.severity, o.success, o.element_count, o.unexpected_count, json.dumps(o.kwargs)]
+                for o in report.outcomes
+            ],
+        )
+        status = "failed_validation" if report.batch_errors else "succeeded"
+        notes = list(manifest.notes) + report.batch_errors
+        watermark = con.execute(
+            f"SELECT max(r.{time_col}) FROM b_rows r ANTI JOIN b_fail f USING (record_no)"
+        ).fetchall()[0][0]
+        con.execute(
+            """INSERT INTO ingest_batches VALUES ($batch_id, $source, $target, $input, $flow_run_id,
+                   $started_at::TIMESTAMPTZ, now(), $read, $inserted, $duplicate, $quarantined, $labels,
+                   $watermark, $status, $message)""",
+            {
+                "batch_id": manifest.batch_id, "source": manifest.source, "target": manifest.target,
+                "input": manifest.input, "flow_run_id": manifest.flow_run_id,
+                "started_at": manifest.started_at, "read": manifest.rows, "inserted": inserted,
+                "duplicate": duplicate, "quarantined": quarantined, "labels": labels,
+                "watermark": watermark, "status": status, "message": "; ".join(notes) or None,
+            },
+        )
+        if manifest.fingerprint:
+            fp = manifest.fingerprint
+            con.execute(
+                "INSERT INTO ingested_files VALUES (?, ?, ?, ?, ?, now()) ON CONFLICT DO NOTHING",
+                [manifest.source, fp["path"], fp["size"], fp["mtime_ns"], manifest.batch_id],
+            )
+        http = manifest.http_validators or {}
+        con.execute(
+            """INSERT INTO source_state (source, watermark, etag, last_modified, updated_at)
+               VALUES ($s, $w, $etag, $lm, now())
+               ON CONFLICT (source) DO UPDATE SET
+                   watermark = greatest(source_state.watermark, EXCLUDED.watermark),
+                   etag = coalesce(EXCLUDED.etag, source_state.etag),
+                   last_modified = coalesce(EXCLUDED.last_modified, source_state.last_modified),
+                   updated_at = now()""",
+            {"s": manifest.source, "w": watermark, "etag": http.get("etag"), "lm": http.get("last_modified")},
+        )
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    if cleanup:
+        shutil.rmtree(batch_dir, ignore_errors=True)
+    summary = _existing(con, manifest.batch_id)
+    assert summary is not None
+    return summary
+
+
+def source_state(con: duckdb.DuckDBPyConnection, source: str) -> dict | None:
+    """The stored watermark and HTTP validators of ``source`` (None if never ingested)."""
+    rows = fetch_dicts(con, "SELECT * FROM source_state WHERE source = ?", [source])
+    return rows[0] if rows else None
+
+
+def already_ingested(con: duckdb.DuckDBPyConnection, source: str, fingerprint: dict) -> str | None:
+    """The batch id that already ingested this exact file version for ``source``, if any."""
+    rows = con.execute(
+        "SELECT batch_id FROM ingested_files WHERE source = ? AND path = ? AND size = ? AND mtime_ns = ?",
+        [source, fingerprint["path"], fingerprint["size"], fingerprint["mtime_ns"]],
+    ).fetchall()
+    return rows[0][0] if rows else None

@@ -1,0 +1,78 @@
+-- Turn the `staged` table (records-frame columns, all text) into `normalized`: cleaned text, parsed
+-- timestamps, stable ids, split label fields. Nothing is filtered here; validation decides.
+CREATE OR REPLACE MACRO np_clean(x) AS
+    CASE WHEN x IS NULL THEN NULL
+         -- fast path: most texts need nothing (no markup, control characters or extra spaces)
+         WHEN NOT regexp_matches(x, '[<&\x00-\x1f\x7f]| \s') AND x = trim(x) THEN nullif(x, '')
+         ELSE nullif(trim(regexp_replace(regexp_replace(
+                replace(replace(replace(replace(replace(replace(
+                    regexp_replace(
+                        regexp_replace(x, '<(script|style)[^>]*>.*?</(script|style)>', ' ', 'gis'),
+                        '<[^>]*>', ' ', 'g'),
+                    '&nbsp;', ' '), '&lt;', '<'), '&gt;', '>'), '&quot;', '"'), '&#39;', ''''), '&amp;', '&'),
+                -- keep paragraph breaks, drop other control characters, squeeze spaces
+                '[ \t\r\f\v\x00-\x08\x0b\x0e-\x1f\x7f]+', ' ', 'g'), '\s*\n\s*(\n\s*)*', E'\n', 'g')), '')
+    END;
+
+CREATE OR REPLACE MACRO np_ts(p) AS coalesce(
+    try_cast(p AS TIMESTAMPTZ),
+    -- formats with an offset give TIMESTAMPTZ; naive ones are read as UTC (the session zone)
+    try_strptime(p, ['%a, %d %b %Y %H:%M:%S %z', '%d %b %Y %H:%M:%S %z', '%Y-%m-%dT%H:%M:%S%z',
+                     '%Y-%m-%dT%H:%M:%S.%f%z']),
+    try_strptime(p, ['%a, %d %b %Y %H:%M:%S GMT', '%a, %d %b %Y %H:%M:%S UTC', '%m/%d/%Y %I:%M:%S %p',
+                     '%d-%m-%Y', '%d/%m/%Y', '%d-%b-%y', '%d %B %Y', '%B %d, %Y'])::TIMESTAMPTZ,
+    CASE WHEN regexp_full_match(p, '\d{9,10}') THEN to_timestamp(try_cast(p AS BIGINT))
+         WHEN regexp_full_match(p, '\d{12,13}') THEN to_timestamp(try_cast(p AS BIGINT) / 1000) END
+);
+
+CREATE OR REPLACE TABLE normalized AS
+WITH base AS (
+    SELECT
+        record_no,
+        raw,
+        nullif(trim(error), '') AS error,
+        coalesce(nullif(trim(source), ''), $default_source) AS source,
+        nullif(trim(source_id), '') AS source_id,
+        np_clean(title) AS title,
+        np_clean(body) AS body,
+        nullif(trim(url), '') AS url,
+        nullif(trim(published_at), '') AS published_raw,
+        lower(nullif(trim(lang), '')) AS lang,
+        nullif(trim(tickers), '') AS tickers_raw,
+        CASE WHEN json_valid(meta) THEN meta::JSON END AS meta,
+        nullif(trim(dataset), '') AS dataset,
+        lower(nullif(trim(task), '')) AS task,
+        nullif(trim(label), '') AS label_raw,
+        lower(nullif(trim(split), '')) AS split
+    FROM staged
+), typed AS (
+    SELECT *,
+        nullif(concat_ws(' ', title, body), '') AS text,
+        np_ts(published_raw) AS published_at,
+        string_split(lower(label_raw), '|') AS label_parts
+    FROM base
+)
+SELECT
+    record_no, raw, error, source, source_id,
+    left(sha256(source || chr(31) || coalesce(source_id, '#text:' || lower(coalesce(text, '')))), 32) AS article_id,
+    title, body, url,
+    coalesce(length(text), 0) AS text_length,
+    coalesce(length(title), 0) AS title_length,
+    published_raw, published_at,
+    CASE WHEN published_raw IS NULL THEN 'missing'
+         WHEN published_at IS NULL THEN 'unparseable'
+         ELSE 'ok' END AS published_status,
+    lang,
+    CASE WHEN tickers_raw IS NULL THEN NULL
+         ELSE list_sort(list_distinct(list_filter(
+                list_transform(regexp_split_to_array(tickers_raw, '[\[\]"'',;\s]+'), lambda t: upper(trim(t))),
+                lambda t: t <> ''))) END AS tickers,
+    meta,
+    CASE WHEN label_raw IS NOT NULL THEN coalesce(dataset, source) END AS dataset,
+    CASE WHEN label_raw IS NOT NULL THEN coalesce(task, 'missing') END AS task,
+    trim(label_parts[1]) AS label,
+    CASE WHEN len(label_parts) > 1 THEN list_transform(label_parts, lambda l: trim(l)) END AS label_set,
+    CASE WHEN task = 'sentiment' THEN trim(label_parts[1]) END AS sentiment_label,
+    CASE WHEN task = 'topic' THEN trim(label_parts[1]) END AS topic_label,
+    split
+FROM typed;

@@ -1,0 +1,280 @@
+"""Stage one ingest batch: read the input, normalise it, write ``normalized.parquet``.
+
+Staging happens in an in-memory DuckDB, so it holds no warehouse lock and can run on any worker.
+A batch is a folder ``<staging>/<batch_id>/`` with ``manifest.json`` and ``normalized.parquet``;
+validation adds ``failures.parquet`` and ``validation.json``; the commit loads all of it in one
+transaction and then removes the folder. Tasks pass the folder path, never the data.
+
+Inputs: a records frame from any Python reader (CSV, RSS, public datasets), or a JSONL / Parquet
+file read natively by DuckDB. JSONL has a fast path (``read_json`` with typed columns) and an
+exact path (line by line, so every malformed line is kept with its reason); the exact path runs
+whenever the fast one meets a line it could not read.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+import pandas as pd
+
+from sources.records import BEHAVIOR_COLUMNS, RECORD_COLUMNS, map_columns
+from warehouse.connection import scalar
+
+Target = Literal["articles", "behaviors"]
+NORMALIZE_SQL = Path(__file__).with_name("normalize.sql")
+NORMALIZE_BEHAVIORS_SQL = Path(__file__).with_name("normalize_behaviors.sql")
+SAMPLE_LINES = 2000
+
+
+@dataclass
+class Manifest:
+    """What a staged batch is: written as ``manifest.json`` beside the staged data."""
+
+    batch_id: str
+    source: str
+    target: Target
+    input: str
+    started_at: str
+    rows: int = 0
+    input_columns: list[str] = field(default_factory=list)
+    column_map: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    fingerprint: dict[str, Any] | None = None  # file inputs: {path, size, mtime_ns}
+    http_validators: dict[str, str | None] | None = None  # feeds: {etag, last_modified}
+    flow_run_id: str | None = None
+
+    def write(self, batch_dir: Path) -> None:
+        """Write this manifest to ``batch_dir/manifest.json``."""
+        (batch_dir / "manifest.json").write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
+
+    @classmethod
+    def read(cls, batch_dir: Path) -> Manifest:
+        """Read ``batch_dir/manifest.json``."""
+        return cls(**json.loads((batch_dir / "manifest.json").read_text(encoding="utf-8")))
+
+
+def new_batch(staging_dir: Path, source: str, target: Target, input_name: str) -> tuple[Path, Manifest]:
+    """Create an empty batch folder with a fresh, sortable batch id."""
+    now = datetime.now(UTC)
+    batch_id = f"{now:%Y%m%dT%H%M%S}-{source[:24]}-{uuid.uuid4().hex[:8]}"
+    batch_dir = Path(staging_dir) / batch_id
+    batch_dir.mkdir(parents=True, exist_ok=False)
+    manifest = Manifest(batch_id, source, target, input_name, now.isoformat())
+    return batch_dir, manifest
+
+
+def _finish(con: duckdb.DuckDBPyConnection, batch_dir: Path, manifest: Manifest) -> Manifest:
+    """Normalise the ``staged`` table and write the batch files."""
+    sql_file = NORMALIZE_SQL if manifest.target == "articles" else NORMALIZE_BEHAVIORS_SQL
+    con.execute(sql_file.read_text(encoding="utf-8"), {"default_source": manifest.source})
+    out = batch_dir / "normalized.parquet"
+    con.execute(f"COPY normalized TO '{out}' (FORMAT parquet)")
+    manifest.rows = int(scalar(con, "SELECT count(*) FROM normalized"))
+    manifest.write(batch_dir)
+    return manifest
+
+
+def stage_frame(
+    con: duckdb.DuckDBPyConnection, batch_dir: Path, manifest: Manifest, frame: pd.DataFrame
+) -> Manifest:
+    """Stage a records frame (or a behaviors frame for ``target='behaviors'``)."""
+    columns = RECORD_COLUMNS if manifest.target == "articles" else BEHAVIOR_COLUMNS
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"records frame lacks columns {missing}")
+    con.register("incoming", frame[columns])
+    cols = ", ".join(c if c == "record_no" else f"CAST({c} AS VARCHAR) AS {c}" for c in columns)
+    con.execute(f"CREATE OR REPLACE TABLE staged AS SELECT {cols} FROM incoming")
+    con.unregister("incoming")
+    return _finish(con, batch_dir, manifest)
+
+
+def _select_records(
+    available: dict[str, str], expr: str, defaults: dict[str, str], extra: dict[str, str] | None = None
+) -> str:
+    """SELECT list producing RECORD_COLUMNS (minus record_no/raw/error).
+
+    ``available`` maps fields to input columns, each read with the ``expr`` template;
+    ``extra`` maps fields to ready SQL expressions; ``defaults`` fill the rest with constants.
+    """
+    parts = []
+    for col in RECORD_COLUMNS:
+        if col in ("record_no", "raw", "error"):
+            continue
+        if extra and col in extra:
+            parts.append(f"CAST({extra[col]} AS VARCHAR) AS {col}")
+        elif col in available:
+            parts.append(f"CAST({expr.format(available[col])} AS VARCHAR) AS {col}")
+        elif col in defaults:
+            parts.append(f"{_quote_literal(defaults[col])} AS {col}")
+        else:
+            parts.append(f"NULL::VARCHAR AS {col}")
+    return ", ".join(parts)
+
+
+def _quote_literal(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _sample_keys(path: Path) -> list[str]:
+    """Keys seen in the first JSON objects of a JSONL file, in first-seen order."""
+    keys: dict[str, None] = {}
+    with path.open("rb") as fh:
+        for i, line in enumerate(fh):
+            if i >= SAMPLE_LINES:
+                break
+            try:
+                obj = json.loads(line)
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if isinstance(obj, dict):
+                keys.update(dict.fromkeys(obj))
+    return list(keys)
+
+
+def stage_jsonl(
+    con: duckdb.DuckDBPyConnection,
+    batch_dir: Path,
+    manifest: Manifest,
+    path: Path,
+    *,
+    column_map: dict[str, str] | None = None,
+    defaults: dict[str, str] | None = None,
+) -> Manifest:
+    """Stage a JSON Lines file of article records."""
+    defaults = defaults or {}
+    keys = _sample_keys(path)
+    mapping = map_columns(keys, column_map)
+    manifest.input_columns, manifest.column_map = keys, mapping
+    if not keys:
+        manifest.notes.append("no JSON object in the first lines; reading line by line")
+        return _stage_jsonl_exact(con, batch_dir, manifest, path, mapping, defaults)
+    typed = ", ".join(f"{_quote_literal(k)}: 'VARCHAR'" for k in keys)
+    try:
+        con.execute(
+            f"""CREATE OR REPLACE TABLE fast AS
+                SELECT * FROM read_json({_quote_literal(str(path))}, format='newline_delimited',
+                    ignore_errors=true, columns={{{typed}}}, maximum_object_size=268435456)"""
+        )
+        all_null = " AND ".join(f"{_quote_ident(k)} IS NULL" for k in keys)
+        unreadable = scalar(con, f"SELECT count(*) FROM fast WHERE {all_null}")
+    except duckdb.Error as exc:  # e.g. a file that is not JSON at all
+        manifest.notes.append(f"fast JSON reader failed ({type(exc).__name__}); reading line by line")
+        unreadable = -1
+    if unreadable != 0:
+        return _stage_jsonl_exact(con, batch_dir, manifest, path, mapping, defaults)
+    # Fast path: every line parsed. `raw` is the object re-serialised from its keys; keys that
+    # map to no record field are kept in `meta`.
+    unmapped = [k for k in keys if k not in mapping.values()]
+    extra = {}
+    if unmapped and "meta" not in mapping:
+        pairs = ", ".join(f"{_quote_ident(k)} := {_quote_ident(k)}" for k in unmapped)
+        extra["meta"] = f"to_json(struct_pack({pairs}))"
+    select = _select_records(mapping, '"{}"', defaults, extra)
+    raw = "to_json(struct_pack(" + ", ".join(f"{_quote_ident(k)} := {_quote_ident(k)}" for k in keys) + "))::VARCHAR"
+    con.execute(
+        f"""CREATE OR REPLACE TABLE staged AS
+            SELECT row_number() OVER () AS record_no, {raw} AS raw, {select}, NULL::VARCHAR AS error
+            FROM fast"""
+    )
+    con.execute("DROP TABLE fast")
+    return _finish(con, batch_dir, manifest)
+
+
+def mapping_keys_unmapped(path: Path, mapping: dict[str, str]) -> list[str]:
+    """Sampled JSON keys of ``path`` that no record field maps to (they go to ``meta``)."""
+    return [k for k in _sample_keys(path) if k not in mapping.values()]
+
+
+def _stage_jsonl_exact(
+    con: duckdb.DuckDBPyConnection,
+    batch_dir: Path,
+    manifest: Manifest,
+    path: Path,
+    mapping: dict[str, str],
+    defaults: dict[str, str],
+) -> Manifest:
+    """Line-by-line JSONL staging: each unreadable line becomes a record with its reason."""
+    # One VARCHAR column per line: the delimiter is a control character that valid JSON never
+    # contains raw; lines DuckDB cannot decode land in the rejects table with their line number.
+    con.execute(
+        f"""CREATE OR REPLACE TABLE lines AS
+            SELECT line FROM read_csv({_quote_literal(str(path))}, columns={{'line': 'VARCHAR'}},
+                header=false, delim='\x1e', quote='', escape='', auto_detect=false,
+                strict_mode=false, max_line_size=268435456,
+                store_rejects=true, rejects_table='np_rejects', rejects_scan='np_reject_scans')"""
+    )
+    blank = scalar(con, "SELECT count(*) FROM lines WHERE line IS NULL OR trim(line) = ''")
+    if blank:
+        manifest.notes.append(f"{blank} blank line(s) skipped (not records)")
+    unmapped = [k for k in mapping_keys_unmapped(path, mapping)]
+    extra = {}
+    if unmapped and "meta" not in mapping:
+        pairs = ", ".join(
+            f"{_quote_ident(k)} := json_extract(line, {_quote_literal(chr(36) + '.' + json.dumps(k))})" for k in unmapped
+        )
+        extra["meta"] = f"to_json(struct_pack({pairs}))"
+    select = _select_records(mapping, "json_extract_string(line, '$.\"{}\"')", defaults, extra)
+    con.execute(
+        f"""CREATE OR REPLACE TABLE staged AS
+            WITH good AS (
+                SELECT row_number() OVER () AS record_no, line FROM lines
+                WHERE line IS NOT NULL AND trim(line) <> ''
+            ), parsed AS (
+                SELECT record_no, line AS raw,
+                       CASE WHEN NOT json_valid(line) THEN 'malformed JSON line'
+                            WHEN json_type(line::JSON) <> 'OBJECT' THEN 'JSON value is not an object' END AS error,
+                       CASE WHEN json_valid(line) AND json_type(line::JSON) = 'OBJECT' THEN line END AS line
+                FROM good
+            )
+            SELECT record_no, raw, {select}, error FROM parsed
+            UNION ALL
+            SELECT (SELECT count(*) FROM good) + row_number() OVER (ORDER BY line) AS record_no,
+                   csv_line AS raw, {_select_records({}, '', defaults)},
+                   'unreadable line ' || line || ': ' || error_message AS error
+            FROM np_rejects"""
+    )
+    con.execute("DROP TABLE lines")
+    return _finish(con, batch_dir, manifest)
+
+
+def stage_parquet(
+    con: duckdb.DuckDBPyConnection,
+    batch_dir: Path,
+    manifest: Manifest,
+    path: Path,
+    *,
+    column_map: dict[str, str] | None = None,
+    defaults: dict[str, str] | None = None,
+) -> Manifest:
+    """Stage a Parquet file of article records; an unreadable file becomes one quarantined record."""
+    defaults = defaults or {}
+    src = _quote_literal(str(path))
+    try:
+        names = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({src})").fetchall()]
+    except duckdb.Error as exc:
+        manifest.notes.append("unreadable Parquet file")
+        frame = pd.DataFrame(
+            [{"record_no": 1, "raw": str(path), "error": f"unreadable Parquet file: {exc}"}]
+        ).reindex(columns=RECORD_COLUMNS)
+        return stage_frame(con, batch_dir, manifest, frame)
+    mapping = map_columns(names, column_map)
+    manifest.input_columns, manifest.column_map = names, mapping
+    select = _select_records(mapping, 'p."{}"', defaults)
+    con.execute(
+        f"""CREATE OR REPLACE TABLE staged AS
+            SELECT row_number() OVER () AS record_no, to_json(p)::VARCHAR AS raw, {select},
+                   NULL::VARCHAR AS error
+            FROM read_parquet({src}) p"""
+    )
+    return _finish(con, batch_dir, manifest)
