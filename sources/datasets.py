@@ -517,8 +517,10 @@ def read_gold_news(path: Path | str) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- MIND
 
-_MIND_NID = re.compile(r"N\d+")
-_MIND_IMPRESSION = re.compile(r"N\d+-[01]")
+# MIND ids look like N12345; other MIND-format click logs (the demo stream) use their own item
+# ids, so any id without whitespace or a trailing -0/-1 marker is accepted.
+_MIND_NID = re.compile(r"[A-Za-z0-9_.:-]+")
+_MIND_IMPRESSION = re.compile(r"[A-Za-z0-9_.:-]+-[01]")
 
 
 def read_mind_titles(news_mind_tsv: Path | str, nid2idx_json: Path | str) -> pd.DataFrame:
@@ -638,7 +640,7 @@ def read_mind_behaviors(path: Path | str) -> pd.DataFrame:
             errors.append("no impressions")
         bad_imp = [t for t in impressions.split() if not _MIND_IMPRESSION.fullmatch(t)]
         if bad_imp:
-            errors.append(f"bad impression token {bad_imp[0]!r} (expected Nxxx-0 or Nxxx-1)")
+            errors.append(f"bad impression token {bad_imp[0]!r} (expected <item>-0 or <item>-1)")
         row["error"] = "; ".join(errors) or None
         rows.append(row)
     return behaviors_frame(rows)

@@ -56,40 +56,51 @@ def _existing(con: duckdb.DuckDBPyConnection, batch_id: str) -> BatchSummary | N
 
 
 def _load_batch(con: duckdb.DuckDBPyConnection, batch_dir: Path) -> None:
-    con.execute(f"CREATE OR REPLACE TEMP TABLE b_rows AS SELECT * FROM read_parquet('{batch_dir / 'normalized.parquet'}')")
+    # The rows stay in Parquet (a view scans only the columns each statement needs); the
+    # failures are few, so they are materialised with their reasons grouped per record.
+    con.execute(f"CREATE OR REPLACE TEMP VIEW b_rows AS SELECT * FROM read_parquet('{batch_dir / 'normalized.parquet'}')")
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE b_fail AS
             SELECT record_no, list(DISTINCT reason ORDER BY reason) AS reasons
             FROM read_parquet('{batch_dir / 'failures.parquet'}') GROUP BY record_no"""
     )
+    con.execute("CREATE OR REPLACE TEMP VIEW b_good AS SELECT r.* FROM b_rows r ANTI JOIN b_fail f USING (record_no)")
+
+
+def _count(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> int:
+    return int(con.execute(sql, params or {}).fetchall()[0][0])
+
+
+def _first_per_key(con: duckdb.DuckDBPyConnection, keys: str) -> str:
+    """A relation of good rows, one per key (the first in record order).
+
+    Most batches have no repeated key, so the window function (a full sort) only runs when a
+    cheap distinct count says it is needed.
+    """
+    total, distinct = con.execute(f"SELECT count(*), count(DISTINCT ({keys})) FROM b_good").fetchall()[0]
+    if total == distinct:
+        return "b_good"
+    return (f"(SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY record_no) AS k "
+            f"FROM b_good) WHERE k = 1)")
 
 
 def _commit_articles(con: duckdb.DuckDBPyConnection, batch_id: str) -> tuple[int, int, int]:
     """Insert the batch's good, new articles and its labels; returns (inserted, duplicate, labels)."""
-    # Good rows, first occurrence of each id within the batch wins (record order).
-    con.execute(
-        """CREATE OR REPLACE TEMP TABLE b_good AS
-           SELECT r.*, row_number() OVER (PARTITION BY article_id ORDER BY record_no) AS occurrence
-           FROM b_rows r ANTI JOIN b_fail f USING (record_no)"""
-    )
-    con.execute(
-        """CREATE OR REPLACE TEMP TABLE b_new AS
-           SELECT g.* FROM b_good g ANTI JOIN articles a USING (article_id) WHERE g.occurrence = 1"""
-    )
-    con.execute(
-        """INSERT INTO articles (article_id, source, source_id, url, title, body, published_at,
-                                 ingested_at, lang, tickers, meta, batch_id)
-           SELECT article_id, source, source_id, url, title, body, published_at, now(), lang,
-                  tickers, meta, $batch_id
-           FROM b_new""",
+    good = _count(con, "SELECT count(*) FROM b_good")
+    first = _first_per_key(con, "article_id")
+    inserted = _count(
+        con,
+        f"""INSERT INTO articles (article_id, source, source_id, url, title, body, published_at,
+                                  ingested_at, lang, tickers, meta, batch_id)
+            SELECT g.article_id, g.source, g.source_id, g.url, g.title, g.body, g.published_at, now(),
+                   g.lang, g.tickers, g.meta, $batch_id
+            FROM {first} g ANTI JOIN articles a USING (article_id)""",
         {"batch_id": batch_id},
     )
-    inserted = con.execute("SELECT count(*) FROM b_new").fetchall()[0][0]
-    good = con.execute("SELECT count(*) FROM b_good").fetchall()[0][0]
     # Labels ride on good rows, also when the article itself was already known (the same
     # PhraseBank sentence appears in four agreement files: one article, four label rows).
-    before = con.execute("SELECT count(*) FROM labels").fetchall()[0][0]
-    con.execute(
+    labels = _count(
+        con,
         """INSERT INTO labels (dataset, item, task, label, label_set, split, batch_id, created_at)
            SELECT dataset, article_id, task, label, label_set, split, $batch_id, now()
            FROM (SELECT *, row_number() OVER (PARTITION BY dataset, article_id, task ORDER BY record_no) AS k
@@ -97,28 +108,19 @@ def _commit_articles(con: duckdb.DuckDBPyConnection, batch_id: str) -> tuple[int
            ON CONFLICT DO NOTHING""",
         {"batch_id": batch_id},
     )
-    labels = con.execute("SELECT count(*) FROM labels").fetchall()[0][0] - before
     return inserted, good - inserted, labels
 
 
 def _commit_behaviors(con: duckdb.DuckDBPyConnection, batch_id: str) -> tuple[int, int, int]:
-    con.execute(
-        """CREATE OR REPLACE TEMP TABLE b_good AS
-           SELECT r.*, row_number() OVER (PARTITION BY source, impression_id ORDER BY record_no) AS occurrence
-           FROM b_rows r ANTI JOIN b_fail f USING (record_no)"""
-    )
-    con.execute(
-        """CREATE OR REPLACE TEMP TABLE b_new AS
-           SELECT g.* FROM b_good g ANTI JOIN behaviors b USING (source, impression_id)
-           WHERE g.occurrence = 1"""
-    )
-    con.execute(
-        """INSERT INTO behaviors SELECT source, impression_id, user_id, "time", history, impressions,
-                  $batch_id, now() FROM b_new""",
+    good = _count(con, "SELECT count(*) FROM b_good")
+    first = _first_per_key(con, "source, impression_id")
+    inserted = _count(
+        con,
+        f"""INSERT INTO behaviors SELECT g.source, g.impression_id, g.user_id, g."time", g.history,
+                   g.impressions, $batch_id, now()
+            FROM {first} g ANTI JOIN behaviors b USING (source, impression_id)""",
         {"batch_id": batch_id},
     )
-    inserted = con.execute("SELECT count(*) FROM b_new").fetchall()[0][0]
-    good = con.execute("SELECT count(*) FROM b_good").fetchall()[0][0]
     return inserted, good - inserted, 0
 
 
@@ -140,7 +142,7 @@ def commit_batch(con: duckdb.DuckDBPyConnection, batch_dir: Path, *, cleanup: bo
         else:
             inserted, duplicate, labels = _commit_behaviors(con, manifest.batch_id)
             time_col = '"time"'
-        quarantined = con.execute("SELECT count(*) FROM b_fail").fetchall()[0][0]
+        quarantined = _count(con, "SELECT count(*) FROM b_fail")
         con.execute(
             """INSERT INTO quarantine (batch_id, record_no, source, target_table, raw, reasons, quarantined_at)
                SELECT $batch_id, r.record_no, r.source, $target, r.raw, f.reasons, now()
@@ -157,9 +159,7 @@ def commit_batch(con: duckdb.DuckDBPyConnection, batch_dir: Path, *, cleanup: bo
         )
         status = "failed_validation" if report.batch_errors else "succeeded"
         notes = list(manifest.notes) + report.batch_errors
-        watermark = con.execute(
-            f"SELECT max(r.{time_col}) FROM b_rows r ANTI JOIN b_fail f USING (record_no)"
-        ).fetchall()[0][0]
+        watermark = con.execute(f"SELECT max({time_col}) FROM b_good").fetchall()[0][0]
         con.execute(
             """INSERT INTO ingest_batches VALUES ($batch_id, $source, $target, $input, $flow_run_id,
                    $started_at::TIMESTAMPTZ, now(), $read, $inserted, $duplicate, $quarantined, $labels,

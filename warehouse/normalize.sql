@@ -25,7 +25,7 @@ CREATE OR REPLACE MACRO np_ts(p) AS coalesce(
          WHEN regexp_full_match(p, '\d{12,13}') THEN to_timestamp(try_cast(p AS BIGINT) / 1000) END
 );
 
-CREATE OR REPLACE TABLE normalized AS
+CREATE OR REPLACE TEMP VIEW normalized AS
 WITH base AS (
     SELECT
         record_no,

@@ -1,5 +1,5 @@
 -- Turn `staged` click-log records (MIND layout, all text) into `normalized` behaviors rows.
-CREATE OR REPLACE TABLE normalized AS
+CREATE OR REPLACE TEMP VIEW normalized AS
 WITH base AS (
     SELECT record_no, raw, nullif(trim(error), '') AS error,
            coalesce(nullif(trim(source), ''), $default_source) AS source,

@@ -72,10 +72,12 @@ def new_batch(staging_dir: Path, source: str, target: Target, input_name: str) -
 def _finish(con: duckdb.DuckDBPyConnection, batch_dir: Path, manifest: Manifest) -> Manifest:
     """Normalise the ``staged`` table and write the batch files."""
     sql_file = NORMALIZE_SQL if manifest.target == "articles" else NORMALIZE_BEHAVIORS_SQL
-    con.execute(sql_file.read_text(encoding="utf-8"), {"default_source": manifest.source})
+    # A view cannot take parameters: the default source goes in as an escaped literal.
+    sql = sql_file.read_text(encoding="utf-8").replace("$default_source", _quote_literal(manifest.source))
+    con.execute(sql)
+    # `normalized` is a view: it streams straight into the Parquet file (COPY returns the count).
     out = batch_dir / "normalized.parquet"
-    con.execute(f"COPY normalized TO '{out}' (FORMAT parquet)")
-    manifest.rows = int(scalar(con, "SELECT count(*) FROM normalized"))
+    manifest.rows = int(scalar(con, f"COPY normalized TO '{out}' (FORMAT parquet)"))
     manifest.write(batch_dir)
     return manifest
 

@@ -1,0 +1,54 @@
+# NewsPulse developer commands. `make demo` and `make test` do all set-up on a fresh machine.
+#
+# The virtualenv is built once (and again when pyproject.toml or constraints.txt change) with the
+# pinned versions in constraints.txt. torch==2.13.0: pip takes the local CPU wheel on the dev/CI
+# machines; on a GPU worker the same pin resolves to the CUDA build from PyPI.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export DO_NOT_TRACK ?= 1
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export TOKENIZERS_PARALLELISM ?= false
+SHARED_DATA := $(abspath ../shared/data)
+
+.PHONY: install demo demo-real test test-fast bench-ingest lock clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## demo: generate the synthetic stream and ingest + validate it (also the public datasets
+##       when NEWSPULSE_DATA_DIR is set)
+demo: install
+	$(VENV)/bin/newspulse demo
+
+## demo-real: the demo plus every public dataset in ../shared/data
+demo-real: install
+	NEWSPULSE_DATA_DIR=$(SHARED_DATA) $(VENV)/bin/newspulse demo
+
+## test: the whole suite (code, data and model tests)
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+## bench-ingest: 1M generated rows, our ingest vs a bare DuckDB load (see bench/README.md)
+bench-ingest: install
+	$(PY) bench/ingest.py
+
+## lock: refresh constraints.txt from the current virtualenv
+lock: install
+	$(PY) -m pip freeze --exclude-editable | grep -v '^newspulse' | sed 's/+cpu//' > constraints.txt
+
+clean:
+	rm -rf var warehouse/*.duckdb warehouse/*.duckdb.wal .pytest_cache

@@ -1,0 +1,156 @@
+"""Ingest benchmark: 1M generated rows as JSONL and Parquet.
+
+Our ingest (normalise + hash ids + Great Expectations validation + dedup + atomic commit into the
+warehouse) against a bare DuckDB ``CREATE TABLE AS SELECT * FROM read_json/read_parquet`` of the
+same file into a fresh DuckDB file, in the same process. Prints rows/s and the ratio and writes
+``bench/results/ingest.json``. Target: ratio >= 0.5.
+
+    python bench/ingest.py [--rows 1000000] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import duckdb  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from newspulse.settings import Settings  # noqa: E402
+from warehouse import commit, staging, validation  # noqa: E402
+from warehouse.connection import connect, connect_memory  # noqa: E402
+from warehouse.migrate import migrate  # noqa: E402
+
+WORDS = ("market stocks fell rose profit loss bank oil gold shares investors earnings quarter growth "
+         "rate inflation outlook guidance merger deal probe layoffs record demand supply central").split()
+TICKERS = ["ACME", "GLBX", "INTC", "HLVM", "TSLB", "NRTH", "ORBT", "PYRX"]
+
+
+def write_inputs(folder: Path, rows: int, seed: int = 0) -> tuple[Path, Path]:
+    """A JSONL file of ``rows`` realistic records and the same rows as Parquet."""
+    rnd = random.Random(seed)
+    start = datetime(2024, 1, 1, tzinfo=UTC)  # 1M rows x 37 s stays in the past
+    jsonl = folder / "news.jsonl"
+    with jsonl.open("w", encoding="utf-8") as fh:
+        for i in range(rows):
+            rec = {
+                "id": f"b{i:08d}",
+                "source": rnd.choice(("wire", "ledger", "daily")),
+                "title": " ".join(rnd.choices(WORDS, k=rnd.randint(6, 12))).capitalize(),
+                "body": " ".join(rnd.choices(WORDS, k=rnd.randint(25, 60))) + ".",
+                "published_at": (start + timedelta(seconds=37 * i)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "tickers": rnd.sample(TICKERS, k=rnd.randint(0, 2)),
+                "url": f"https://example.com/a/{i}",
+            }
+            fh.write(json.dumps(rec) + "\n")
+    parquet = folder / "news.parquet"
+    con = duckdb.connect()
+    con.execute(f"COPY (SELECT * FROM read_json('{jsonl}')) TO '{parquet}' (FORMAT parquet)")
+    con.close()
+    return jsonl, parquet
+
+
+def bare_load(path: Path, folder: Path) -> float:
+    """Seconds for a bare CREATE TABLE AS SELECT * of the file into a fresh DuckDB file."""
+    db = folder / f"bare-{path.suffix[1:]}.duckdb"
+    db.unlink(missing_ok=True)
+    reader = "read_json" if path.suffix == ".jsonl" else "read_parquet"
+    t0 = time.perf_counter()
+    con = duckdb.connect(str(db))
+    con.execute(f"CREATE TABLE t AS SELECT * FROM {reader}('{path}')")
+    con.close()  # includes the checkpoint to disk, as our commit does
+    return time.perf_counter() - t0
+
+
+def our_ingest(path: Path, settings: Settings) -> dict[str, float | int | str]:
+    """Stage, validate and commit ``path`` as one batch; seconds per phase and the counts."""
+    t0 = time.perf_counter()
+    batch_dir, manifest = staging.new_batch(settings.staging_dir, "bench", "articles", str(path))
+    with connect_memory(settings) as mem:
+        if path.suffix == ".jsonl":
+            staging.stage_jsonl(mem, batch_dir, manifest, path)
+        else:
+            staging.stage_parquet(mem, batch_dir, manifest, path)
+    t1 = time.perf_counter()
+    with connect_memory(settings) as mem:
+        validation.validate_batch(mem, batch_dir, "articles", settings)
+    t2 = time.perf_counter()
+    with connect(settings) as con:
+        summary = commit.commit_batch(con, batch_dir)
+    t3 = time.perf_counter()
+    return {"stage_s": t1 - t0, "validate_s": t2 - t1, "commit_s": t3 - t2, "total_s": t3 - t0,
+            "inserted": summary.rows_inserted, "duplicate": summary.rows_duplicate,
+            "quarantined": summary.rows_quarantined, "read": summary.rows_read}
+
+
+def main() -> None:
+    """Run the benchmark and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--keep", action="store_true", help="keep the generated files")
+    args = parser.parse_args()
+    console = Console(width=140)
+    folder = Path(tempfile.mkdtemp(prefix="np-bench-"))
+    try:
+        console.print(f"generating {args.rows:,} rows in {folder} ...")
+        jsonl, parquet = write_inputs(folder, args.rows)
+        # Warm-up: GX import (~5 s) and DuckDB's first-use costs are not part of the comparison.
+        warm = Settings(warehouse_path=folder / "warm.duckdb", home=folder / "warm")
+        warm.ensure_dirs()
+        (folder / "warm-in").mkdir()
+        small, _ = write_inputs(folder / "warm-in", 1000)
+        with connect(warm) as con:
+            migrate(con)
+        our_ingest(small, warm)
+
+        results = []
+        for path in (jsonl, parquet):
+            fmt = path.suffix[1:]
+            s = Settings(warehouse_path=folder / f"wh-{fmt}.duckdb", home=folder / f"var-{fmt}")
+            s.ensure_dirs()
+            with connect(s) as con:
+                migrate(con)
+            bare = bare_load(path, folder)
+            first = our_ingest(path, s)
+            again = our_ingest(path, s)  # re-ingest: every row a duplicate, nothing inserted
+            assert first["inserted"] == args.rows and again["inserted"] == 0, (first, again)
+            results.append({
+                "format": fmt, "rows": args.rows, "bare_s": bare, "ours": first, "reingest": again,
+                "bare_rows_per_s": args.rows / bare, "ours_rows_per_s": args.rows / first["total_s"],
+                "ratio": bare / first["total_s"],
+            })
+
+        table = Table(title=f"Ingest of {args.rows:,} rows (2-core box; ratio = our rows/s / bare rows/s)")
+        for col in ("format", "bare CTAS s", "bare rows/s", "ours s", "stage", "validate", "commit",
+                    "ours rows/s", "ratio", "re-ingest s"):
+            table.add_column(col, justify="right")
+        for r in results:
+            o = r["ours"]
+            table.add_row(r["format"], f"{r['bare_s']:.2f}", f"{r['bare_rows_per_s']:,.0f}", f"{o['total_s']:.2f}",
+                          f"{o['stage_s']:.2f}", f"{o['validate_s']:.2f}", f"{o['commit_s']:.2f}",
+                          f"{r['ours_rows_per_s']:,.0f}", f"{r['ratio']:.2f}x", f"{r['reingest']['total_s']:.2f}")
+        console.print(table)
+        out = Path(__file__).with_name("results")
+        out.mkdir(exist_ok=True)
+        (out / "ingest.json").write_text(json.dumps(
+            {"when": datetime.now(UTC).isoformat(), "cpus": os.cpu_count(), "results": results}, indent=2))
+        console.print(f"results: {out / 'ingest.json'}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

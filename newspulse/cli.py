@@ -1,0 +1,268 @@
+"""The ``newspulse`` command line: demo, ingest, SQL and warehouse status.
+
+Heavy imports (Prefect, Great Expectations) happen inside the commands that need them, so
+``newspulse sql`` answers quickly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from newspulse.settings import get_settings
+
+app = typer.Typer(help="NewsPulse: news and finance text -> sentiment alerts and recommendation features.",
+                  no_args_is_help=True, add_completion=False)
+ingest_app = typer.Typer(help="Ingest files, feeds or public datasets into the warehouse.", no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
+# Wide enough for the batch tables when output is piped (CI logs, `make demo | tee`).
+console = Console(width=None if sys.stdout.isatty() else 140)
+
+BATCH_COLUMNS = ["source", "input", "rows_read", "rows_inserted", "rows_duplicate", "rows_quarantined",
+                 "labels_inserted", "status"]
+
+
+def _offline_env() -> None:
+    # Nothing here may phone home: no hub downloads, no telemetry.
+    for key, value in {"HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                       "TOKENIZERS_PARALLELISM": "false"}.items():
+        os.environ.setdefault(key, value)
+
+
+def _pairs(values: list[str] | None, what: str) -> dict[str, str] | None:
+    if not values:
+        return None
+    out = {}
+    for item in values:
+        if "=" not in item:
+            raise typer.BadParameter(f"{what} must look like field=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _batches_table(batches: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title, show_lines=False)
+    for col in BATCH_COLUMNS:
+        table.add_column(col.replace("rows_", ""), justify="right" if col.startswith(("rows", "labels")) else "left")
+    for b in batches:
+        name = Path(str(b["input"])).name or str(b["input"])
+        table.add_row(*[name if c == "input" else str(b[c]) for c in BATCH_COLUMNS])
+    if batches:
+        totals = {c: sum(int(b[c]) for b in batches) for c in BATCH_COLUMNS if c.startswith(("rows", "labels"))}
+        table.add_row("[bold]total", "", *[f"[bold]{totals[c]}" for c in BATCH_COLUMNS[2:-1]], "")
+    return table
+
+
+def _print_result(result: Any, fmt: str) -> None:
+    if fmt == "json":
+        console.print_json(json.dumps([dict(zip(result.columns, r, strict=True)) for r in result.rows], default=str))
+        return
+    if fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(result.columns)
+        writer.writerows(result.rows)
+        return
+    table = Table(show_lines=False)
+    for col in result.columns:
+        table.add_column(col, overflow="fold")
+    for row in result.rows:
+        table.add_row(*["" if v is None else str(v) for v in row])
+    console.print(table)
+    if result.truncated:
+        console.print(f"[yellow]first {len(result.rows)} rows shown; use --limit to see more")
+
+
+def _run_flow(fn: Any, **kwargs: Any) -> Any:
+    """Run a flow, turning a failed run into a clean exit code 1 with its message."""
+    state = fn(**kwargs, return_state=True)
+    if not state.is_completed():
+        console.print(f"[red]{fn.name} run ended {state.type.value}: {state.message}")
+        try:
+            state.result()
+        except Exception as exc:  # noqa: BLE001 - show the user the reason, then exit non-zero
+            console.print(f"[red]{type(exc).__name__}: {exc}")
+        raise typer.Exit(1)
+    return state.result()
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[Path | None, typer.Option(help="Also ingest the public datasets from this folder "
+                                                       "(default: $NEWSPULSE_DATA_DIR if set).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic stream.")] = 7,
+    days: Annotated[int, typer.Option(help="Days of synthetic news.")] = 28,
+    articles_per_day: Annotated[int, typer.Option(help="Synthetic articles per day.")] = 400,
+    users: Annotated[int, typer.Option(help="Synthetic users with click logs.")] = 300,
+) -> None:
+    """Generate the demo stream, ingest and validate it, and print what landed where."""
+    _offline_env()
+    from flows.pipeline import DEFAULT_DATASETS, pipeline_flow
+    from warehouse.query import run_readonly, table_counts
+
+    settings = get_settings()
+    data_dir = data_dir or settings.data_dir
+    console.rule("[bold]NewsPulse demo")
+    console.print(f"warehouse: {settings.warehouse_path}   demo data: {settings.demo_dir}")
+    if data_dir:
+        console.print(f"public datasets from {data_dir}")
+    out = _run_flow(
+        pipeline_flow, seed=seed, days=days, articles_per_day=articles_per_day, n_users=users,
+        datasets=DEFAULT_DATASETS if data_dir else None, data_dir=str(data_dir) if data_dir else None,
+    )
+    batches = out["batches"]
+    if batches:
+        console.print(_batches_table(batches, "Ingested batches (read = inserted + duplicate + quarantined)"))
+    else:
+        console.print("[yellow]no new input: the demo data was already ingested (re-runs insert nothing)")
+    counts = table_counts(settings, ["articles", "labels", "behaviors", "quarantine", "ingest_batches", "validation_runs"])
+    table = Table(title="Warehouse")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, n in counts.items():
+        table.add_row(name, str(n))
+    console.print(table)
+    reasons = run_readonly(settings, "SELECT unnest(reasons) AS reason, count(*) AS n FROM quarantine "
+                                     "GROUP BY 1 ORDER BY n DESC, reason LIMIT 8")
+    if reasons.rows:
+        console.print("[bold]Top quarantine reasons")
+        _print_result(reasons, "table")
+    console.print("\nTry: [cyan]newspulse sql \"SELECT source, count(*) FROM v_articles GROUP BY 1\"[/cyan]"
+                  "   |   [cyan]newspulse status[/cyan]")
+
+
+@ingest_app.command("files")
+def ingest_files(
+    patterns: Annotated[list[str], typer.Argument(help="Files or globs (CSV, TSV, JSONL, Parquet).")],
+    source: Annotated[str, typer.Option(help="Source name recorded on every row.")] = "files",
+    file_format: Annotated[str | None, typer.Option("--format", help="csv | jsonl | parquet | mind_behaviors "
+                                                    "(default: from the suffix).")] = None,
+    map_: Annotated[list[str] | None, typer.Option("--map", help="field=column, e.g. body=Description.")] = None,
+    default: Annotated[list[str] | None, typer.Option(help="field=value for fields the file lacks, "
+                                                      "e.g. task=sentiment.")] = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of CSV files.")] = "utf-8",
+) -> None:
+    """Ingest local files; files already ingested in the same version are skipped."""
+    _offline_env()
+    from flows.ingest import ingest_flow
+
+    batches = _run_flow(ingest_flow, files=patterns, source=source, file_format=file_format,
+                        column_map=_pairs(map_, "--map"), defaults=_pairs(default, "--default"), encoding=encoding)
+    console.print(_batches_table(batches, "Ingested") if batches else "[yellow]nothing new to ingest")
+
+
+@ingest_app.command("feed")
+def ingest_feed(
+    url: Annotated[str, typer.Argument(help="RSS or Atom URL (http/https).")],
+    source: Annotated[str, typer.Option(help="Source name for this feed.")] = "rss",
+) -> None:
+    """Pull one RSS/Atom feed (conditional GET: unchanged feeds cost one request)."""
+    _offline_env()
+    from flows.ingest import ingest_flow
+
+    batches = _run_flow(ingest_flow, feeds={source: url})
+    console.print(_batches_table(batches, "Ingested") if batches else "[yellow]feed unchanged")
+
+
+@ingest_app.command("dataset")
+def ingest_dataset(
+    names: Annotated[list[str], typer.Argument(help="Dataset names (see `newspulse ingest datasets`).")],
+    data_dir: Annotated[Path | None, typer.Option(help="Folder of the public datasets.")] = None,
+) -> None:
+    """Ingest public datasets from their native files."""
+    _offline_env()
+    from flows.ingest import ingest_flow
+
+    root = data_dir or get_settings().data_dir
+    if not root:
+        raise typer.BadParameter("give --data-dir or set NEWSPULSE_DATA_DIR")
+    batches = _run_flow(ingest_flow, datasets=names, data_dir=str(root))
+    console.print(_batches_table(batches, "Ingested") if batches else "[yellow]nothing new to ingest")
+
+
+@ingest_app.command("datasets")
+def list_datasets() -> None:
+    """List the public datasets the loaders know."""
+    from sources.datasets import DATASETS
+
+    table = Table(title="Known datasets")
+    for col in ("name", "folder", "files", "into"):
+        table.add_column(col)
+    for spec in DATASETS.values():
+        table.add_row(spec.name, spec.folder, spec.pattern, spec.target)
+    console.print(table)
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="One SQL query; the connection is read-only and sandboxed.")],
+    fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
+    limit: Annotated[int, typer.Option(help="Most rows to print.")] = 100,
+) -> None:
+    """Query the warehouse read-only (views are documented in README.md)."""
+    import duckdb
+
+    from warehouse.query import run_readonly
+
+    try:
+        result = run_readonly(get_settings(), query, limit=limit)
+    except (duckdb.Error, FileNotFoundError) as exc:
+        console.print(f"[red]{type(exc).__name__}: {exc}")
+        raise typer.Exit(2) from exc
+    _print_result(result, fmt)
+
+
+@app.command()
+def status() -> None:
+    """Sources, their batches and freshness, and the latest batches."""
+    from warehouse.query import run_readonly
+
+    settings = get_settings()
+    if not Path(settings.warehouse_path).exists():
+        console.print(f"[yellow]no warehouse at {settings.warehouse_path} yet: run `newspulse demo`")
+        raise typer.Exit(0)
+    _print_result(run_readonly(settings, "SELECT * FROM v_source_freshness ORDER BY source"), "table")
+    _print_result(run_readonly(settings, "SELECT batch_id, source, status, rows_read, rows_inserted, rows_duplicate,"
+                               " rows_quarantined FROM v_ingest_batches ORDER BY finished_at DESC LIMIT 10"), "table")
+
+
+@app.command()
+def generate(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the stream to.")],
+    seed: Annotated[int, typer.Option()] = 7,
+    days: Annotated[int, typer.Option()] = 28,
+    articles_per_day: Annotated[int, typer.Option()] = 400,
+    users: Annotated[int, typer.Option()] = 300,
+) -> None:
+    """Write the seeded synthetic stream (articles, labels, click logs, ground truth) only."""
+    from sources.synthetic import SyntheticConfig, generate_stream, summarize
+
+    stream = generate_stream(out_dir, SyntheticConfig(seed=seed, days=days, articles_per_day=articles_per_day,
+                                                      n_users=users))
+    console.print(summarize(stream))
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the warehouse schema (safe to run any time)."""
+    from warehouse.connection import connect
+    from warehouse.migrate import current_version
+    from warehouse.migrate import migrate as apply
+
+    settings = get_settings()
+    with connect(settings) as con:
+        applied = apply(con)
+        console.print(f"applied {applied or 'nothing'}; schema version {current_version(con)}")
+
+
+if __name__ == "__main__":
+    app()
