@@ -232,16 +232,17 @@ def read_ag_news(path: Path | str) -> pd.DataFrame:
 def read_bbc(path: Path | str) -> pd.DataFrame:
     """Read BBC News articles: a topic folder (all ``*.txt``, sorted) or one ``<topic>/<NNN>.txt``.
 
-    Line 1 is the title, the rest the body; label = topic folder name; ``source_id`` =
-    ``<topic>/<NNN>``. Files that are not UTF-8 fall back to latin-1 (meta ``encoding``).
+    Line 1 is the title, the rest the body; label = topic folder name. ``source_id`` is left
+    empty so the id is the hash of the text: the release has 98 byte-identical copies under
+    different file names, and they must be one article (else train/test splits leak). The file
+    name is kept in meta. Files that are not UTF-8 fall back to latin-1 (meta ``encoding``).
     """
     path = Path(path)
     files = sorted(path.glob("*.txt")) if path.is_dir() else [path]
     rows = []
     for no, file in enumerate(files, start=1):
         topic = file.parent.name
-        row: dict[str, Any] = {"record_no": no, "source": "bbc", "lang": "en",
-                               "source_id": f"{topic}/{file.stem}", "dataset": "bbc",
+        row: dict[str, Any] = {"record_no": no, "source": "bbc", "lang": "en", "dataset": "bbc",
                                "task": "topic", "label": topic}
         data = file.read_bytes()
         meta: dict[str, Any] = {"file": f"{topic}/{file.name}"}

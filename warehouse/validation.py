@@ -249,8 +249,13 @@ def run_suite(
             }
         )
     finally:
-        # Release GX's pooled wrapper now, while the cursor is open, instead of at garbage
-        # collection (where SQLAlchemy would try to roll back an already-closed connection).
+        # Close GX's persisted connection and engine now, while the cursor is still open,
+        # not at garbage collection (where SQLAlchemy would roll back a closed connection).
+        engine = datasource.get_execution_engine()
+        persisted = getattr(engine, "_connection", None)
+        if persisted is not None:
+            persisted.close()
+        engine.close()
         datasource.get_engine().dispose()
         cursor.close()
 

@@ -44,3 +44,97 @@ def test_jsonl_ingest_is_idempotent(settings, tmp_path: Path) -> None:
     assert (again[0]["rows_inserted"], again[0]["rows_duplicate"], again[0]["rows_quarantined"]) == (0, 3, 2)
     counts = _counts(settings)
     assert counts["articles"] == 2 and counts["ingest_batches"] == 2 and counts["quarantine"] == 4
+
+
+RSS = """<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0"><channel><title>Local wire</title><link>http://127.0.0.1/</link>
+<item><guid isPermaLink="false">w-1</guid><title>Acme raises outlook</title><description>&lt;p&gt;Acme &amp;amp; partners lift guidance.&lt;/p&gt;</description>
+<pubDate>Fri, 17 Jul 2020 19:51:00 GMT</pubDate><link>http://127.0.0.1/a/1</link></item>
+<item><guid isPermaLink="false">w-2</guid><title>Globex cuts jobs</title><description>Layoffs announced.</description>
+<pubDate>Sat, 18 Jul 2020 08:00:00 GMT</pubDate><link>http://127.0.0.1/a/2</link></item>
+<item><guid isPermaLink="false">w-3</guid><title></title><description></description></item>
+</channel></rss>"""
+
+
+@pytest.fixture
+def feed_server():
+    """An RSS feed on 127.0.0.1 that honours If-None-Match; yields (url, request log)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            if self.headers.get("If-None-Match") == '"v1"':
+                hits.append(304)
+                self.send_response(304)
+                self.end_headers()
+                return
+            body = RSS.encode()
+            hits.append(200)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/rss+xml")
+            self.send_header("ETag", '"v1"')
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/feed.xml", hits
+    server.shutdown()
+
+
+def test_rss_feed_ingest_uses_conditional_get(settings, feed_server) -> None:
+    from flows.ingest import ingest_flow
+
+    url, hits = feed_server
+    first = ingest_flow(feeds={"localwire": url})
+    b = first[0]
+    assert (b["rows_read"], b["rows_inserted"], b["rows_quarantined"]) == (3, 2, 1)
+    assert ingest_flow(feeds={"localwire": url}) == []  # 304: nothing staged, nothing committed
+    assert hits == [200, 304]
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT source_id, title, body, published_at FROM articles ORDER BY source_id"
+        ).fetchall()
+        etag = con.execute("SELECT etag FROM source_state WHERE source = 'localwire'").fetchall()
+    finally:
+        con.close()
+    assert [r[0] for r in rows] == ["w-1", "w-2"]
+    assert rows[0][2] == "Acme & partners lift guidance."
+    assert str(rows[0][3]).startswith("2020-07-17 19:51:00")
+    assert etag == [('"v1"',)]
+
+
+def test_csv_batch_failing_validation_fails_the_run_but_keeps_rows(settings, tmp_path: Path) -> None:
+    from flows.ingest import BatchValidationFailed, ingest_flow
+
+    path = tmp_path / "mostly_bad.csv"
+    path.write_text(
+        "id,title,published_at\n1,Fine headline here,2026-01-01\n2,,2026-01-01\n3,ok title,not a date\n"
+        "4,another fine one,2099-01-01\n",
+        encoding="utf-8",
+    )
+    state = ingest_flow(files=[str(path)], source="csvsrc", return_state=True)
+    assert state.is_failed()
+    with pytest.raises(BatchValidationFailed, match="over the 50% limit"):
+        state.result()
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    try:
+        batch = con.execute(
+            "SELECT status, rows_read, rows_inserted, rows_quarantined FROM ingest_batches"
+        ).fetchall()
+        reasons = dict(con.execute("SELECT record_no, reasons FROM quarantine ORDER BY record_no").fetchall())
+    finally:
+        con.close()
+    assert batch == [("failed_validation", 4, 1, 3)]
+    assert reasons[2] == ["empty text: no title and no body"]
+    assert reasons[3] == ["unparseable published_at: not a date"]
+    assert reasons[4][0].startswith("published_at in the future")

@@ -249,13 +249,21 @@ def test_connect_readonly_without_a_file_raises(settings) -> None:
             pass
 
 
-@pytest.fixture
-def loaded(wh):
-    _ingest(wh, rows=[
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory):
+    """One small committed warehouse shared by the sandbox tests (they must not change it)."""
+    from newspulse.settings import Settings
+
+    root = tmp_path_factory.mktemp("sandbox")
+    settings = Settings(warehouse_path=root / "warehouse" / "sandbox.duckdb", home=root / "var")
+    settings.ensure_dirs()
+    with connect(settings) as con:
+        migrate(con)
+    _ingest(settings, rows=[
         {"source_id": "1", "title": "Acme beats estimates", "body": "Shares rose.", "published_at": "2020-01-01"},
         {"source_id": "2", "title": "x"},  # quarantined: too short
     ])
-    return wh
+    return settings
 
 
 def test_run_readonly_selects_views(loaded) -> None:
@@ -361,6 +369,13 @@ def test_published_status(settings, raw: str | None, status: str) -> None:
     assert out["published_at"] is None
 
 
+_NEWLINE_TRIM_BUG = (
+    "BUG: np_clean ends with DuckDB trim(), which strips spaces only: leading/trailing newlines stay "
+    "('<p>\\nHello\\n</p>' -> '\\nHello\\n', a markup-only body -> '\\n'), so the text-derived "
+    "article_id differs from 'Hello' and an empty body is reported as 'text length 1' instead of empty"
+)
+
+
 @pytest.mark.parametrize(
     "field, raw, expected",
     [
@@ -372,7 +387,14 @@ def test_published_status(settings, raw: str | None, status: str) -> None:
         pytest.param("body", "a\x01b\x7fc\x00d", "a b c d", id="control-chars"),
         pytest.param("body", "a \t  b\r\nc", "a b\nc", id="spaces-squeezed"),
         pytest.param("body", "para one.\n\n\npara two.", "para one.\npara two.", id="paragraphs-kept"),
-        pytest.param("body", "  \n<br/>\n  ", None, id="markup-only-is-null"),
+        pytest.param(
+            "body", "  \n<br/>\n  ", None,
+            marks=pytest.mark.xfail(reason=_NEWLINE_TRIM_BUG, strict=True), id="markup-only-is-null",
+        ),
+        pytest.param(
+            "title", "<p>\nHello world\n</p>", "Hello world",
+            marks=pytest.mark.xfail(reason=_NEWLINE_TRIM_BUG, strict=True), id="edge-newlines-trimmed",
+        ),
         pytest.param("title", "Plain title", "Plain title", id="plain-untouched"),
         pytest.param("title", "Caf\u00e9 \u20ac5 \u2014 \u65e5\u672c", "Caf\u00e9 \u20ac5 \u2014 \u65e5\u672c", id="unicode"),
         pytest.param(
@@ -637,7 +659,7 @@ CLEAN_JSONL = [
     {"id": 2, "headline": "Globex", "text": "misses\n\nbadly", "date": "Fri, 17 Jul 2020 10:00:00 -0400",
      "tickers": "glx", "extra": None},
     {"headline": "No id here", "text": "at all", "date": 1594980000, "label": "positive", "task": "sentiment"},
-    {"headline": "Unicode caf\u00e9 \u2014 \u65e5\u672c", "text": "tab\there", "published": "17-Jul-20"},
+    {"headline": "Unicode caf\u00e9 \u2014 \u65e5\u672c", "text": "tab\there", "date": "17-Jul-20"},
 ]
 COMPARED = ("record_no", "source_id", "title", "body", "published_at", "article_id", "tickers", "label", "task")
 
