@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     writer_timeout_s: float = Field(900.0, description="Longest wait for the writer slot.")
     reader_retries: int = Field(8, description="Read-only connections retry this often on a lock.")
 
+    staging_retention_h: float = Field(
+        24.0, description="Staging folders older than this (left by crashed runs) are removed."
+    )
+
     # --- validation (Great Expectations) -----------------------------------------------------
     min_text_chars: int = Field(3, description="Shorter texts are quarantined.")
     max_text_chars: int = Field(200_000, description="Longer texts are quarantined.")

@@ -13,6 +13,7 @@ from prefect.concurrency.sync import concurrency
 from newspulse.settings import Settings
 from warehouse.connection import connect
 from warehouse.migrate import migrate
+from warehouse.staging import prune_staging
 
 
 def ensure_writer_limit(settings: Settings) -> None:
@@ -30,11 +31,17 @@ def writer_slot(settings: Settings) -> Iterator[None]:
 
 @task(name="migrate-warehouse", cache_policy=NO_CACHE)
 def migrate_warehouse(settings: Settings) -> list[int]:
-    """Create the writer limit and apply pending migrations; returns the versions applied."""
+    """Create the writer limit, apply pending migrations, prune stale staging folders.
+
+    Returns the migration versions applied now.
+    """
     ensure_writer_limit(settings)
     settings.ensure_dirs()
     with writer_slot(settings), connect(settings) as con:
         applied = migrate(con)
     if applied:
         get_run_logger().info("applied migrations %s to %s", applied, settings.warehouse_path)
+    removed = prune_staging(settings.staging_dir, settings.staging_retention_h * 3600)
+    if removed:
+        get_run_logger().warning("removed %d stale staging folder(s) from crashed runs: %s", len(removed), removed)
     return applied

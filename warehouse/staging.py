@@ -14,6 +14,8 @@ whenever the fast one meets a line it could not read.
 from __future__ import annotations
 
 import json
+import shutil
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -67,6 +69,22 @@ def new_batch(staging_dir: Path, source: str, target: Target, input_name: str) -
     batch_dir.mkdir(parents=True, exist_ok=False)
     manifest = Manifest(batch_id, source, target, input_name, now.isoformat())
     return batch_dir, manifest
+
+
+def prune_staging(staging_dir: Path, older_than_s: float) -> list[str]:
+    """Remove batch folders older than ``older_than_s`` (left behind by crashed runs).
+
+    A crash before the commit leaves a folder that nothing will commit: the re-run stages the
+    input again under a new batch id. Folders are only removed when old enough that no live run
+    can still be using them. Returns the removed batch ids.
+    """
+    cutoff = time.time() - older_than_s
+    removed = []
+    for folder in Path(staging_dir).glob("*"):
+        if folder.is_dir() and folder.stat().st_mtime < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return sorted(removed)
 
 
 def _finish(con: duckdb.DuckDBPyConnection, batch_dir: Path, manifest: Manifest) -> Manifest:

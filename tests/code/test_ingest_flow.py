@@ -45,6 +45,18 @@ def test_jsonl_ingest_is_idempotent(settings, tmp_path: Path) -> None:
     counts = _counts(settings)
     assert counts["articles"] == 2 and counts["ingest_batches"] == 2 and counts["quarantine"] == 4
 
+    # The UI gets a validation table per batch and the batch summary table.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["validation-wire", "ingest-batches"])))
+    kinds = {(a.key, a.type) for a in arts}
+    assert ("validation-wire", "table") in kinds and ("ingest-batches", "table") in kinds
+    table = next(a for a in arts if a.key == "validation-wire")
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert any(r["expectation"] == "expect_column_values_to_be_between" and r["success"] is False for r in rows)
+
 
 RSS = """<?xml version="1.0" encoding="UTF-8"?>
 <rss version="2.0"><channel><title>Local wire</title><link>http://127.0.0.1/</link>
