@@ -179,22 +179,11 @@ def stage_jsonl(
     if not keys:
         manifest.notes.append("no JSON object in the first lines; reading line by line")
         return _stage_jsonl_exact(con, batch_dir, manifest, path, mapping, defaults)
+    # Fast path: one DuckDB pass reads every line with typed columns straight into `staged`.
+    # `raw` is the object re-serialised from its keys; keys that map to no record field are kept
+    # in `meta`. A line DuckDB could not read comes back with every key NULL (a raw of all
+    # nulls): then the whole file goes through the exact, line-by-line path instead.
     typed = ", ".join(f"{_quote_literal(k)}: 'VARCHAR'" for k in keys)
-    try:
-        con.execute(
-            f"""CREATE OR REPLACE TABLE fast AS
-                SELECT * FROM read_json({_quote_literal(str(path))}, format='newline_delimited',
-                    ignore_errors=true, columns={{{typed}}}, maximum_object_size=268435456)"""
-        )
-        all_null = " AND ".join(f"{_quote_ident(k)} IS NULL" for k in keys)
-        unreadable = scalar(con, f"SELECT count(*) FROM fast WHERE {all_null}")
-    except duckdb.Error as exc:  # e.g. a file that is not JSON at all
-        manifest.notes.append(f"fast JSON reader failed ({type(exc).__name__}); reading line by line")
-        unreadable = -1
-    if unreadable != 0:
-        return _stage_jsonl_exact(con, batch_dir, manifest, path, mapping, defaults)
-    # Fast path: every line parsed. `raw` is the object re-serialised from its keys; keys that
-    # map to no record field are kept in `meta`.
     unmapped = [k for k in keys if k not in mapping.values()]
     extra = {}
     if unmapped and "meta" not in mapping:
@@ -202,12 +191,22 @@ def stage_jsonl(
         extra["meta"] = f"to_json(struct_pack({pairs}))"
     select = _select_records(mapping, '"{}"', defaults, extra)
     raw = "to_json(struct_pack(" + ", ".join(f"{_quote_ident(k)} := {_quote_ident(k)}" for k in keys) + "))::VARCHAR"
-    con.execute(
-        f"""CREATE OR REPLACE TABLE staged AS
-            SELECT row_number() OVER () AS record_no, {raw} AS raw, {select}, NULL::VARCHAR AS error
-            FROM fast"""
-    )
-    con.execute("DROP TABLE fast")
+    # The raw text of a line DuckDB could not read, rendered by DuckDB itself so key escaping matches.
+    nulls = ", ".join(f"{_quote_ident(k)} := NULL::VARCHAR" for k in keys)
+    all_null = scalar(con, f"SELECT to_json(struct_pack({nulls}))::VARCHAR")
+    try:
+        con.execute(
+            f"""CREATE OR REPLACE TABLE staged AS
+                SELECT row_number() OVER () AS record_no, {raw} AS raw, {select}, NULL::VARCHAR AS error
+                FROM read_json({_quote_literal(str(path))}, format='newline_delimited',
+                    ignore_errors=true, columns={{{typed}}}, maximum_object_size=268435456)"""
+        )
+        unreadable = scalar(con, "SELECT count(*) FROM staged WHERE raw = ?", [all_null])
+    except duckdb.Error as exc:  # e.g. a file that is not JSON at all
+        manifest.notes.append(f"fast JSON reader failed ({type(exc).__name__}); reading line by line")
+        unreadable = -1
+    if unreadable != 0:
+        return _stage_jsonl_exact(con, batch_dir, manifest, path, mapping, defaults)
     return _finish(con, batch_dir, manifest)
 
 
