@@ -176,15 +176,19 @@ def stage_jsonl(
     keys = _sample_keys(path)
     mapping = map_columns(keys, column_map)
     manifest.input_columns, manifest.column_map = keys, mapping
-    if not keys:
-        manifest.notes.append("no JSON object in the first lines; reading line by line")
+    if not keys or "" in keys or len({k.lower() for k in keys}) < len(keys):
+        # No object to learn the keys from, or keys DuckDB cannot name as columns: "" or
+        # twins that differ only in case (DuckDB names are case-insensitive).
+        manifest.notes.append("reading line by line (no usable JSON keys in the first lines)")
         return _stage_jsonl_exact(con, batch_dir, manifest, path, mapping, defaults)
     # Fast path: one DuckDB pass reads every line with typed columns straight into `staged`.
     # `raw` is the object re-serialised from its keys; keys that map to no record field are kept
     # in `meta`. A line DuckDB could not read comes back with every key NULL (a raw of all
     # nulls): then the whole file goes through the exact, line-by-line path instead.
-    typed = ", ".join(f"{_quote_literal(k)}: 'VARCHAR'" for k in keys)
+    # Record fields are read as text; other keys keep their JSON type for `meta` (as on the
+    # exact path, where json_extract keeps types).
     unmapped = [k for k in keys if k not in mapping.values()]
+    typed = ", ".join(f"{_quote_literal(k)}: '{'JSON' if k in unmapped else 'VARCHAR'}'" for k in keys)
     extra = {}
     if unmapped and "meta" not in mapping:
         pairs = ", ".join(f"{_quote_ident(k)} := {_quote_ident(k)}" for k in unmapped)
@@ -192,9 +196,9 @@ def stage_jsonl(
     select = _select_records(mapping, '"{}"', defaults, extra)
     raw = "to_json(struct_pack(" + ", ".join(f"{_quote_ident(k)} := {_quote_ident(k)}" for k in keys) + "))::VARCHAR"
     # The raw text of a line DuckDB could not read, rendered by DuckDB itself so key escaping matches.
-    nulls = ", ".join(f"{_quote_ident(k)} := NULL::VARCHAR" for k in keys)
-    all_null = scalar(con, f"SELECT to_json(struct_pack({nulls}))::VARCHAR")
+    nulls = ", ".join(f"{_quote_ident(k)} := NULL::{'JSON' if k in unmapped else 'VARCHAR'}" for k in keys)
     try:
+        all_null = scalar(con, f"SELECT to_json(struct_pack({nulls}))::VARCHAR")
         con.execute(
             f"""CREATE OR REPLACE TABLE staged AS
                 SELECT row_number() OVER () AS record_no, {raw} AS raw, {select}, NULL::VARCHAR AS error
@@ -223,45 +227,72 @@ def _stage_jsonl_exact(
     mapping: dict[str, str],
     defaults: dict[str, str],
 ) -> Manifest:
-    """Line-by-line JSONL staging: each unreadable line becomes a record with its reason."""
-    # One VARCHAR column per line: the delimiter is a control character that valid JSON never
-    # contains raw; lines DuckDB cannot decode land in the rejects table with their line number.
-    con.execute(
-        f"""CREATE OR REPLACE TABLE lines AS
-            SELECT line FROM read_csv({_quote_literal(str(path))}, columns={{'line': 'VARCHAR'}},
-                header=false, delim='\x1e', quote='', escape='', auto_detect=false,
-                strict_mode=false, max_line_size=268435456,
-                store_rejects=true, rejects_table='np_rejects', rejects_scan='np_reject_scans')"""
-    )
-    blank = scalar(con, "SELECT count(*) FROM lines WHERE line IS NULL OR trim(line) = ''")
+    """Line-by-line JSONL staging: each unreadable line becomes a record with its reason.
+
+    Lines are split and decoded in Python (exact line numbers, every byte kept in ``raw``); DuckDB
+    then checks and extracts the JSON. Empty and whitespace-only lines are not records (DuckDB's
+    read_json skips them too); their count goes to the batch notes.
+    """
+    numbers, texts, errors = [], [], []
+    blank = 0
+    with path.open("rb") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            line = line.rstrip(b"\n").rstrip(b"\r")
+            if line_no == 1 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]
+            if not line.strip():
+                blank += 1
+                continue
+            error = None
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                text = line.decode("utf-8", "backslashreplace")
+                error = f"line {line_no}: invalid UTF-8 bytes at offset {exc.start}"
+            if "\x00" in text:  # raw NUL is never valid JSON; keep it visible in raw
+                text = text.replace("\x00", "\\x00")
+                error = error or f"line {line_no}: NUL byte (malformed JSON line)"
+            numbers.append(line_no)
+            texts.append(text)
+            errors.append(error)
     if blank:
         manifest.notes.append(f"{blank} blank line(s) skipped (not records)")
-    unmapped = [k for k in mapping_keys_unmapped(path, mapping)]
+    lines = pd.DataFrame({"line_no": pd.array(numbers, dtype="int64"), "line": pd.array(texts, dtype="string"),
+                          "read_error": pd.array(errors, dtype="string")})
+    con.register("lines_in", lines)
+    con.execute("CREATE OR REPLACE TABLE lines AS SELECT * FROM lines_in")
+    con.unregister("lines_in")
+    unmapped = [k for k in mapping_keys_unmapped(path, mapping) if k != ""]
     extra = {}
     if unmapped and "meta" not in mapping:
+        # json_object takes keys as strings, so odd keys are fine; the key "" has no JSON path
+        # and stays in raw only.
         pairs = ", ".join(
-            f"{_quote_ident(k)} := json_extract(line, {_quote_literal(chr(36) + '.' + json.dumps(k))})" for k in unmapped
+            f"{_quote_literal(k)}, json_extract(line, {_quote_literal(chr(36) + '.' + json.dumps(k))})"
+            for k in unmapped
         )
-        extra["meta"] = f"to_json(struct_pack({pairs}))"
+        extra["meta"] = f"json_object({pairs})"
+    # A field whose key appears in several spellings (`Title` on one line, `title` on the next)
+    # takes whichever the line has.
+    keys = _sample_keys(path)
+    for field, column in mapping.items():
+        variants = [k for k in keys if k.lower() == column.lower()] or [column]
+        paths = [_quote_literal(chr(36) + "." + json.dumps(v)) for v in variants if v]
+        if paths:
+            extra.setdefault(field, "coalesce(" + ", ".join(f"json_extract_string(line, {p})" for p in paths) + ")")
     select = _select_records(mapping, "json_extract_string(line, '$.\"{}\"')", defaults, extra)
     con.execute(
         f"""CREATE OR REPLACE TABLE staged AS
-            WITH good AS (
-                SELECT row_number() OVER () AS record_no, line FROM lines
-                WHERE line IS NOT NULL AND trim(line) <> ''
-            ), parsed AS (
-                SELECT record_no, line AS raw,
-                       CASE WHEN NOT json_valid(line) THEN 'malformed JSON line'
+            WITH parsed AS (
+                SELECT row_number() OVER (ORDER BY line_no) AS record_no, line AS raw,
+                       CASE WHEN read_error IS NOT NULL THEN read_error
+                            WHEN NOT json_valid(line) THEN 'malformed JSON line'
                             WHEN json_type(line::JSON) <> 'OBJECT' THEN 'JSON value is not an object' END AS error,
-                       CASE WHEN json_valid(line) AND json_type(line::JSON) = 'OBJECT' THEN line END AS line
-                FROM good
+                       CASE WHEN read_error IS NULL AND json_valid(line) AND json_type(line::JSON) = 'OBJECT'
+                            THEN line END AS line
+                FROM lines
             )
-            SELECT record_no, raw, {select}, error FROM parsed
-            UNION ALL
-            SELECT (SELECT count(*) FROM good) + row_number() OVER (ORDER BY line) AS record_no,
-                   csv_line AS raw, {_select_records({}, '', defaults)},
-                   'unreadable line ' || line || ': ' || error_message AS error
-            FROM np_rejects"""
+            SELECT record_no, raw, {select}, error FROM parsed"""
     )
     con.execute("DROP TABLE lines")
     return _finish(con, batch_dir, manifest)

@@ -153,6 +153,9 @@ def article_checks(settings: Settings, now: datetime | None = None) -> list[Chec
         ),
         Check(lambda: gxe.ExpectColumnValuesToNotBeNull(column="article_id"), "error"),
         Check(lambda: gxe.ExpectColumnValueLengthsToEqual(column="article_id", value=32), "error"),
+        # Repeats inside a batch are not errors (the commit keeps the first and counts the rest
+        # as duplicates); the warning records how many there were in validation_runs.
+        Check(lambda: gxe.ExpectColumnValuesToBeUnique(column="article_id"), "warning"),
     ]
 
 
@@ -169,6 +172,7 @@ def behavior_checks(settings: Settings, now: datetime | None = None) -> list[Che
         ),
         Check(lambda: gxe.ExpectColumnValuesToBeNull(column="error"), "row", "error"),
         Check(lambda: gxe.ExpectColumnValuesToNotBeNull(column="impression_id"), "row", "'missing impression id'"),
+        Check(lambda: gxe.ExpectColumnValuesToBeUnique(column="impression_id"), "warning"),
         Check(lambda: gxe.ExpectColumnValuesToNotBeNull(column="user_id"), "row", "'missing user id'"),
         Check(
             lambda: gxe.ExpectColumnValuesToBeInSet(column="time_status", value_set=["ok"]),
@@ -233,8 +237,15 @@ def run_suite(
     )
     batch_def = datasource.add_table_asset(name=table, table_name=table).add_batch_definition_whole_table("all")
     suite = gx.ExpectationSuite(name=suite_name)
-    for check in checks:
-        suite.add_expectation(check.build())
+    seen: dict[str, int] = {}
+    for no, check in enumerate(checks, start=1):
+        expectation = check.build()
+        # GX silently keeps one copy of equal expectations, which would shift every result.
+        ident = f"{expectation.expectation_type}:{json.dumps(expectation.configuration.kwargs, sort_keys=True, default=str)}"
+        if ident in seen:
+            raise ValueError(f"checks {seen[ident]} and {no} are the same expectation ({ident}); keep one")
+        seen[ident] = no
+        suite.add_expectation(expectation)
     suite = ctx.suites.add(suite)
     # GX reports results in its own order; map them back to our checks by expectation id.
     check_of = {exp.id: (no, check) for no, (exp, check) in enumerate(zip(suite.expectations, checks, strict=True), start=1)}
