@@ -95,7 +95,9 @@ def _finish(con: duckdb.DuckDBPyConnection, batch_dir: Path, manifest: Manifest)
     con.execute(sql)
     # `normalized` is a view: it streams straight into the Parquet file (COPY returns the count).
     out = batch_dir / "normalized.parquet"
-    manifest.rows = int(scalar(con, f"COPY normalized TO '{out}' (FORMAT parquet)"))
+    # A small dictionary limit: DuckDB otherwise tries to dictionary-encode every long, unique
+    # text column (raw, body), which costs more than the whole normalisation.
+    manifest.rows = int(scalar(con, f"COPY normalized TO '{out}' (FORMAT parquet, DICTIONARY_SIZE_LIMIT 4096)"))
     manifest.write(batch_dir)
     return manifest
 
