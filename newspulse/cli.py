@@ -22,6 +22,8 @@ app = typer.Typer(help="NewsPulse: news and finance text -> sentiment alerts and
                   no_args_is_help=True, add_completion=False)
 ingest_app = typer.Typer(help="Ingest files, feeds or public datasets into the warehouse.", no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
+models_app = typer.Typer(help="The model registry: list, show, promote, roll back.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 # Wide enough for the batch tables when output is piped (CI logs, `make demo | tee`).
 console = Console(width=None if sys.stdout.isatty() else 140)
 
@@ -235,8 +237,8 @@ def status() -> None:
                                " rows_quarantined FROM v_ingest_batches ORDER BY finished_at DESC LIMIT 10"), "table")
 
 
-@app.command()
-def generate(
+@app.command("generate-stream")
+def generate_stream_cmd(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the stream to.")],
     seed: Annotated[int, typer.Option()] = 7,
     days: Annotated[int, typer.Option()] = 28,
@@ -262,6 +264,201 @@ def migrate() -> None:
     with connect(settings) as con:
         applied = apply(con)
         console.print(f"applied {applied or 'nothing'}; schema version {current_version(con)}")
+
+
+@app.command()
+def pretrain(
+    preset: Annotated[str, typer.Option(help="Backbone preset: tiny | small | base.")] = "small",
+    run_name: Annotated[str, typer.Option(help="Run folder; re-running the same name resumes.")] = "pretrain",
+    max_steps: Annotated[int, typer.Option()] = 2000,
+    batch_size: Annotated[int, typer.Option()] = 16,
+    time_budget_s: Annotated[float | None, typer.Option(help="Stop (and checkpoint) after this long.")] = None,
+    vocab_size: Annotated[int, typer.Option()] = 8000,
+    max_docs: Annotated[int | None, typer.Option(help="Use at most this many articles.")] = None,
+) -> None:
+    """Domain-adaptive pretraining of the GPT backbone on the ingested corpus (resumable)."""
+    _offline_env()
+    from flows.pretrain import pretrain_flow
+
+    out = _run_flow(pretrain_flow, run_name=run_name, preset=preset, max_steps=max_steps, batch_size=batch_size,
+                    time_budget_s=time_budget_s, vocab_size=vocab_size, max_docs=max_docs)
+    console.print(f"steps {out['steps']} (resumed from {out['resumed_from']}), val perplexity "
+                  f"{out['val_perplexity']:.1f}, {out['tokens_per_s']:.0f} tokens/s -> {out['model_dir']}")
+
+
+@app.command()
+def finetune(
+    sentiment: Annotated[list[str] | None, typer.Option(help="Sentiment datasets in `labels` (repeatable).")] = None,
+    topic: Annotated[list[str] | None, typer.Option(help="Topic datasets in `labels` (repeatable).")] = None,
+    topic_top_k: Annotated[int | None, typer.Option(help="Keep the k most frequent topics.")] = None,
+    base: Annotated[str, typer.Option(help="Preset (tiny|small|base), pretrained run dir, or checkpoint.")] = "small",
+    epochs: Annotated[int, typer.Option()] = 6,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    lr: Annotated[float, typer.Option()] = 3e-4,
+    lora: Annotated[bool, typer.Option(help="Train LoRA adapters instead of the full backbone.")] = False,
+    time_budget_s: Annotated[float | None, typer.Option()] = None,
+    file: Annotated[list[str] | None, typer.Option(help="Your own labelled CSV/Parquet/JSONL file(s).")] = None,
+    dataset_name: Annotated[str, typer.Option(help="Dataset name for --file rows.")] = "custom",
+    task: Annotated[str, typer.Option(help="sentiment | topic, for --file rows.")] = "sentiment",
+    text_column: Annotated[str, typer.Option()] = "text",
+    label_column: Annotated[str, typer.Option()] = "label",
+    label_map: Annotated[list[str] | None, typer.Option("--map-label", help="theirs=ours, e.g. bearish=negative.")] = None,
+) -> None:
+    """Fine-tune the sentiment and topic heads, evaluate next to the baseline, register the model."""
+    _offline_env()
+    from flows.finetune import finetune_flow
+
+    out = _run_flow(finetune_flow, sentiment_datasets=sentiment, topic_datasets=topic, topic_top_k=topic_top_k,
+                    base=base, epochs=epochs, batch_size=batch_size, lr=lr, lora=lora, time_budget_s=time_budget_s,
+                    labelled_files=file, dataset_name=dataset_name, task=task, text_column=text_column,
+                    label_column=label_column, label_map=_pairs(label_map, "--map-label"))
+    console.print(out["card"])
+    console.print(f"[bold]{out['model_version']}[/bold]: {out['reason']}")
+
+
+def _registry_con(write: bool = False):
+    from warehouse.connection import connect, connect_readonly
+
+    settings = get_settings()
+    return connect(settings) if write else connect_readonly(settings, sandboxed=False)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Every model version with its stage and validation scores."""
+    from warehouse.query import run_readonly
+
+    _print_result(run_readonly(get_settings(), "SELECT * FROM v_models ORDER BY created_at DESC"), "table")
+
+
+@models_app.command("show")
+def models_show(version: Annotated[str, typer.Argument(help="A version or `champion`.")] = "champion") -> None:
+    """Print a version's model card."""
+    from warehouse.registry import get_model
+
+    with _registry_con() as con:
+        row = get_model(con, version)
+    if row is None:
+        console.print(f"[red]no model {version!r}")
+        raise typer.Exit(1)
+    card = Path(row["artifact_path"]) / "MODEL_CARD.md"
+    console.print(card.read_text(encoding="utf-8") if card.exists() else row)
+
+
+@models_app.command("promote")
+def models_promote(version: Annotated[str, typer.Argument()],
+                   reason: Annotated[str, typer.Option()] = "promoted by hand") -> None:
+    """Move the champion alias to VERSION (no gate: an operator's decision, recorded as such)."""
+    from warehouse.registry import promote
+
+    with _registry_con(write=True) as con:
+        promote(con, version, reason)
+    console.print(f"{version} is now the champion")
+
+
+@models_app.command("rollback")
+def models_rollback() -> None:
+    """Give the champion alias back to the model the current champion replaced."""
+    from warehouse.registry import rollback
+
+    try:
+        with _registry_con(write=True) as con:
+            demoted, restored = rollback(con)
+    except ValueError as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"rolled back: {demoted} archived, {restored} is the champion again")
+
+
+def _read_table(path: Path) -> "Any":
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return pd.read_json(path, lines=True, dtype=False, encoding_errors="replace")
+    return pd.read_csv(path, dtype=str, keep_default_na=False, encoding_errors="replace",
+                       sep="\t" if suffix == ".tsv" else ",")
+
+
+def _write_table(df: "Any", path: Path) -> None:
+    suffix = path.suffix.lower()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix in (".parquet", ".pq"):
+        df.to_parquet(path, index=False)
+    elif suffix in (".jsonl", ".ndjson", ".json"):
+        df.to_json(path, orient="records", lines=True, force_ascii=False)
+    else:
+        df.to_csv(path, index=False)
+
+
+@app.command()
+def predict(
+    input: Annotated[Path, typer.Option("--input", help="CSV, TSV, Parquet or JSONL file.")],
+    output: Annotated[Path, typer.Option("--output", help="Where to write (format from the suffix).")],
+    text_column: Annotated[str, typer.Option()] = "text",
+    model: Annotated[str, typer.Option(help="A version or `champion`.")] = "champion",
+    batch_size: Annotated[int, typer.Option()] = 64,
+) -> None:
+    """Score a file with a registered model: labels and probabilities per head, per row."""
+    from models.serving import ServedModel
+    from warehouse.registry import get_model
+
+    with _registry_con() as con:
+        row = get_model(con, model)
+    if row is None:
+        console.print(f"[red]no model {model!r}: train one with `newspulse finetune`")
+        raise typer.Exit(1)
+    df = _read_table(input)
+    if text_column not in df.columns:
+        console.print(f"[red]no column {text_column!r}; columns are {list(df.columns)}")
+        raise typer.Exit(2)
+    texts = df[text_column].astype("string").fillna("").tolist()
+    notes = ["empty text" if not t.strip() else ("invalid bytes replaced" if "\ufffd" in t else "") for t in texts]
+    served = ServedModel(Path(row["artifact_path"]))
+    scored = served.predict_frame(texts, batch_size=batch_size)
+    notes = [n or ("truncated to the model's context" if tr else "") for n, tr in zip(notes, scored.pop("truncated"), strict=True)]
+    out = pd_concat(df, scored)
+    out["note"] = notes
+    out["model_version"] = row["model_version"]
+    _write_table(out, output)
+    console.print(f"scored {len(out)} rows with {row['model_version']} ({served.served}) -> {output}; "
+                  f"{sum(1 for n in notes if n)} row(s) with a note")
+
+
+def pd_concat(left: "Any", right: "Any") -> "Any":
+    """Input columns then the predictions, side by side (prediction names win on a clash)."""
+    import pandas as pd
+
+    return pd.concat([left.drop(columns=[c for c in right.columns if c in left.columns]).reset_index(drop=True),
+                      right.reset_index(drop=True)], axis=1)
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument()],
+    model: Annotated[str, typer.Option(help="A version, `champion`, or a model directory.")] = "champion",
+    max_new_tokens: Annotated[int, typer.Option()] = 40,
+    top_p: Annotated[float, typer.Option()] = 0.9,
+    temperature: Annotated[float, typer.Option()] = 0.8,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Continue a prompt with the language-model head of a model."""
+    from models.generate import generate_text
+
+    path = Path(model)
+    if not path.is_dir():
+        from warehouse.registry import get_model
+
+        with _registry_con() as con:
+            row = get_model(con, model)
+        if row is None:
+            console.print(f"[red]no model {model!r}")
+            raise typer.Exit(1)
+        path = Path(row["artifact_path"])
+    console.print(generate_text(path, prompt, max_new_tokens=max_new_tokens, top_p=top_p,
+                                temperature=temperature, seed=seed))
 
 
 if __name__ == "__main__":

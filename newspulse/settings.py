@@ -68,6 +68,16 @@ class Settings(BaseSettings):
         return self.home / "staging"
 
     @property
+    def registry_dir(self) -> Path:
+        """Versioned model directories (safetensors, tokenizer, card) live under here."""
+        return self.home / "registry"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Working folders of training runs (checkpoints for resume, exported data)."""
+        return self.home / "runs"
+
+    @property
     def demo_dir(self) -> Path:
         """Folder where ``newspulse demo`` writes its generated stream."""
         return self.home / "demo"

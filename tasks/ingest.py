@@ -76,6 +76,7 @@ def stage_file(
     column_map: dict[str, str] | None = None,
     defaults: dict[str, str] | None = None,
     encoding: str = "utf-8",
+    label_map: dict[str, str] | None = None,
 ) -> str:
     """Read one CSV / JSONL / Parquet / MIND-behaviors file into a staging folder; returns its path."""
     file = Path(path)
@@ -83,6 +84,7 @@ def stage_file(
     target = "behaviors" if kind == "mind_behaviors" else "articles"
     batch_dir, manifest = new_batch(settings.staging_dir, source, target, str(file))
     manifest.fingerprint, manifest.flow_run_id = file_fingerprint(file), _run_id()
+    manifest.label_map = label_map
     with connect_memory(settings) as mem:
         if kind == "jsonl":
             stage_jsonl(mem, batch_dir, manifest, file, column_map=column_map, defaults=defaults)

@@ -49,6 +49,7 @@ class Manifest:
     notes: list[str] = field(default_factory=list)
     fingerprint: dict[str, Any] | None = None  # file inputs: {path, size, mtime_ns}
     http_validators: dict[str, str | None] | None = None  # feeds: {etag, last_modified}
+    label_map: dict[str, str] | None = None  # user labels -> ours, e.g. {"bearish": "negative"}
     flow_run_id: str | None = None
 
     def write(self, batch_dir: Path) -> None:
@@ -89,6 +90,11 @@ def prune_staging(staging_dir: Path, older_than_s: float) -> list[str]:
 
 def _finish(con: duckdb.DuckDBPyConnection, batch_dir: Path, manifest: Manifest) -> Manifest:
     """Normalise the ``staged`` table and write the batch files."""
+    if manifest.label_map and manifest.target == "articles":
+        # Map the user's label names onto the head's classes before validation sees them
+        # (case-insensitive); unmapped labels pass through and are judged by the suite.
+        cases = " ".join(f"WHEN {_quote_literal(k.lower())} THEN {_quote_literal(v)}" for k, v in manifest.label_map.items())
+        con.execute(f"UPDATE staged SET label = CASE lower(trim(label)) {cases} ELSE label END WHERE label IS NOT NULL")
     sql_file = NORMALIZE_SQL if manifest.target == "articles" else NORMALIZE_BEHAVIORS_SQL
     # A view cannot take parameters: the default source goes in as an escaped literal.
     sql = sql_file.read_text(encoding="utf-8").replace("$default_source", _quote_literal(manifest.source))

@@ -1,0 +1,151 @@
+"""Batched inference for every head of a :class:`~models.multihead.MultiHeadGPT` in one pass.
+
+Texts are tokenized once, sorted by token length and cut into batches of similar length, so a
+batch is padded (right, to its own longest row) as little as possible; the results are written
+back at each text's original index, so outputs are always in input order.
+
+Edge cases, by design:
+
+* **Long texts** are truncated to ``max_length`` tokens (default: the smaller of the tokenizer's
+  ``model_max_length`` and the model's ``n_positions``; a larger value is clamped to
+  ``n_positions``, beyond which GPT-2 has no position embeddings). Texts longer than
+  ``max_length * MAX_CHARS_PER_TOKEN`` characters are cut on characters first so that a
+  megabyte-sized string does not cost a full tokenization; ``truncated`` is set for every row
+  that lost content either way.
+* **Empty texts** (or texts that tokenize to nothing) are scored on a lone ``<|endoftext|>``
+  token, the same input :mod:`models.train` uses for them, so they get the model's "no content"
+  prediction rather than a crash or NaNs. Their ``n_tokens`` is 0.
+
+``n_tokens`` counts the text's own tokens that the model actually saw (after truncation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+MAX_CHARS_PER_TOKEN = 64  # pre-cut huge strings on characters; BPE tokens are far shorter than this
+
+
+@dataclass
+class Predictions:
+    """Per-row outputs of :func:`predict`, in input order."""
+
+    sentiment_probs: np.ndarray  # (N, 3) float32, rows sum to 1
+    topic_probs: np.ndarray | None  # (N, K) float32, or None when the model has no topic head
+    embeddings: np.ndarray  # (N, d) float32, pooled last hidden state
+    truncated: np.ndarray  # (N,) bool, True where the text was cut to fit max_length
+    n_tokens: np.ndarray  # (N,) int64, tokens of the text fed to the model (0 for empty texts)
+
+
+def default_max_length(model, tokenizer) -> int:
+    """The longest input the model can score: min(tokenizer.model_max_length, n_positions)."""
+    n_positions = int(model.config.n_positions)
+    tok_max = getattr(tokenizer, "model_max_length", None) or n_positions
+    return int(min(tok_max, n_positions))
+
+
+def encode_texts(tokenizer, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], np.ndarray, np.ndarray]:
+    """Tokenize ``texts`` (no special tokens), truncating to ``max_length``.
+
+    Returns ``(ids, n_tokens, truncated)``: ``ids[i]`` is never empty (an empty text becomes
+    ``[eos]``), ``n_tokens[i]`` is the number of the text's own tokens kept and ``truncated[i]``
+    says whether anything was dropped.
+    """
+    max_chars = max_length * MAX_CHARS_PER_TOKEN
+    clean = ["" if t is None else str(t) for t in texts]
+    char_cut = np.array([len(t) > max_chars for t in clean], dtype=bool)
+    clipped = [t[:max_chars] for t in clean]
+    # max_length + 1 so that "exactly max_length tokens" and "more than that" can be told apart.
+    enc = tokenizer(clipped, add_special_tokens=False, truncation=True, max_length=max_length + 1,
+                    verbose=False)["input_ids"] if clipped else []
+    eos = tokenizer.eos_token_id
+    ids, n_tokens, truncated = [], np.zeros(len(clean), dtype=np.int64), char_cut.copy()
+    for i, row in enumerate(enc):
+        if len(row) > max_length:
+            row, truncated[i] = row[:max_length], True
+        n_tokens[i] = len(row)
+        ids.append(list(row) if row else [eos])
+    return ids, n_tokens, truncated
+
+
+def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists to the longest row: ``(input_ids (B, T), attention_mask (B, T))``."""
+    T = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), T), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
+        attention_mask[i, : len(r)] = 1
+    return input_ids, attention_mask
+
+
+def predict_ids(model, ids: Sequence[Sequence[int]], pad_id: int, *, batch_size: int = 64,
+                device: str | torch.device = "cpu", progress: bool = False
+                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Score pre-tokenized rows (each non-empty, <= n_positions) with length bucketing.
+
+    Returns ``(sentiment_probs (N, 3), topic_probs (N, K) or None, embeddings (N, d))`` in the
+    order of ``ids``. The model is put in eval mode for the call and its mode is restored after.
+    """
+    from tqdm.auto import tqdm
+
+    n, d = len(ids), int(model.config.n_embd)
+    n_sent = model.sentiment.out_features
+    n_topic = model.topic.out_features if model.topic is not None else 0
+    sent = np.zeros((n, n_sent), dtype=np.float32)
+    topic = np.zeros((n, n_topic), dtype=np.float32) if model.topic is not None else None
+    emb = np.zeros((n, d), dtype=np.float32)
+    # Length buckets: sorted order -> neighbours have similar lengths -> little padding per batch.
+    order = np.argsort(np.fromiter((len(r) for r in ids), dtype=np.int64, count=n), kind="stable")
+    device = torch.device(device)
+    use_bf16 = device.type == "cuda"  # bf16 autocast on CUDA only (it is ~80x slower on our CPUs)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            starts = range(0, n, batch_size)
+            for s in tqdm(starts, disable=not progress, desc="predict", leave=False):
+                idx = order[s : s + batch_size]  # (B,) original row indices of this bucket
+                input_ids, mask = pad_batch([ids[i] for i in idx], pad_id)  # (B, T) each
+                input_ids, mask = input_ids.to(device), mask.to(device)
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
+                    out = model(input_ids=input_ids, attention_mask=mask)
+                # Softmax in fp32 so every row sums to 1 within float32 precision.
+                sent[idx] = F.softmax(out.sentiment_logits.float(), dim=-1).cpu().numpy()
+                if topic is not None:
+                    topic[idx] = F.softmax(out.topic_logits.float(), dim=-1).cpu().numpy()
+                emb[idx] = out.embedding.float().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return sent, topic, emb
+
+
+def predict(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 64,
+    max_length: int | None = None,
+    device: str | None = None,
+    progress: bool = False,
+) -> Predictions:
+    """Sentiment and topic probabilities, embeddings and truncation flags for ``texts``.
+
+    ``device`` defaults to CUDA when available, else CPU; the model is moved there. Rows come
+    back in input order whatever the bucketing did. See the module docstring for long and empty
+    texts.
+    """
+    limit = default_max_length(model, tokenizer)
+    max_length = limit if max_length is None else max(1, min(int(max_length), int(model.config.n_positions)))
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    ids, n_tokens, truncated = encode_texts(tokenizer, texts, max_length)
+    sent, topic, emb = predict_ids(model, ids, tokenizer.pad_token_id, batch_size=batch_size, device=device,
+                                   progress=progress)
+    return Predictions(sentiment_probs=sent, topic_probs=topic, embeddings=emb, truncated=truncated, n_tokens=n_tokens)

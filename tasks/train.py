@@ -1,0 +1,124 @@
+"""Training tasks: export data, pretrain, fine-tune + evaluate, register and promote.
+
+Tasks pass paths and small dicts. Model work happens in ``models`` (no Prefect there); the
+registry row and the champion alias are written under the DuckDB writer slot.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from newspulse.settings import Settings
+from tasks.warehouse import writer_slot
+from warehouse import registry as db_registry
+from warehouse.connection import connect
+from warehouse.training_data import labelled_examples, split_fingerprint, write_corpus
+
+
+@task(name="export-training-data", cache_policy=NO_CACHE)
+def export_training_data(settings: Settings, run_dir: str, sentiment_datasets: list[str], topic_datasets: list[str],
+                         topic_top_k: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """Labelled examples with deterministic splits -> ``examples.parquet``; returns path and split id."""
+    with writer_slot(settings), connect(settings) as con:
+        df = labelled_examples(con, sentiment_datasets, topic_datasets, topic_top_k=topic_top_k, seed=seed)
+    path = Path(run_dir) / "examples.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(path, index=False)
+    sizes = df.split.value_counts().to_dict()
+    get_run_logger().info("exported %d labelled examples %s", len(df), sizes)
+    return {"path": str(path), "val_split_id": split_fingerprint(df), "sizes": sizes,
+            "datasets": {"sentiment": sentiment_datasets, "topic": topic_datasets, "topic_top_k": topic_top_k}}
+
+
+@task(name="export-corpus", cache_policy=NO_CACHE)
+def export_corpus(settings: Settings, run_dir: str, sources: list[str] | None = None, max_docs: int | None = None) -> str:
+    """Article texts for LM pretraining -> ``corpus.parquet``."""
+    path = Path(run_dir) / "corpus.parquet"
+    with writer_slot(settings), connect(settings) as con:
+        n = write_corpus(con, path, sources=sources, max_docs=max_docs)
+    get_run_logger().info("corpus: %d documents", n)
+    return str(path)
+
+
+@task(name="pretrain-backbone", cache_policy=NO_CACHE)
+def pretrain_backbone(corpus_path: str, run_dir: str, preset: str, vocab_size: int, config: dict[str, Any]) -> dict[str, Any]:
+    """Train the tokenizer (first run only) and the causal LM; resumes from ``run_dir`` checkpoints."""
+    import pandas as pd
+
+    from models.backbone import build_backbone
+    from models.pretrain import PretrainConfig, pretrain
+    from models.tokenizer import load_tokenizer, train_tokenizer
+
+    texts = pd.read_parquet(corpus_path).text.tolist()
+    n_val = max(1, len(texts) // 50)
+    run = Path(run_dir)
+    tok_dir = run / "tokenizer"
+    tok = load_tokenizer(tok_dir) if (tok_dir / "tokenizer.json").exists() else train_tokenizer(texts[n_val:], tok_dir, vocab_size)
+    lm = build_backbone(preset, tok)
+    result = pretrain(lm, tok, texts[n_val:], texts[:n_val], PretrainConfig(**config), run / "checkpoint")
+    get_run_logger().info("pretrained %d steps (resumed from %d): val perplexity %.1f, %.0f tokens/s",
+                          result.steps, result.resumed_from, result.val_perplexity, result.tokens_per_s)
+    create_table_artifact(key="pretrain-history", table=result.history, description="Validation loss during pretraining")
+    return {**asdict(result), "model_dir": str(run / "checkpoint" / "model"), "preset": preset}
+
+
+@task(name="finetune-and-evaluate", cache_policy=NO_CACHE)
+def finetune_and_evaluate(examples_path: str, out_dir: str, base: str, train_config: dict[str, Any]) -> dict[str, Any]:
+    """Fine-tune the heads, evaluate next to the TF-IDF baseline; returns the experiment info."""
+    from models.experiment import run_experiment
+    from models.train import TrainConfig
+
+    info = run_experiment(Path(examples_path), Path(out_dir), base=base, config=TrainConfig(**train_config))
+    get_run_logger().info("val macro-F1: GPT %.3f, baseline %.3f, ensemble %.3f (serving %s)",
+                          info["val_scores"]["gpt"], info["val_scores"]["baseline"], info["val_scores"]["ensemble"],
+                          info["served"])
+    return info
+
+
+@task(name="register-model", cache_policy=NO_CACHE)
+def register_model(settings: Settings, info: dict[str, Any], out_dir: str, data: dict[str, Any],
+                   pretrained_from: str | None = None) -> dict[str, Any]:
+    """Store the version, record it, promote it only if it beats the champion; publish the card."""
+    from models.registry import model_card, new_version, should_promote, store_version, write_manifest
+
+    version = new_version()
+    info = {**info, "val_split_id": data["val_split_id"], "data_snapshot": data}
+    with writer_slot(settings), connect(settings) as con:
+        current = db_registry.champion(con)
+    promote, reason = should_promote(info, current)
+    info["promotion"] = {"promoted": promote, "reason": reason,
+                         "champion_before": current["model_version"] if current else None}
+    version_dir = store_version(settings.registry_dir, version, Path(out_dir) / "model")
+    card = model_card(version, info)
+    (version_dir / "MODEL_CARD.md").write_text(card, encoding="utf-8")
+    write_manifest(version_dir, info)
+    row = {"model_version": version, "backbone": info["backbone"], "pretrained_from": pretrained_from,
+           "heads": info["heads"], "metrics": info["metrics"], "val_score": info["val_score"],
+           "baseline_val_score": info["baseline_val_score"], "served": info["served"],
+           "val_split_id": data["val_split_id"], "data_snapshot": data, "artifact_path": str(version_dir),
+           "flow_run_id": str(flow_run.get_id()) if flow_run.get_id() else None}
+    with writer_slot(settings), connect(settings) as con:
+        db_registry.record_model(con, row)
+        if promote:
+            db_registry.promote(con, version, reason)
+        else:
+            db_registry.refuse(con, version, reason)
+    create_markdown_artifact(key="model-card", markdown=card, description=f"Model card {version}")
+    shutil.rmtree(Path(out_dir) / "work", ignore_errors=True)
+    get_run_logger().info("registered %s: %s", version, reason)
+    return {"model_version": version, "promoted": promote, "reason": reason, "path": str(version_dir),
+            "card": card, "val_scores": info["val_scores"], "served": info["served"]}
+
+
+def dump(obj: Any) -> str:
+    """JSON for logs and artifacts."""
+    return json.dumps(obj, default=str, indent=2)
