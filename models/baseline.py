@@ -45,7 +45,7 @@ class TfidfLogReg:
         seed: int = 0,
         min_df: int = 2,
     ) -> None:
-        """Configure the model; ``labels`` fixes the probability columns (else sorted train labels)."""
+        """Configure the model; ``labels`` fixes the probability columns (default: train labels)."""
         self.labels: list[str] | None = [str(x) for x in labels] if labels is not None else None
         self.c_grid = [float(c) for c in c_grid]
         self.class_weights = list(class_weights)
@@ -142,7 +142,7 @@ class TfidfLogReg:
         return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
 
     def save(self, directory: Path) -> Path:
-        """Write ``params.json``, ``vocab.json`` and ``arrays.npz`` into ``directory`` (no pickle)."""
+        """Write ``params.json``, ``vocab.json`` and ``arrays.npz`` to ``directory`` (no pickle)."""
         if self.clf is None or self.word_vec is None or self.char_vec is None:
             raise RuntimeError("nothing to save: the baseline is not fitted")
         directory = Path(directory)

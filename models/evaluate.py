@@ -32,7 +32,7 @@ def expected_calibration_error(
     y = np.asarray(y_true_idx).reshape(-1)
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2 or p.shape[0] != y.shape[0]:
-        raise ValueError(f"probs must be (n, k) with n = len(y_true_idx); got {p.shape} vs {y.shape}")
+        raise ValueError(f"probs must be (n, k) with n = len(y_true_idx): {p.shape} vs {y.shape}")
     if n_bins < 1:
         raise ValueError("n_bins must be >= 1")
     n = y.shape[0]

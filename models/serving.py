@@ -25,8 +25,8 @@ class ServedModel:
         self.version_dir = Path(version_dir)
         self.model, self.tokenizer = MultiHeadGPT.load(self.version_dir)
         self.info = load_manifest(self.version_dir)
-        self.served = self.info.get("served", "gpt")
-        self.weights: dict[str, float] = self.info.get("ensemble_weights", {})
+        self.served: dict[str, str] = self.info.get("served") or {}
+        self.weights: dict[str, float] = self.info.get("ensemble_weight") or {}
         self._baselines: dict[str, object] = {}
 
     def _baseline(self, head: str):
@@ -45,7 +45,7 @@ class ServedModel:
             probs = getattr(preds, f"{head}_probs")
             if probs is None or not labels:
                 continue
-            if self.served == "ensemble" and head in self.weights and len(texts):
+            if self.served.get(head) == "ensemble" and head in self.weights and len(texts):
                 w = self.weights[head]
                 probs = w * probs + (1 - w) * self._baseline(head).predict_proba(list(texts))
             out[f"{head}_label"] = [labels[i] for i in np.argmax(probs, axis=1)] if len(texts) else []

@@ -105,8 +105,10 @@ def demo(
     days: Annotated[int, typer.Option(help="Days of synthetic news.")] = 28,
     articles_per_day: Annotated[int, typer.Option(help="Synthetic articles per day.")] = 400,
     users: Annotated[int, typer.Option(help="Synthetic users with click logs.")] = 300,
+    train: Annotated[bool, typer.Option(help="Also pretrain + fine-tune a model (a few minutes).")] = True,
+    preset: Annotated[str, typer.Option(help="Backbone preset for the demo model.")] = "small",
 ) -> None:
-    """Generate the demo stream, ingest and validate it, and print what landed where."""
+    """Generate the demo stream, ingest and validate it, train a model, print what landed where."""
     _offline_env()
     from flows.pipeline import DEFAULT_DATASETS, pipeline_flow
     from warehouse.query import run_readonly, table_counts
@@ -120,6 +122,7 @@ def demo(
     out = _run_flow(
         pipeline_flow, seed=seed, days=days, articles_per_day=articles_per_day, n_users=users,
         datasets=DEFAULT_DATASETS if data_dir else None, data_dir=str(data_dir) if data_dir else None,
+        train=train, preset=preset,
     )
     batches = out["batches"]
     if batches:
@@ -138,8 +141,15 @@ def demo(
     if reasons.rows:
         console.print("[bold]Top quarantine reasons")
         _print_result(reasons, "table")
+    if "model" in out:
+        pre = out["pretrain"]
+        console.rule("[bold]Model")
+        console.print(f"pretraining: {pre['steps']} steps, validation perplexity {pre['val_perplexity']:.1f}, "
+                      f"{pre['tokens_per_s']:.0f} tokens/s")
+        console.print(out["model"]["card"])
+        console.print(f"[bold]{out['model']['model_version']}[/bold]: {out['model']['reason']}")
     console.print("\nTry: [cyan]newspulse sql \"SELECT source, count(*) FROM v_articles GROUP BY 1\"[/cyan]"
-                  "   |   [cyan]newspulse status[/cyan]")
+                  "   |   [cyan]newspulse models list[/cyan]   |   [cyan]newspulse generate \"Shares of\"[/cyan]")
 
 
 @ingest_app.command("files")
@@ -423,7 +433,7 @@ def predict(
     out["note"] = notes
     out["model_version"] = row["model_version"]
     _write_table(out, output)
-    console.print(f"scored {len(out)} rows with {row['model_version']} ({served.served}) -> {output}; "
+    console.print(f"scored {len(out)} rows with {row['model_version']} ({row['served']}) -> {output}; "
                   f"{sum(1 for n in notes if n)} row(s) with a note")
 
 

@@ -90,8 +90,13 @@ def register_model(settings: Settings, info: dict[str, Any], out_dir: str, data:
     """Store the version, record it, promote it only if it beats the champion; publish the card."""
     from models.registry import model_card, new_version, should_promote, store_version, write_manifest
 
+    from models.experiment import served_summary
+
     version = new_version()
-    info = {**info, "val_split_id": data["val_split_id"], "data_snapshot": data}
+    info = {**info, "val_split_id": data["val_split_id"]}
+    info["data"] = {**info.get("data", {}), "val_split_id": data["val_split_id"],
+                    "snapshot": f"labels of {data['datasets']}", "datasets": [
+                        *data["datasets"].get("sentiment", []), *data["datasets"].get("topic", [])]}
     with writer_slot(settings), connect(settings) as con:
         current = db_registry.champion(con)
     promote, reason = should_promote(info, current)
@@ -101,9 +106,9 @@ def register_model(settings: Settings, info: dict[str, Any], out_dir: str, data:
     card = model_card(version, info)
     (version_dir / "MODEL_CARD.md").write_text(card, encoding="utf-8")
     write_manifest(version_dir, info)
-    row = {"model_version": version, "backbone": info["backbone"], "pretrained_from": pretrained_from,
+    row = {"model_version": version, "backbone": info["backbone_name"], "pretrained_from": pretrained_from,
            "heads": info["heads"], "metrics": info["metrics"], "val_score": info["val_score"],
-           "baseline_val_score": info["baseline_val_score"], "served": info["served"],
+           "baseline_val_score": info["baseline_val_score"], "served": served_summary(info),
            "val_split_id": data["val_split_id"], "data_snapshot": data, "artifact_path": str(version_dir),
            "flow_run_id": str(flow_run.get_id()) if flow_run.get_id() else None}
     with writer_slot(settings), connect(settings) as con:

@@ -67,12 +67,12 @@ def labelled_examples(
         {"ids": out.article_id.tolist()},
     ).df()
     out = out.merge(texts, on="article_id", how="inner")
-    out["split"] = _assign_splits(out, seed, val_frac, test_frac)
+    out["split"] = assign_splits(out, seed, val_frac, test_frac)
     cols = ["article_id", "text", "sentiment", "topic", "split", "dataset"]
     return out[cols].sort_values(["split", "article_id"]).reset_index(drop=True)
 
 
-def _assign_splits(df: pd.DataFrame, seed: int, val_frac: float, test_frac: float) -> pd.Series:
+def assign_splits(df: pd.DataFrame, seed: int, val_frac: float, test_frac: float) -> pd.Series:
     """Stratified, hash-ordered split per primary label; a given split wins (val carved from train)."""
     u = df.article_id.map(lambda a: _hash_unit(a, seed))
     stratum = df.sentiment.fillna("") + "|" + df.topic.fillna("")

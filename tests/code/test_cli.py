@@ -16,7 +16,7 @@ runner = CliRunner()
 @pytest.mark.usefixtures("prefect_harness")
 def test_demo_then_sql_then_rerun(settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NEWSPULSE_DATA_DIR", raising=False)
-    args = ["demo", "--days", "3", "--articles-per-day", "120", "--users", "30"]
+    args = ["demo", "--days", "3", "--articles-per-day", "120", "--users", "30", "--no-train"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "Ingested batches" in result.output and "Top quarantine reasons" in result.output

@@ -1,0 +1,326 @@
+"""Domain-adaptive causal-LM pretraining of a ``GPT2LMHeadModel`` on our corpus, resumable.
+
+nanoGPT-style: every text is tokenized once into one long stream with ``<|endoftext|>`` after
+each document; a training batch is ``batch_size`` random contiguous windows of ``block_size + 1``
+tokens (inputs = first ``block_size``, targets = the same shifted by one). AdamW (no decay on
+biases / LayerNorm), linear warmup then cosine decay to 10% of ``lr``, gradient clipping, bf16
+autocast on CUDA only (on our CPUs bf16 is ~80x slower than fp32). Validation loss (and
+perplexity = exp(loss)) is measured on fixed, non-overlapping val windows at the start of a
+fresh run, every ``eval_every`` steps and at the end.
+
+Checkpoint layout (``ckpt_dir``)::
+
+    ckpt-000400/model/      save_pretrained (config.json + model.safetensors) + tokenizer files
+    ckpt-000400/state.pt    optimizer, scheduler, step, RNG states, history (torch.save)
+    model -> ckpt-000400/model        symlink: the commit point, a normal GPT-2 model directory
+    state.pt -> ckpt-000400/state.pt  symlink, for convenience
+
+A checkpoint is written into ``.tmp-ckpt-*`` and renamed into place, then the ``model`` symlink
+is swapped atomically with ``os.replace``; only then is the previous checkpoint deleted. A kill at
+any moment leaves ``model`` pointing at a complete checkpoint; leftovers are ignored and cleaned
+on the next start. ``state.pt`` holds only tensors and plain Python values, so it loads with
+``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+STATE, MODEL, PREFIX, TMP_PREFIX = "state.pt", "model", "ckpt-", ".tmp-ckpt-"
+
+
+@dataclass
+class PretrainConfig:
+    """Pretraining hyper-parameters; ``max_steps`` counts optimizer steps across resumes."""
+
+    max_steps: int = 2000
+    batch_size: int = 16
+    block_size: int = 128
+    lr: float = 6e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    eval_every: int = 200
+    eval_batches: int = 20
+    checkpoint_every: int = 200
+    time_budget_s: float | None = None
+
+
+@dataclass
+class PretrainResult:
+    """Outcome of :func:`pretrain` (throughput figures cover this call only)."""
+
+    steps: int
+    resumed_from: int
+    train_loss: float
+    val_loss: float
+    val_perplexity: float
+    tokens_seen: int
+    tokens_per_s: float
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+
+
+def pack_tokens(tokenizer, texts: Iterable[str], chunk: int = 1000) -> np.ndarray:
+    """Tokenize ``texts`` into one uint32 stream with ``eos`` after every (non-empty) text."""
+    eos = tokenizer.eos_token_id
+    parts: list[np.ndarray] = []
+    buf: list[str] = []
+
+    def flush() -> None:
+        for ids in tokenizer(buf, add_special_tokens=False, verbose=False)["input_ids"]:
+            if ids:
+                parts.append(np.asarray([*ids, eos], dtype=np.uint32))
+        buf.clear()
+
+    for text in texts:
+        if text:
+            buf.append(str(text))
+        if len(buf) >= chunk:
+            flush()
+    if buf:
+        flush()
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
+
+
+def _lr_lambda(config: PretrainConfig):
+    """step -> lr multiplier: linear warmup to 1, cosine decay to 0.1 at ``max_steps``."""
+    def fn(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / (config.warmup_steps + 1)
+        progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
+        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return fn
+
+
+def _rng_state(sampler: torch.Generator) -> dict:
+    """All RNG states as tensors / lists (``weights_only``-safe)."""
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "sampler": sampler.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
+            "python": [list(random.getstate()[1]), random.getstate()[0], random.getstate()[2]]}
+
+
+def _set_rng_state(state: dict, sampler: torch.Generator) -> None:
+    """Inverse of :func:`_rng_state`."""
+    torch.set_rng_state(state["torch"])
+    sampler.set_state(state["sampler"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, key, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, key.numpy().astype(np.uint32), int(pos), int(has_gauss), gauss))
+    internal, version, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def _complete(step_dir: Path) -> bool:
+    """A checkpoint directory with its state and weights in place."""
+    return (step_dir / STATE).is_file() and (step_dir / MODEL / "config.json").is_file() and any(
+        (step_dir / MODEL).glob("model*.safetensors"))
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The committed checkpoint (``ckpt-NNNNNN`` dir) in ``ckpt_dir``, else the newest complete one."""
+    ckpt_dir = Path(ckpt_dir)
+    link = ckpt_dir / MODEL
+    if link.is_symlink() and _complete(link.resolve().parent):
+        return link.resolve().parent
+    done = sorted(p for p in ckpt_dir.glob(f"{PREFIX}*") if p.is_dir() and _complete(p))
+    return done[-1] if done else None
+
+
+def _swap_link(link: Path, target: str) -> None:
+    """Point symlink ``link`` at ``target`` atomically (new link + ``os.replace``)."""
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.lnk")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def _save_checkpoint(ckpt_dir: Path, lm_model, tokenizer, state: dict) -> Path:
+    """Write a checkpoint atomically (see the module docstring); returns its directory."""
+    name = f"{PREFIX}{state['step']:06d}"
+    final, tmp = ckpt_dir / name, ckpt_dir / f"{TMP_PREFIX}{state['step']:06d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    lm_model.save_pretrained(str(tmp / MODEL))  # safetensors; the tied lm_head is not duplicated
+    tokenizer.save_pretrained(str(tmp / MODEL))
+    torch.save(state, tmp / STATE)
+    if final.exists():  # a stale, never-committed dir of the same step (e.g. a killed earlier run)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _swap_link(ckpt_dir / MODEL, f"{name}/{MODEL}")  # <- the commit
+    _swap_link(ckpt_dir / STATE, f"{name}/{STATE}")
+    for old in ckpt_dir.glob(f"{PREFIX}*"):
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _load_weights(lm_model, model_dir: Path) -> None:
+    """Load safetensors weights (one file or shards) into ``lm_model``; the tied lm_head may be absent."""
+    from safetensors.torch import load_file
+
+    state: dict[str, torch.Tensor] = {}
+    for f in sorted(model_dir.glob("model*.safetensors")):
+        state.update(load_file(str(f)))
+    missing, unexpected = lm_model.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - {"lm_head.weight"}:
+        raise RuntimeError(f"checkpoint mismatch: missing {missing}, unexpected {unexpected}")
+    lm_model.tie_weights()
+
+
+def _blocks(stream: torch.Tensor, block: int, n: int | None, gen: torch.Generator | None) -> torch.Tensor:
+    """(n, block + 1) windows: random starts (training) or consecutive non-overlapping ones (val)."""
+    if gen is not None:
+        starts = torch.randint(0, len(stream) - block, (n,), generator=gen)
+    else:
+        starts = torch.arange(0, len(stream) - block, block)[:n]
+    return torch.stack([stream[s : s + block + 1] for s in starts.tolist()])
+
+
+@torch.no_grad()
+def _evaluate(lm_model, val_blocks: torch.Tensor, batch_size: int, device: torch.device) -> float:
+    """Mean next-token cross-entropy over the fixed val windows."""
+    was_training = lm_model.training
+    lm_model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(val_blocks), batch_size):
+        xy = val_blocks[i : i + batch_size].to(device)  # (B, T + 1)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = lm_model(input_ids=xy[:, :-1]).logits  # (B, T, V)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), xy[:, 1:].flatten(), reduction="sum")
+        total, count = total + float(loss), count + xy[:, 1:].numel()
+    lm_model.train(was_training)
+    return total / max(count, 1)
+
+
+def pretrain(
+    lm_model,
+    tokenizer,
+    train_texts: Sequence[str],
+    val_texts: Sequence[str],
+    config: PretrainConfig,
+    ckpt_dir: Path,
+    *,
+    progress: bool = True,
+) -> PretrainResult:
+    """Train ``lm_model`` (a GPT2LMHeadModel) as a causal LM; resumes from ``ckpt_dir`` if it holds a checkpoint.
+
+    The learning-rate schedule follows the current ``config.max_steps`` (raising it on resume
+    extends the cosine). Stops at ``max_steps`` or once ``time_budget_s`` is spent, then writes
+    a final checkpoint and evaluates. Checkpoints record the step, so a resume continues the
+    same step count; history rows carry over too.
+    """
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    for junk in ckpt_dir.glob(f"{TMP_PREFIX}*"):  # half-written checkpoints from a killed run
+        shutil.rmtree(junk, ignore_errors=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    use_bf16 = device.type == "cuda"
+
+    train = torch.from_numpy(pack_tokens(tokenizer, train_texts).astype(np.int64))
+    val = torch.from_numpy(pack_tokens(tokenizer, val_texts).astype(np.int64))
+    # GPT-2 has n_positions position embeddings; tiny corpora get shorter windows.
+    block = min(config.block_size, int(lm_model.config.n_positions), len(train) - 1)
+    if block < 1:
+        raise ValueError("training texts give fewer than 2 tokens")
+    val_block = min(block, len(val) - 1)
+    val_blocks = _blocks(val, val_block, config.eval_batches * config.batch_size, None) if val_block >= 1 else None
+
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    sampler = torch.Generator().manual_seed(config.seed)  # draws the training windows
+    lm_model.to(device).train()
+    decay = [p for p in lm_model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in lm_model.parameters() if p.requires_grad and p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95))
+    lr_fn = _lr_lambda(config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_fn)
+
+    step, tokens_seen, history, last_train_loss = 0, 0, [], float("nan")
+    found = latest_checkpoint(ckpt_dir)
+    if found is not None:
+        _load_weights(lm_model, found / MODEL)
+        state = torch.load(found / STATE, map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, tokens_seen, history = state["step"], state["tokens_seen"], list(state["history"])
+        last_train_loss = state["train_loss"]
+        _set_rng_state(state["rng"], sampler)
+        for g, base in zip(optimizer.param_groups, scheduler.base_lrs):  # schedule of *this* config
+            g["lr"] = base * lr_fn(step)
+    resumed_from = step
+
+    def val_loss() -> float:
+        return _evaluate(lm_model, val_blocks, config.batch_size, device) if val_blocks is not None else float("nan")
+
+    def checkpoint() -> None:
+        state = {"step": step, "tokens_seen": tokens_seen, "history": history, "train_loss": last_train_loss,
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(sampler)}
+        _save_checkpoint(ckpt_dir, lm_model, tokenizer, state)
+
+    if step == 0:
+        v = val_loss()
+        history.append({"step": 0, "train_loss": None, "val_loss": v, "val_perplexity": math.exp(min(v, 50)),
+                        "lr": optimizer.param_groups[0]["lr"], "tokens_seen": 0, "seconds": 0.0})
+    t_train, tokens_now, window = time.perf_counter(), 0, []
+    bar = tqdm(total=config.max_steps, initial=step, desc="pretrain", disable=not progress)
+    while step < config.max_steps:
+        xy = _blocks(train, block, config.batch_size, sampler).to(device)  # (B, T + 1)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
+            logits = lm_model(input_ids=xy[:, :-1]).logits  # (B, T, V)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), xy[:, 1:].flatten())  # next-token targets
+        loss.backward()
+        if config.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(lm_model.parameters(), config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        tokens_seen, tokens_now = tokens_seen + xy[:, :-1].numel(), tokens_now + xy[:, :-1].numel()
+        window.append(float(loss.detach()))
+        bar.update(1)
+        bar.set_postfix(loss=f"{window[-1]:.3f}")
+        out_of_time = config.time_budget_s is not None and time.perf_counter() - t0 > config.time_budget_s
+        last = step >= config.max_steps or out_of_time
+        if step % config.eval_every == 0 or last:
+            last_train_loss = float(np.mean(window))
+            v = val_loss()
+            history.append({"step": step, "train_loss": last_train_loss, "val_loss": v,
+                            "val_perplexity": math.exp(min(v, 50)), "lr": optimizer.param_groups[0]["lr"],
+                            "tokens_seen": tokens_seen, "seconds": time.perf_counter() - t0})
+            window = []
+        if step % config.checkpoint_every == 0 or last:
+            checkpoint()
+        if out_of_time:
+            break
+    bar.close()
+    train_s = time.perf_counter() - t_train
+    if step == resumed_from:  # nothing ran (already at max_steps): still report a fresh val loss
+        v = val_loss()
+        if found is None:
+            checkpoint()
+    else:
+        v = history[-1]["val_loss"]
+    return PretrainResult(steps=step, resumed_from=resumed_from, train_loss=last_train_loss, val_loss=v,
+                          val_perplexity=math.exp(min(v, 50)), tokens_seen=tokens_seen,
+                          tokens_per_s=tokens_now / max(train_s, 1e-9), seconds=time.perf_counter() - t0,
+                          history=history)

@@ -1,0 +1,264 @@
+"""Multi-head fine-tuning of a :class:`~models.multihead.MultiHeadGPT` (sentiment + topic).
+
+One loop, written against ``accelerate``: on a laptop it is a plain single-process CPU loop; on
+a GPU it trains in bf16 autocast; under a launcher it becomes data-parallel with no change::
+
+    accelerate launch --num_processes 4 -m your_module ...   # or
+    torchrun --nproc_per_node 4 -m your_module ...
+
+(``accelerator.prepare`` shards the loader, wraps the model in DDP and syncs gradients; every
+process evaluates the full validation set so all of them take the same early-stopping decision,
+and only the main process writes files.)
+
+Recipe: tokenize once up front, shuffle with a seeded generator, pad each batch on the right to
+its own longest row; AdamW (no weight decay on biases / LayerNorm), linear warmup then linear
+decay, gradient clipping. After every epoch the heads are scored on ``val`` (macro-F1 per head,
+score = mean over the heads labelled in ``val``); the best epoch is saved with
+``MultiHeadGPT.save`` (safetensors), training stops after ``patience`` epochs without improvement
+or once ``time_budget_s`` is spent, and the best weights are loaded back into ``model``.
+
+LoRA (``config.lora``): the backbone is wrapped with peft LoRA on ``c_attn``/``c_proj`` (GPT-2's
+Conv1D, hence ``fan_in_fan_out=True``) while the heads train fully; saved checkpoints are merged
+(``merge_and_unload``) so what lands on disk, and ``model`` at the end, is a plain MultiHeadGPT.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import f1_score
+
+from models.multihead import IGNORE, MultiHeadGPT
+from models.predict import encode_texts, pad_batch, predict_ids
+
+HEADS = ("sentiment", "topic")
+
+
+@dataclass
+class TrainConfig:
+    """Fine-tuning hyper-parameters (``head_lr`` defaults to ``lr``)."""
+
+    epochs: int = 6
+    batch_size: int = 32
+    lr: float = 3e-4
+    head_lr: float | None = None
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    max_grad_norm: float = 1.0
+    patience: int = 2
+    seed: int = 0
+    max_length: int = 128
+    lora: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    time_budget_s: float | None = None
+
+
+@dataclass
+class TrainResult:
+    """What :func:`finetune` did: the best epoch, its score, per-epoch history and throughput."""
+
+    best_epoch: int
+    best_score: float
+    history: list[dict]
+    seconds: float
+    tokens_per_s: float
+    device: str
+    out_dir: str
+
+
+def encode_labels(values: pd.Series | list, labels: list[str]) -> np.ndarray:
+    """Label names -> class ids (int64); missing (None/NA) or unknown names -> -100 (ignored)."""
+    index = {name: i for i, name in enumerate(labels)}
+    return np.array([index.get(v, IGNORE) if isinstance(v, str) else IGNORE for v in list(values)], dtype=np.int64)
+
+
+def _encode_frame(model: MultiHeadGPT, tokenizer, df: pd.DataFrame, max_length: int) -> dict:
+    """Tokenize a frame once: ids (list of lists), labels per head (N,) and real-token counts (N,)."""
+    ids, _, _ = encode_texts(tokenizer, df["text"].tolist(), max_length)
+    out = {"ids": ids}
+    for head in HEADS:
+        labels = getattr(model.heads, f"{head}_labels")
+        col = df[head] if head in df.columns else [None] * len(df)
+        out[head] = encode_labels(col, labels) if labels else np.full(len(df), IGNORE, dtype=np.int64)
+    return out
+
+
+class _Collate:
+    """Right-pad a list of ``(ids, sentiment, topic)`` rows to the batch max (picklable for workers)."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, rows: list[tuple[list[int], int, int]]) -> dict[str, torch.Tensor]:
+        input_ids, attention_mask = pad_batch([r[0] for r in rows], self.pad_id)  # (B, T) each
+        return {"input_ids": input_ids, "attention_mask": attention_mask,
+                "sentiment": torch.tensor([r[1] for r in rows], dtype=torch.long),  # (B,)
+                "topic": torch.tensor([r[2] for r in rows], dtype=torch.long)}  # (B,)
+
+
+def evaluate(model: MultiHeadGPT, encoded: dict, pad_id: int, batch_size: int, device) -> dict[str, float | None]:
+    """Macro-F1 per head on the rows labelled for it (None when no row is) and their mean ``score``."""
+    sent, topic, _ = predict_ids(model, encoded["ids"], pad_id, batch_size=batch_size, device=device)
+    result: dict[str, float | None] = {}
+    for head, probs in (("sentiment", sent), ("topic", topic)):
+        y = encoded[head]
+        mask = y != IGNORE
+        result[head] = None if probs is None or not mask.any() else float(
+            f1_score(y[mask], probs[mask].argmax(axis=1), average="macro"))
+    scores = [v for v in result.values() if v is not None]
+    result["score"] = float(np.mean(scores)) if scores else None
+    return result
+
+
+def _param_groups(model: MultiHeadGPT, config: TrainConfig) -> list[dict]:
+    """AdamW groups: backbone/heads x decay/no-decay; matrices decay, biases and LayerNorm don't."""
+    head_lr = config.head_lr if config.head_lr is not None else config.lr
+    groups = {(h, d): [] for h in (False, True) for d in (False, True)}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            is_head = name.startswith(("sentiment.", "topic."))
+            groups[(is_head, p.dim() >= 2)].append(p)  # 1-D = bias / LayerNorm gain -> no decay
+    return [{"params": ps, "lr": head_lr if h else config.lr, "weight_decay": config.weight_decay if d else 0.0}
+            for (h, d), ps in groups.items() if ps]
+
+
+def _wrap_lora(model: MultiHeadGPT, config: TrainConfig) -> None:
+    """Replace ``model.transformer`` by a peft LoRA wrapper (base weights frozen, heads trainable)."""
+    from peft import LoraConfig, get_peft_model
+
+    lcfg = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.05,
+                      target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, bias="none")
+    model.transformer = get_peft_model(model.transformer, lcfg)
+
+
+def _plain(model: MultiHeadGPT) -> MultiHeadGPT:
+    """``model`` itself, or a merged deep copy when its backbone is a LoRA wrapper (for saving)."""
+    if not hasattr(model.transformer, "merge_and_unload"):
+        return model
+    merged = copy.deepcopy(model)
+    merged.transformer = merged.transformer.merge_and_unload()
+    return merged
+
+
+def finetune(
+    model: MultiHeadGPT,
+    tokenizer,
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    config: TrainConfig,
+    out_dir: Path,
+    *,
+    progress: bool = True,
+) -> TrainResult:
+    """Fine-tune every head on ``train``, early-stop on ``val``; best epoch saved to ``out_dir``.
+
+    ``train``/``val`` have columns ``text``, ``sentiment`` and ``topic`` (label names, None/NA
+    when unlabelled). Train rows with no label for any head are dropped. When ``val`` has no
+    labelled row the score is minus the training loss. On return ``model`` holds the best
+    epoch's weights (plain, LoRA merged) in eval mode.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    t_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    set_seed(config.seed)  # python, numpy, torch (+ CUDA) RNGs
+    accelerator = Accelerator(
+        mixed_precision="bf16" if torch.cuda.is_available() else "no",  # bf16 on CPU is ~80x slower
+        # A batch may carry no label for one head: its parameters then get no gradient under DDP.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    pad_id = tokenizer.pad_token_id
+    max_length = min(config.max_length, int(model.config.n_positions))
+    tr = _encode_frame(model, tokenizer, train, max_length)
+    va = _encode_frame(model, tokenizer, val, max_length)
+    keep = np.flatnonzero((tr["sentiment"] != IGNORE) | (tr["topic"] != IGNORE))
+    if keep.size == 0:
+        raise ValueError("no labelled training rows for the model's heads")
+    rows = [(tr["ids"][i], int(tr["sentiment"][i]), int(tr["topic"][i])) for i in keep]
+
+    if config.lora:
+        _wrap_lora(model, config)
+    model.train()
+    optimizer = torch.optim.AdamW(_param_groups(model, config), betas=(0.9, 0.999), eps=1e-8)
+    loader = torch.utils.data.DataLoader(
+        rows, batch_size=config.batch_size, shuffle=True, collate_fn=_Collate(pad_id),
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    # Steps counted on the *unsharded* loader: the prepared scheduler steps once per process.
+    total_steps = max(1, config.epochs * len(loader))
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    raw = accelerator.unwrap_model(model)
+
+    history: list[dict] = []
+    best_epoch, best_score, bad_epochs = 0, -math.inf, 0
+    train_tokens, train_seconds = 0, 0.0
+    out_of_time = False
+    for epoch in range(1, config.epochs + 1):
+        t_epoch = time.perf_counter()
+        model.train()
+        loss_sum, n_batches = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False,
+                   disable=not progress or not accelerator.is_local_main_process)
+        for batch in bar:
+            out = model(**batch)  # loss = sum over heads of the masked cross-entropies
+            accelerator.backward(out.loss)
+            if config.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum, n_batches = loss_sum + float(out.loss.detach()), n_batches + 1
+            train_tokens += int(batch["attention_mask"].sum())  # real tokens only, no padding
+            bar.set_postfix(loss=f"{loss_sum / n_batches:.4f}")
+            elapsed = time.perf_counter() - t_start
+            stop = torch.tensor([float(config.time_budget_s is not None and elapsed > config.time_budget_s)],
+                                device=accelerator.device)
+            if accelerator.num_processes > 1:  # every process must leave the loop together
+                stop = accelerator.reduce(stop, reduction="sum")
+            if stop.item() > 0:
+                out_of_time = True
+                break
+        train_seconds += time.perf_counter() - t_epoch
+        train_loss = loss_sum / max(n_batches, 1)
+
+        metrics = evaluate(raw, va, pad_id, config.batch_size, accelerator.device)
+        score = metrics["score"] if metrics["score"] is not None else -train_loss
+        history.append({"epoch": epoch, "train_loss": train_loss,
+                        "val_sentiment_macro_f1": metrics["sentiment"], "val_topic_macro_f1": metrics["topic"],
+                        "val_score": score, "seconds": time.perf_counter() - t_epoch})
+        if score > best_score:
+            best_epoch, best_score, bad_epochs = epoch, score, 0
+            if accelerator.is_main_process:
+                _plain(raw).save(out_dir, tokenizer)
+        else:
+            bad_epochs += 1
+        accelerator.wait_for_everyone()
+        if out_of_time or bad_epochs >= config.patience:
+            break
+
+    # Back to a plain model holding the best epoch's weights (exactly what was saved).
+    from safetensors.torch import load_file
+
+    model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+    if hasattr(model.transformer, "merge_and_unload"):
+        model.transformer = model.transformer.merge_and_unload()
+        for p in model.parameters():  # peft froze the base weights; a plain model trains fully
+            p.requires_grad_(True)
+    model.load_state_dict(load_file(str(out_dir / "model.safetensors"), device=str(accelerator.device)))
+    model.eval()
+    accelerator.free_memory()
+    return TrainResult(best_epoch=best_epoch, best_score=float(best_score), history=history,
+                       seconds=time.perf_counter() - t_start, tokens_per_s=train_tokens / max(train_seconds, 1e-9),
+                       device=str(accelerator.device), out_dir=str(out_dir))
