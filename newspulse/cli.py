@@ -146,7 +146,7 @@ def demo(
         console.rule("[bold]Model")
         console.print(f"pretraining: {pre['steps']} steps, validation perplexity {pre['val_perplexity']:.1f}, "
                       f"{pre['tokens_per_s']:.0f} tokens/s")
-        console.print(out["model"]["card"])
+        console.print(out["model"]["card"], markup=False, highlight=False)
         console.print(f"[bold]{out['model']['model_version']}[/bold]: {out['model']['reason']}")
     console.print("\nTry: [cyan]newspulse sql \"SELECT source, count(*) FROM v_articles GROUP BY 1\"[/cyan]"
                   "   |   [cyan]newspulse models list[/cyan]   |   [cyan]newspulse generate \"Shares of\"[/cyan]")
@@ -322,7 +322,7 @@ def finetune(
                     base=base, epochs=epochs, batch_size=batch_size, lr=lr, lora=lora, time_budget_s=time_budget_s,
                     labelled_files=file, dataset_name=dataset_name, task=task, text_column=text_column,
                     label_column=label_column, label_map=_pairs(label_map, "--map-label"))
-    console.print(out["card"])
+    console.print(out["card"], markup=False, highlight=False)
     console.print(f"[bold]{out['model_version']}[/bold]: {out['reason']}")
 
 
@@ -352,7 +352,7 @@ def models_show(version: Annotated[str, typer.Argument(help="A version or `champ
         console.print(f"[red]no model {version!r}")
         raise typer.Exit(1)
     card = Path(row["artifact_path"]) / "MODEL_CARD.md"
-    console.print(card.read_text(encoding="utf-8") if card.exists() else row)
+    console.print(card.read_text(encoding="utf-8") if card.exists() else row, markup=False, highlight=False)
 
 
 @models_app.command("promote")
