@@ -73,7 +73,9 @@ def generate_text(
     if max_new_tokens == 0:
         return prompt
     input_ids = torch.tensor([ids], dtype=torch.long)  # (1, T)
-    kwargs = dict(do_sample=True, top_p=top_p, temperature=temperature, top_k=0) if temperature > 0 else dict(do_sample=False)
+    # top_k=0 turns off the default top-k filter: pure nucleus sampling. temperature <= 0: greedy.
+    sampling = {"do_sample": True, "top_p": top_p, "temperature": temperature, "top_k": 0}
+    kwargs = sampling if temperature > 0 else {"do_sample": False}
     torch.manual_seed(seed)
     with torch.inference_mode():
         out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),

@@ -148,4 +148,5 @@ def predict(
     ids, n_tokens, truncated = encode_texts(tokenizer, texts, max_length)
     sent, topic, emb = predict_ids(model, ids, tokenizer.pad_token_id, batch_size=batch_size, device=device,
                                    progress=progress)
-    return Predictions(sentiment_probs=sent, topic_probs=topic, embeddings=emb, truncated=truncated, n_tokens=n_tokens)
+    return Predictions(sentiment_probs=sent, topic_probs=topic, embeddings=emb, truncated=truncated,
+                       n_tokens=n_tokens)

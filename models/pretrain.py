@@ -31,6 +31,7 @@ import shutil
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -75,23 +76,11 @@ class PretrainResult:
 
 def pack_tokens(tokenizer, texts: Iterable[str], chunk: int = 1000) -> np.ndarray:
     """Tokenize ``texts`` into one uint32 stream with ``eos`` after every (non-empty) text."""
-    eos = tokenizer.eos_token_id
-    parts: list[np.ndarray] = []
-    buf: list[str] = []
-
-    def flush() -> None:
-        for ids in tokenizer(buf, add_special_tokens=False, verbose=False)["input_ids"]:
-            if ids:
-                parts.append(np.asarray([*ids, eos], dtype=np.uint32))
-        buf.clear()
-
-    for text in texts:
-        if text:
-            buf.append(str(text))
-        if len(buf) >= chunk:
-            flush()
-    if buf:
-        flush()
+    eos, parts = tokenizer.eos_token_id, []
+    stream = (str(t) for t in texts if t)  # lazily, so a generator over a big corpus is fine
+    while batch := list(islice(stream, chunk)):
+        ids = tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"]
+        parts += [np.asarray([*row, eos], dtype=np.uint32) for row in ids if row]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
 
 
@@ -106,12 +95,13 @@ def _lr_lambda(config: PretrainConfig):
 
 
 def _rng_state(sampler: torch.Generator) -> dict:
-    """All RNG states as tensors / lists (``weights_only``-safe)."""
-    np_state = np.random.get_state()
+    """All RNG states as tensors / lists (``weights_only``-safe: no numpy arrays, no tuples of objects)."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
     return {"torch": torch.get_rng_state(), "sampler": sampler.get_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
-            "python": [list(random.getstate()[1]), random.getstate()[0], random.getstate()[2]]}
+            "numpy": [name, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, gauss],
+            "python": [version, list(internal), gauss_next]}
 
 
 def _set_rng_state(state: dict, sampler: torch.Generator) -> None:
@@ -121,24 +111,21 @@ def _set_rng_state(state: dict, sampler: torch.Generator) -> None:
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     name, key, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, key.numpy().astype(np.uint32), int(pos), int(has_gauss), gauss))
-    internal, version, gauss_next = state["python"]
+    np.random.set_state((name, key.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
-
-
-def _complete(step_dir: Path) -> bool:
-    """A checkpoint directory with its state and weights in place."""
-    return (step_dir / STATE).is_file() and (step_dir / MODEL / "config.json").is_file() and any(
-        (step_dir / MODEL).glob("model*.safetensors"))
 
 
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     """The committed checkpoint (``ckpt-NNNNNN`` dir) in ``ckpt_dir``, else the newest complete one."""
-    ckpt_dir = Path(ckpt_dir)
-    link = ckpt_dir / MODEL
-    if link.is_symlink() and _complete(link.resolve().parent):
+    def complete(d: Path) -> bool:
+        weights = any((d / MODEL).glob("*.safetensors"))
+        return weights and (d / STATE).is_file() and (d / MODEL / "config.json").is_file()
+
+    link = Path(ckpt_dir) / MODEL
+    if link.is_symlink() and complete(link.resolve().parent):
         return link.resolve().parent
-    done = sorted(p for p in ckpt_dir.glob(f"{PREFIX}*") if p.is_dir() and _complete(p))
+    done = sorted(d for d in Path(ckpt_dir).glob(f"{PREFIX}*") if d.is_dir() and complete(d))
     return done[-1] if done else None
 
 
@@ -225,12 +212,16 @@ def pretrain(
     same step count; history rows carry over too.
     """
     from tqdm.auto import tqdm
+    from transformers import set_seed
 
     t0 = time.perf_counter()
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    for junk in ckpt_dir.glob(f"{TMP_PREFIX}*"):  # half-written checkpoints from a killed run
-        shutil.rmtree(junk, ignore_errors=True)
+    for junk in [*ckpt_dir.glob(f"{TMP_PREFIX}*"), *ckpt_dir.glob(".*.lnk")]:  # leftovers of a killed run
+        if junk.is_symlink() or not junk.is_dir():
+            junk.unlink()
+        else:
+            shutil.rmtree(junk, ignore_errors=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     use_bf16 = device.type == "cuda"
 
@@ -243,15 +234,13 @@ def pretrain(
     val_block = min(block, len(val) - 1)
     val_blocks = _blocks(val, val_block, config.eval_batches * config.batch_size, None) if val_block >= 1 else None
 
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
-    np.random.seed(config.seed)
+    set_seed(config.seed)  # python, numpy, torch (+ CUDA): weight init elsewhere, dropout here
     sampler = torch.Generator().manual_seed(config.seed)  # draws the training windows
     lm_model.to(device).train()
-    decay = [p for p in lm_model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in lm_model.parameters() if p.requires_grad and p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95))
+    params = [p for p in lm_model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]  # biases, LayerNorm
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95))
     lr_fn = _lr_lambda(config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_fn)
 
@@ -262,26 +251,29 @@ def pretrain(
         state = torch.load(found / STATE, map_location="cpu", weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        step, tokens_seen, history = state["step"], state["tokens_seen"], list(state["history"])
+        step, tokens_seen, history = state["step"], state["tokens_seen"], state["history"]
         last_train_loss = state["train_loss"]
         _set_rng_state(state["rng"], sampler)
         for g, base in zip(optimizer.param_groups, scheduler.base_lrs):  # schedule of *this* config
             g["lr"] = base * lr_fn(step)
     resumed_from = step
 
-    def val_loss() -> float:
-        return _evaluate(lm_model, val_blocks, config.batch_size, device) if val_blocks is not None else float("nan")
+    def val_loss() -> float:  # NaN when the val texts are too short for one window
+        return _evaluate(lm_model, val_blocks, config.batch_size, device) if val_blocks is not None else math.nan
+
+    def record(train_loss: float | None, v: float) -> None:
+        history.append({"step": step, "train_loss": train_loss, "val_loss": v, "val_perplexity": math.exp(min(v, 50)),
+                        "lr": optimizer.param_groups[0]["lr"], "tokens_seen": tokens_seen,
+                        "seconds": time.perf_counter() - t0})
 
     def checkpoint() -> None:
         state = {"step": step, "tokens_seen": tokens_seen, "history": history, "train_loss": last_train_loss,
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(sampler)}
         _save_checkpoint(ckpt_dir, lm_model, tokenizer, state)
 
-    if step == 0:
-        v = val_loss()
-        history.append({"step": 0, "train_loss": None, "val_loss": v, "val_perplexity": math.exp(min(v, 50)),
-                        "lr": optimizer.param_groups[0]["lr"], "tokens_seen": 0, "seconds": 0.0})
-    t_train, tokens_now, window = time.perf_counter(), 0, []
+    if step == 0:  # the baseline the run improves on
+        record(None, val_loss())
+    t_train, tokens_now, loss_sum, n_loss = time.perf_counter(), 0, torch.zeros((), device=device), 0
     bar = tqdm(total=config.max_steps, initial=step, desc="pretrain", disable=not progress)
     while step < config.max_steps:
         xy = _blocks(train, block, config.batch_size, sampler).to(device)  # (B, T + 1)
@@ -296,30 +288,23 @@ def pretrain(
         optimizer.zero_grad(set_to_none=True)
         step += 1
         tokens_seen, tokens_now = tokens_seen + xy[:, :-1].numel(), tokens_now + xy[:, :-1].numel()
-        window.append(float(loss.detach()))
+        loss_sum, n_loss = loss_sum + loss.detach(), n_loss + 1  # on device: no sync per step
         bar.update(1)
-        bar.set_postfix(loss=f"{window[-1]:.3f}")
         out_of_time = config.time_budget_s is not None and time.perf_counter() - t0 > config.time_budget_s
         last = step >= config.max_steps or out_of_time
         if step % config.eval_every == 0 or last:
-            last_train_loss = float(np.mean(window))
-            v = val_loss()
-            history.append({"step": step, "train_loss": last_train_loss, "val_loss": v,
-                            "val_perplexity": math.exp(min(v, 50)), "lr": optimizer.param_groups[0]["lr"],
-                            "tokens_seen": tokens_seen, "seconds": time.perf_counter() - t0})
-            window = []
+            last_train_loss, loss_sum, n_loss = float(loss_sum) / n_loss, torch.zeros((), device=device), 0
+            bar.set_postfix(loss=f"{last_train_loss:.3f}")
+            record(last_train_loss, val_loss())
         if step % config.checkpoint_every == 0 or last:
             checkpoint()
         if out_of_time:
             break
     bar.close()
     train_s = time.perf_counter() - t_train
-    if step == resumed_from:  # nothing ran (already at max_steps): still report a fresh val loss
-        v = val_loss()
-        if found is None:
-            checkpoint()
-    else:
-        v = history[-1]["val_loss"]
+    v = history[-1]["val_loss"] if step > resumed_from else val_loss()  # nothing ran: measure now
+    if found is None and step == 0:  # max_steps == 0 on a fresh run: still leave a checkpoint
+        checkpoint()
     return PretrainResult(steps=step, resumed_from=resumed_from, train_loss=last_train_loss, val_loss=v,
                           val_perplexity=math.exp(min(v, 50)), tokens_seen=tokens_seen,
                           tokens_per_s=tokens_now / max(train_s, 1e-9), seconds=time.perf_counter() - t0,

@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,7 +137,9 @@ def _wrap_lora(model: MultiHeadGPT, config: TrainConfig) -> None:
 
     lcfg = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.05,
                       target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, bias="none")
-    model.transformer = get_peft_model(model.transformer, lcfg)
+    with warnings.catch_warnings():  # peft 0.21 calls transformers' deprecated is_gradient_checkpointing
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model.transformer = get_peft_model(model.transformer, lcfg)
 
 
 def _plain(model: MultiHeadGPT) -> MultiHeadGPT:
@@ -203,12 +206,12 @@ def finetune(
 
     history: list[dict] = []
     best_epoch, best_score, bad_epochs = 0, -math.inf, 0
-    train_tokens, train_seconds = 0, 0.0
+    train_tokens, train_seconds = torch.zeros((), dtype=torch.long, device=accelerator.device), 0.0
     out_of_time = False
     for epoch in range(1, config.epochs + 1):
         t_epoch = time.perf_counter()
         model.train()
-        loss_sum, n_batches = 0.0, 0
+        loss_sum, n_batches = torch.zeros((), device=accelerator.device), 0  # on device: no sync per step
         bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False,
                    disable=not progress or not accelerator.is_local_main_process)
         for batch in bar:
@@ -219,19 +222,18 @@ def finetune(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            loss_sum, n_batches = loss_sum + float(out.loss.detach()), n_batches + 1
-            train_tokens += int(batch["attention_mask"].sum())  # real tokens only, no padding
-            bar.set_postfix(loss=f"{loss_sum / n_batches:.4f}")
-            elapsed = time.perf_counter() - t_start
-            stop = torch.tensor([float(config.time_budget_s is not None and elapsed > config.time_budget_s)],
-                                device=accelerator.device)
-            if accelerator.num_processes > 1:  # every process must leave the loop together
-                stop = accelerator.reduce(stop, reduction="sum")
-            if stop.item() > 0:
+            loss_sum, n_batches = loss_sum + out.loss.detach().float(), n_batches + 1
+            train_tokens += batch["attention_mask"].sum()  # real tokens only, no padding
+            if progress and n_batches % 20 == 0:
+                bar.set_postfix(loss=f"{float(loss_sum) / n_batches:.4f}")
+            over = config.time_budget_s is not None and time.perf_counter() - t_start > config.time_budget_s
+            if accelerator.num_processes > 1:  # every process must leave the loop together (DDP)
+                over = bool(accelerator.reduce(torch.tensor([float(over)], device=accelerator.device), "sum") > 0)
+            if over:
                 out_of_time = True
                 break
         train_seconds += time.perf_counter() - t_epoch
-        train_loss = loss_sum / max(n_batches, 1)
+        train_loss = float(loss_sum) / max(n_batches, 1)  # this process's batches
 
         metrics = evaluate(raw, va, pad_id, config.batch_size, accelerator.device)
         score = metrics["score"] if metrics["score"] is not None else -train_loss
@@ -245,7 +247,7 @@ def finetune(
         else:
             bad_epochs += 1
         accelerator.wait_for_everyone()
-        if out_of_time or bad_epochs >= config.patience:
+        if out_of_time or (bad_epochs > 0 and bad_epochs >= config.patience):
             break
 
     # Back to a plain model holding the best epoch's weights (exactly what was saved).
@@ -258,7 +260,10 @@ def finetune(
             p.requires_grad_(True)
     model.load_state_dict(load_file(str(out_dir / "model.safetensors"), device=str(accelerator.device)))
     model.eval()
+    if accelerator.num_processes > 1:  # throughput of the whole job, not of one process
+        train_tokens = accelerator.reduce(train_tokens, "sum")
     accelerator.free_memory()
     return TrainResult(best_epoch=best_epoch, best_score=float(best_score), history=history,
-                       seconds=time.perf_counter() - t_start, tokens_per_s=train_tokens / max(train_seconds, 1e-9),
+                       seconds=time.perf_counter() - t_start,
+                       tokens_per_s=int(train_tokens) / max(train_seconds, 1e-9),
                        device=str(accelerator.device), out_dir=str(out_dir))

@@ -334,11 +334,11 @@ def _registry_con(write: bool = False):
 
 
 @models_app.command("list")
-def models_list() -> None:
+def models_list(fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table") -> None:
     """Every model version with its stage and validation scores."""
     from warehouse.query import run_readonly
 
-    _print_result(run_readonly(get_settings(), "SELECT * FROM v_models ORDER BY created_at DESC"), "table")
+    _print_result(run_readonly(get_settings(), "SELECT * FROM v_models ORDER BY created_at DESC"), fmt)
 
 
 @models_app.command("show")

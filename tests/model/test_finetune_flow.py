@@ -53,7 +53,7 @@ def test_finetune_promotion_gate_rollback_predict_generate(settings, tmp_path: P
     rolled = runner.invoke(app, ["models", "rollback"])
     assert rolled.exit_code == 0, rolled.output
     assert _champion(settings) == first["model_version"]
-    listing = runner.invoke(app, ["models", "list"])
+    listing = runner.invoke(app, ["models", "list", "--format", "csv"])
     assert first["model_version"] in listing.output
 
     # predict: empty, huge and badly encoded rows get notes, never a crash.
