@@ -113,7 +113,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--benchmarks", nargs="+", default=None)
     ap.add_argument("--preset", default="small")
-    ap.add_argument("--pretrain-minutes", type=float, default=10.0)
+    ap.add_argument("--pretrain-minutes", type=float, default=10.0, help="time cap for pretraining")
+    ap.add_argument("--pretrain-steps", type=int, default=10**7, help="step cap for pretraining")
     ap.add_argument("--finetune-minutes", type=float, default=3.0)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--vocab-size", type=int, default=8000)
@@ -136,7 +137,7 @@ def main() -> None:
     lm = build_backbone(args.preset, tok)
     t0 = time.perf_counter()
     pre = pretrain(lm, tok, corpus[n_val:], corpus[:n_val],
-                   PretrainConfig(max_steps=10**7, time_budget_s=args.pretrain_minutes * 60, eval_every=500),
+                   PretrainConfig(max_steps=args.pretrain_steps, time_budget_s=args.pretrain_minutes * 60, eval_every=200),
                    work / "pretrain" / "checkpoint")
     console.print(f"pretrained {pre.steps} steps in {time.perf_counter() - t0:.0f} s: val ppl {pre.val_perplexity:.1f}, "
                   f"{pre.tokens_per_s:.0f} tok/s, {pre.tokens_seen:,} tokens")
