@@ -142,11 +142,13 @@ def _utc(*args: int) -> datetime:
 def test_fresh_database_gets_every_migration_once(settings) -> None:
     with connect(settings) as con:
         assert current_version(con) == 0
-        assert migrate(con) == [1, 2]
-        assert con.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall() == [(1,), (2,)]
-        assert current_version(con) == 2
+        shipped = [m.version for m in available_migrations()]
+        assert shipped[:3] == [1, 2, 3]
+        assert migrate(con) == shipped
+        assert con.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall() == [(v,) for v in shipped]
+        assert current_version(con) == shipped[-1]
         assert migrate(con) == []
-        assert con.execute("SELECT count(*) FROM schema_migrations").fetchall() == [(2,)]
+        assert con.execute("SELECT count(*) FROM schema_migrations").fetchall() == [(len(shipped),)]
         tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     assert set(TABLES) <= tables
@@ -154,7 +156,7 @@ def test_fresh_database_gets_every_migration_once(settings) -> None:
 
 
 def test_available_migrations_lists_the_shipped_files() -> None:
-    assert [(m.version, m.name) for m in available_migrations()] == [(1, "ingest"), (2, "ingest_views")]
+    assert [(m.version, m.name) for m in available_migrations()][:3] == [(1, "ingest"), (2, "ingest_views"), (3, "models")]
 
 
 @pytest.mark.parametrize(
@@ -179,7 +181,9 @@ def test_available_migrations_rejects_bad_directories(tmp_path: Path, names: lis
 def test_failing_migration_rolls_back_and_keeps_the_previous_version(settings, tmp_path: Path) -> None:
     mig_dir = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, mig_dir)
-    (mig_dir / "003_broken.sql").write_text(
+    shipped = [m.version for m in available_migrations()]
+    nxt = shipped[-1] + 1
+    (mig_dir / f"{nxt:03d}_broken.sql").write_text(
         textwrap.dedent(
             """\
             CREATE TABLE new_table (x INTEGER);
@@ -192,19 +196,19 @@ def test_failing_migration_rolls_back_and_keeps_the_previous_version(settings, t
         encoding="utf-8",
     )
     with connect(settings) as con:
-        assert migrate(con) == [1, 2]
+        assert migrate(con) == shipped
         with pytest.raises(duckdb.CatalogException, match="no_such_table"):
             migrate(con, mig_dir)
-        assert current_version(con) == 2
+        assert current_version(con) == shipped[-1]
         tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         assert "new_table" not in tables
         assert set(TABLES) <= tables
         assert "extra" not in {r[0] for r in con.execute("DESCRIBE articles").fetchall()}
         assert con.execute("SELECT count(*) FROM source_state").fetchall() == [(0,)]
         # The connection is usable afterwards and a fixed file applies.
-        (mig_dir / "003_broken.sql").write_text("CREATE TABLE new_table (x INTEGER);\n", encoding="utf-8")
-        assert migrate(con, mig_dir) == [3]
-        assert current_version(con) == 3
+        (mig_dir / f"{nxt:03d}_broken.sql").write_text("CREATE TABLE new_table (x INTEGER);\n", encoding="utf-8")
+        assert migrate(con, mig_dir) == [nxt]
+        assert current_version(con) == nxt
 
 
 # --------------------------------------------------------------------------------------------
