@@ -91,3 +91,25 @@ def test_own_labelled_file_with_label_map(settings, tmp_path: Path) -> None:
     finally:
         con.close()
     assert labels == {"positive": 8, "negative": 8, "neutral": 8}
+
+
+def test_pretrain_flow_then_finetune_on_it(settings) -> None:
+    """The demo's chain: domain pretraining on the warehouse corpus, heads on the checkpoint."""
+    from flows.finetune import finetune_flow
+    from flows.pretrain import pretrain_flow
+
+    _demo_data(settings)
+    pre = pretrain_flow(run_name="pt", preset="tiny", vocab_size=500, max_steps=20, batch_size=8, block_size=32)
+    assert pre["steps"] == 20 and pre["val_perplexity"] > 1
+    again = pretrain_flow(run_name="pt", preset="tiny", vocab_size=500, max_steps=30, batch_size=8, block_size=32)
+    assert again["resumed_from"] == 20 and again["steps"] == 30
+    out = finetune_flow(sentiment_datasets=["synthetic"], topic_datasets=["synthetic"], base=pre["model_dir"],
+                        epochs=1, run_name="ft-pre")
+    assert out["model_version"]
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    try:
+        row = con.execute("SELECT backbone, pretrained_from FROM model_registry WHERE model_version = ?",
+                          [out["model_version"]]).fetchall()[0]
+    finally:
+        con.close()
+    assert row[0].startswith("checkpoint:") and row[1] == pre["model_dir"]
