@@ -119,29 +119,35 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--vocab-size", type=int, default=8000)
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--base", default=None, help="reuse a pretrained checkpoint dir (skip pretraining)")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="np-quality-"))
     benches = load_benchmarks(args.data_dir)
     if args.benchmarks:
         benches = {k: v for k, v in benches.items() if k in args.benchmarks}
 
-    exclude = {aid for _, (_, df, tf) in benches.items() for seed in args.seeds
-               for aid in split(df, seed, tf).query("split == 'test'").article_id}
-    corpus = pretraining_corpus(args.data_dir, exclude)
-    console.print(f"pretraining corpus: {len(corpus):,} texts (test texts excluded: {len(exclude):,})")
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(corpus))
-    corpus = [corpus[i] for i in order]
-    n_val = max(50, len(corpus) // 100)
-    tok = train_tokenizer(corpus[n_val:], work / "pretrain" / "tokenizer", vocab_size=args.vocab_size)
-    lm = build_backbone(args.preset, tok)
-    t0 = time.perf_counter()
-    pre = pretrain(lm, tok, corpus[n_val:], corpus[:n_val],
-                   PretrainConfig(max_steps=args.pretrain_steps, time_budget_s=args.pretrain_minutes * 60, eval_every=200),
-                   work / "pretrain" / "checkpoint")
-    console.print(f"pretrained {pre.steps} steps in {time.perf_counter() - t0:.0f} s: val ppl {pre.val_perplexity:.1f}, "
-                  f"{pre.tokens_per_s:.0f} tok/s, {pre.tokens_seen:,} tokens")
-    base = str(work / "pretrain" / "checkpoint" / "model")
+    pre = None
+    if args.base:
+        base = args.base
+        console.print(f"reusing pretrained backbone {base}")
+    else:
+        exclude = {aid for _, (_, df, tf) in benches.items() for seed in args.seeds
+                   for aid in split(df, seed, tf).query("split == 'test'").article_id}
+        corpus = pretraining_corpus(args.data_dir, exclude)
+        console.print(f"pretraining corpus: {len(corpus):,} texts (test texts excluded: {len(exclude):,})")
+        rng = np.random.default_rng(0)
+        order = rng.permutation(len(corpus))
+        corpus = [corpus[i] for i in order]
+        n_val = max(50, len(corpus) // 100)
+        tok = train_tokenizer(corpus[n_val:], work / "pretrain" / "tokenizer", vocab_size=args.vocab_size)
+        lm = build_backbone(args.preset, tok)
+        t0 = time.perf_counter()
+        pre = pretrain(lm, tok, corpus[n_val:], corpus[:n_val],
+                       PretrainConfig(max_steps=args.pretrain_steps, time_budget_s=args.pretrain_minutes * 60, eval_every=200),
+                       work / "pretrain" / "checkpoint")
+        console.print(f"pretrained {pre.steps} steps in {time.perf_counter() - t0:.0f} s: val ppl {pre.val_perplexity:.1f}, "
+                      f"{pre.tokens_per_s:.0f} tok/s, {pre.tokens_seen:,} tokens")
+        base = str(work / "pretrain" / "checkpoint" / "model")
 
     rows = []
     for name, (head, df, test_frac) in benches.items():
@@ -158,7 +164,7 @@ def main() -> None:
             for model in ("gpt", "baseline", "ensemble"):
                 rows.append({"benchmark": name, "seed": seed, "model": model, "accuracy": test[model]["accuracy"],
                              "macro_f1": test[model]["macro_f1"], "ece": test[model]["ece"],
-                             "train_s": info["train"]["seconds"] if model == "gpt" else None, "wall_s": seconds,
+                             "train_s": info["training"]["time_s"] if model == "gpt" else None, "wall_s": seconds,
                              "n_test": test[model]["n"]})
             console.print(f"{name} seed {seed}: " + ", ".join(
                 f"{m} F1 {test[m]['macro_f1']:.3f}" for m in ("gpt", "baseline", "ensemble")))
@@ -176,7 +182,7 @@ def main() -> None:
     out = Path(__file__).with_name("results")
     out.mkdir(exist_ok=True)
     (out / "quality.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                                  "pretrain": {k: v for k, v in pre.__dict__.items() if k != "history"},
+                                                  "pretrain": {k: v for k, v in pre.__dict__.items() if k != "history"} if pre else args.base,
                                                   "rows": rows}, indent=2, default=str))
 
 
