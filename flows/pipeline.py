@@ -57,7 +57,7 @@ def pipeline_flow(
         return result
 
     # A short domain-adaptive pretraining, then the heads on top of it.
-    pre = pretrain_flow(run_name=f"demo-pretrain-{preset}", preset=preset, max_steps=100_000,
+    pre = pretrain_flow(run_name=f"demo-pretrain-{preset}", preset=preset, max_steps=400,
                         time_budget_s=pretrain_budget_s, seed=seed)
     real = bool(datasets)
     result["pretrain"] = pre
