@@ -22,7 +22,7 @@ from sources.records import records_frame
 from tasks.warehouse import writer_slot
 from warehouse.commit import BatchSummary, already_ingested, commit_batch, source_state
 from warehouse.connection import connect, connect_memory
-from warehouse.staging import Manifest, new_batch, stage_frame, stage_jsonl, stage_parquet
+from warehouse.staging import new_batch, stage_frame, stage_jsonl, stage_parquet
 
 FileFormat = Literal["csv", "jsonl", "parquet", "mind_behaviors"]
 _SUFFIX_FORMATS: dict[str, FileFormat] = {
@@ -185,7 +185,6 @@ def stage_records(settings: Settings, records: list[dict[str, Any]], source: str
 @task(name="commit-batch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
 def commit_staged(settings: Settings, batch_dir: str) -> dict[str, Any]:
     """Commit one validated staging folder under the writer slot; idempotent on retry."""
-    manifest = Manifest.read(Path(batch_dir))
     with writer_slot(settings), connect(settings) as con:
         summary = commit_batch(con, Path(batch_dir))
     get_run_logger().info(
@@ -193,7 +192,6 @@ def commit_staged(settings: Settings, batch_dir: str) -> dict[str, Any]:
         summary.batch_id, summary.rows_read, summary.rows_inserted, summary.rows_duplicate,
         summary.rows_quarantined, summary.status,
     )
-    del manifest
     return summary.as_dict()
 
 
@@ -216,14 +214,7 @@ def publish_ingest_report(summaries: list[dict[str, Any]]) -> str:
     return str(create_markdown_artifact(key="ingest-summary", markdown=md, description="Ingest summary"))
 
 
-def summarize_batches(summaries: list[dict[str, Any]]) -> dict[str, int]:
-    """Totals over batch summaries (plain helper for the CLI and tests)."""
-    keys = ("rows_read", "rows_inserted", "rows_duplicate", "rows_quarantined", "labels_inserted")
-    return {k: sum(int(s.get(k) or 0) for s in summaries) for k in keys} | {"batches": len(summaries)}
-
-
 __all__ = [
     "BatchSummary", "commit_staged", "detect_format", "plan_dataset", "plan_files",
     "publish_ingest_report", "stage_dataset_file", "stage_feed", "stage_file", "stage_records",
-    "summarize_batches",
 ]

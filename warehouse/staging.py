@@ -188,7 +188,7 @@ def stage_jsonl(
         # No object to learn the keys from, or keys DuckDB cannot name as columns: "" or
         # twins that differ only in case (DuckDB names are case-insensitive).
         manifest.notes.append("reading line by line (no usable JSON keys in the first lines)")
-        return _stage_jsonl_exact(con, batch_dir, manifest, path, mapping, defaults)
+        return _stage_jsonl_exact(con, batch_dir, manifest, path, mapping, defaults, keys)
     # Fast path: one DuckDB pass reads every line with typed columns straight into `staged`.
     # `raw` is the object re-serialised from its keys; keys that map to no record field are kept
     # in `meta`. A line DuckDB could not read comes back with every key NULL (a raw of all
@@ -218,13 +218,8 @@ def stage_jsonl(
         manifest.notes.append(f"fast JSON reader failed ({type(exc).__name__}); reading line by line")
         unreadable = -1
     if unreadable != 0:
-        return _stage_jsonl_exact(con, batch_dir, manifest, path, mapping, defaults)
+        return _stage_jsonl_exact(con, batch_dir, manifest, path, mapping, defaults, keys)
     return _finish(con, batch_dir, manifest)
-
-
-def mapping_keys_unmapped(path: Path, mapping: dict[str, str]) -> list[str]:
-    """Sampled JSON keys of ``path`` that no record field maps to (they go to ``meta``)."""
-    return [k for k in _sample_keys(path) if k not in mapping.values()]
 
 
 def _stage_jsonl_exact(
@@ -234,6 +229,7 @@ def _stage_jsonl_exact(
     path: Path,
     mapping: dict[str, str],
     defaults: dict[str, str],
+    keys: list[str] | None = None,
 ) -> Manifest:
     """Line-by-line JSONL staging: each unreadable line becomes a record with its reason.
 
@@ -270,7 +266,9 @@ def _stage_jsonl_exact(
     con.register("lines_in", lines)
     con.execute("CREATE OR REPLACE TABLE lines AS SELECT * FROM lines_in")
     con.unregister("lines_in")
-    unmapped = [k for k in mapping_keys_unmapped(path, mapping) if k != ""]
+    # ``keys``: the JSON keys the caller sampled from the first lines (sampled here if not given).
+    keys = _sample_keys(path) if keys is None else keys
+    unmapped = [k for k in keys if k not in mapping.values() and k != ""]
     extra = {}
     if unmapped and "meta" not in mapping:
         # json_object takes keys as strings, so odd keys are fine; the key "" has no JSON path
@@ -282,7 +280,6 @@ def _stage_jsonl_exact(
         extra["meta"] = f"json_object({pairs})"
     # A field whose key appears in several spellings (`Title` on one line, `title` on the next)
     # takes whichever the line has.
-    keys = _sample_keys(path)
     for field, column in mapping.items():
         variants = [k for k in keys if k.lower() == column.lower()] or [column]
         paths = [_quote_literal(chr(36) + "." + json.dumps(v)) for v in variants if v]
