@@ -38,7 +38,17 @@ class ServedModel:
 
     def predict_frame(self, texts: list[str], batch_size: int = 64) -> pd.DataFrame:
         """Per text: label and probability per class for each head, sentiment score, embedding-free."""
-        preds = predict(self.model, self.tokenizer, texts, batch_size=batch_size)
+        return self.score(texts, batch_size=batch_size)[0]
+
+    def score(self, texts: list[str], batch_size: int = 64, device: str | None = None,
+              progress: bool = False) -> tuple[pd.DataFrame, np.ndarray]:
+        """One forward pass per batch for every head: ``(frame, embeddings (N, d) float32)``.
+
+        The frame has ``<head>_label`` and ``<head>_p_<class>`` per head, ``sentiment_score`` =
+        p(positive) - p(negative) in [-1, 1], ``topic_confidence``, ``n_tokens`` and ``truncated``,
+        in input order. Served ensembles mix in the TF-IDF baseline's probabilities.
+        """
+        preds = predict(self.model, self.tokenizer, texts, batch_size=batch_size, device=device, progress=progress)
         heads = self.model.heads
         out = pd.DataFrame(index=range(len(texts)))
         for head, labels in (("sentiment", heads.sentiment_labels), ("topic", heads.topic_labels)):
@@ -51,7 +61,56 @@ class ServedModel:
             out[f"{head}_label"] = [labels[i] for i in np.argmax(probs, axis=1)] if len(texts) else []
             for j, name in enumerate(labels):
                 out[f"{head}_p_{name}"] = probs[:, j]
+            if head == "topic":
+                out["topic_confidence"] = probs.max(axis=1) if len(texts) else []
         if "sentiment_p_positive" in out:
             out["sentiment_score"] = out["sentiment_p_positive"] - out["sentiment_p_negative"]  # in [-1, 1]
+        out["n_tokens"] = preds.n_tokens
         out["truncated"] = preds.truncated
-        return out
+        return out, preds.embeddings
+
+
+def score_shard(served: ServedModel, in_path: Path, out_path: Path, *, batch_size: int = 64,
+                device: str | None = None, extra: dict[str, object] | None = None) -> dict[str, float]:
+    """Score one staged shard (Parquet with ``article_id``, ``text``) into ``out_path`` (Parquet).
+
+    The output holds, per article, every head's label and probabilities, ``sentiment_score``,
+    ``topic_probs`` (a list in head order), ``n_tokens``, ``truncated``, the pooled ``embedding``
+    and the ``extra`` constant columns (run ids). It is written to a temporary name and renamed,
+    so a shard file either exists complete or not at all. Returns rows, seconds and tokens.
+    """
+    import time
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(in_path, columns=["article_id", "text"])
+    texts = table.column("text").to_pylist()
+    t0 = time.perf_counter()
+    frame, emb = served.score(texts, batch_size=batch_size, device=device)
+    seconds = time.perf_counter() - t0
+    topic_labels = served.model.heads.topic_labels
+    cols: dict[str, pa.Array] = {"article_id": table.column("article_id").combine_chunks()}
+    for name in ("sentiment_label", "sentiment_p_negative", "sentiment_p_neutral", "sentiment_p_positive",
+                 "sentiment_score"):
+        cols[name] = pa.array(frame[name].to_numpy(dtype=np.float32) if name != "sentiment_label"
+                              else frame[name].tolist())
+    if topic_labels:
+        probs = frame[[f"topic_p_{t}" for t in topic_labels]].to_numpy(dtype=np.float32)  # (N, K)
+        cols["topic_label"] = pa.array(frame["topic_label"].tolist(), pa.string())
+        cols["topic_confidence"] = pa.array(probs.max(axis=1) if len(probs) else np.zeros(0, np.float32))
+        cols["topic_probs"] = pa.FixedSizeListArray.from_arrays(pa.array(probs.ravel()), len(topic_labels))
+    else:
+        cols["topic_label"] = pa.nulls(len(texts), pa.string())
+        cols["topic_confidence"] = pa.nulls(len(texts), pa.float32())
+        cols["topic_probs"] = pa.nulls(len(texts), pa.list_(pa.float32()))
+    cols["n_tokens"] = pa.array(frame["n_tokens"].to_numpy(dtype=np.int32))
+    cols["truncated"] = pa.array(frame["truncated"].to_numpy(dtype=bool))
+    cols["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(emb.astype(np.float32).ravel()), emb.shape[1])
+    for name, value in (extra or {}).items():
+        cols[name] = pa.array([value] * len(texts))
+    out_path = Path(out_path)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    pq.write_table(pa.table(cols), tmp)
+    tmp.replace(out_path)
+    return {"rows": len(texts), "seconds": seconds, "tokens": int(frame["n_tokens"].sum())}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -62,6 +62,48 @@ class Settings(BaseSettings):
     http_max_bytes: int = Field(20_000_000, description="Largest feed body accepted.")
     user_agent: str = Field("NewsPulse/0.1 (+https://github.com/newspulse)", description="HTTP UA.")
 
+    # --- scoring -------------------------------------------------------------------------------
+    torch_threads: int | None = Field(None, description="torch CPU threads for scoring (default: all cores).")
+    score_device: str | None = Field(None, description="'cuda', 'cpu' or None for CUDA when available.")
+    score_shard_size: int = Field(5_000, ge=1, description="Articles per scoring shard (one task each).")
+    score_batch_size: int = Field(64, ge=1, description="Texts per forward pass (length-bucketed).")
+
+    # --- monitoring and alerts -----------------------------------------------------------------
+    monitor_granularities: list[str] = Field(["15m", "1h", "1d"], description="Window sizes to aggregate.")
+    monitor_baseline_h: float = Field(
+        168.0, description="Trailing hours of a key's own history that form its baseline."
+    )
+    monitor_min_articles: int = Field(10, description="Windows with fewer articles are never tested.")
+    monitor_min_negative: int = Field(6, description="... nor with fewer negative articles.")
+    monitor_min_lift: float = Field(
+        0.15, description="Negative share must exceed the baseline share by at least this much."
+    )
+    monitor_alpha: float = Field(1e-4, description="p-value threshold of the beta-binomial spike test.")
+    monitor_baseline_cap: float = Field(
+        200.0,
+        description="Most pseudo-articles the baseline may weigh (allows for drift and "
+        "over-dispersion: a huge baseline must not make every wobble significant).",
+    )
+    monitor_prior_strength: float = Field(
+        20.0, description="Pseudo-articles of the overall share that shrink a thin key baseline."
+    )
+    monitor_min_history: int = Field(
+        100, description="No spike is tested until the overall baseline holds this many articles."
+    )
+    monitor_cooldown_h: float = Field(
+        12.0, description="A key's significant windows closer than this to its last alert extend it."
+    )
+    alert_block: str = Field(
+        "custom-webhook/newspulse-alerts",
+        description="Prefect notification block (<block-type-slug>/<name>) alerts are sent through: "
+        "a custom-webhook by default, or e.g. slack-webhook/<name>, sendgrid-email/<name>.",
+    )
+    alert_webhook_url: SecretStr | None = Field(
+        None, description="Creates the default webhook block when it does not exist yet (kept secret)."
+    )
+    alert_delivery_attempts: int = Field(3, ge=1, description="Tries per alert within one monitor run.")
+    alert_retry_backoff_s: float = Field(1.0, description="First retry delay; doubles each try.")
+
     @property
     def staging_dir(self) -> Path:
         """Folder for per-batch staging files (Parquet) written before a commit."""
@@ -76,6 +118,11 @@ class Settings(BaseSettings):
     def runs_dir(self) -> Path:
         """Working folders of training runs (checkpoints for resume, exported data)."""
         return self.home / "runs"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Pictures and reports written by flows (sentiment timelines)."""
+        return self.home / "reports"
 
     @property
     def demo_dir(self) -> Path:

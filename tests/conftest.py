@@ -58,3 +58,41 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     s.ensure_dirs()
     yield s
     get_settings.cache_clear()
+
+
+def register_tiny_champion(settings, topics: tuple[str, ...] = ("markets", "earnings"), seed: int = 0) -> str:
+    """Build an untrained ``tiny`` multi-head model offline, register it and make it champion.
+
+    Scoring and monitoring tests need a champion but not a good one; training would cost minutes.
+    Returns the model version.
+    """
+    import random
+
+    import torch
+
+    from models.backbone import build_backbone
+    from models.multihead import HeadsConfig, from_backbone
+    from models.registry import new_version, store_version, write_manifest
+    from models.tokenizer import train_tokenizer
+    from warehouse import registry as db_registry
+    from warehouse.connection import connect
+    from warehouse.migrate import migrate
+
+    r = random.Random(seed)
+    words = "shares fell rose profit loss bank market oil said growth warns record deal cut".split()
+    corpus = [" ".join(r.choice(words) for _ in range(r.randint(3, 10))) for _ in range(300)]
+    work = settings.home / "tiny-model"
+    tok = train_tokenizer(corpus, work / "tok", vocab_size=300, max_length=64)
+    torch.manual_seed(seed)
+    model = from_backbone(build_backbone("tiny", tok), HeadsConfig(topic_labels=list(topics)))
+    model.save(work / "model", tok)
+    version = new_version()
+    version_dir = store_version(settings.registry_dir, version, work / "model")
+    write_manifest(version_dir, {"served": {"sentiment": "gpt", "topic": "gpt"}})
+    with connect(settings) as con:
+        migrate(con)
+        db_registry.record_model(con, {
+            "model_version": version, "backbone": "tiny", "heads": {"topic": list(topics)}, "metrics": {},
+            "val_score": 0.0, "served": "gpt", "val_split_id": "test", "artifact_path": str(version_dir)})
+        db_registry.promote(con, version, "test champion")
+    return version

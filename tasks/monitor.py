@@ -1,0 +1,94 @@
+"""Monitoring tasks: sentiment windows + spike detection -> alerts, and the report artifact.
+
+The windowing runs inside DuckDB (``warehouse.monitor``) under the writer slot: it replaces the
+windows touched by newly scored articles and stores new alerts in the same short session.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from newspulse.settings import Settings
+from tasks.warehouse import writer_slot
+from warehouse import alerts as db_alerts
+from warehouse import monitor, reports
+from warehouse import registry as db_registry
+from warehouse.connection import connect
+
+
+def _since(con, model_version: str) -> tuple[datetime | None, datetime | None, bool]:
+    """(earliest article time among scores not yet windowed, newest scored_at, anything new?)."""
+    state = con.execute("SELECT scored_until FROM monitor_state WHERE model_version = ?", [model_version]).fetchall()
+    until = state[0][0] if state else None
+    row = con.execute(
+        "SELECT min(coalesce(a.published_at, a.ingested_at)), max(s.scored_at), count(*) FROM scores s "
+        "JOIN articles a USING (article_id) WHERE s.model_version = ? AND (? IS NULL OR s.scored_at > ?)",
+        [model_version, until, until]).fetchall()[0]
+    return (None if until is None else row[0]), row[1], bool(row[2])
+
+
+@task(name="detect-spikes", cache_policy=NO_CACHE)
+def detect_spikes(settings: Settings, model_version: str = "champion", full: bool = False) -> dict[str, Any]:
+    """Recompute windows touched by new scores, test them, store new alerts (deduplicated).
+
+    ``full`` recomputes every window (after a parameter change, or to replay history).
+    """
+    log = get_run_logger()
+    params = monitor.MonitorParams.from_settings(settings)
+    run_id = str(flow_run.get_id()) if flow_run.get_id() else None
+    with writer_slot(settings), connect(settings) as con:
+        model = db_registry.get_model(con, model_version)
+        if model is None:
+            log.warning("no model %r yet: nothing to monitor", model_version)
+            return {"model_version": None, "windows": 0, "spikes": 0, "new_alerts": [], "extended": 0}
+        version = model["model_version"]
+        since, scored_until, anything = _since(con, version)
+        if not anything and not full:
+            log.info("no new scores since the last run")
+            return {"model_version": version, "windows": 0, "spikes": 0, "new_alerts": [], "extended": 0}
+        monitor.create_monitor_input(con, version)
+        cutoff = monitor.compute_windows(con, params, None if full else since)
+        if cutoff is None:
+            return {"model_version": version, "windows": 0, "spikes": 0, "new_alerts": [], "extended": 0}
+        spikes = monitor.spike_windows(con, cutoff)
+        new, extended = monitor.group_episodes(spikes, db_alerts.last_alert_ends(con),
+                                               timedelta(hours=settings.monitor_cooldown_h))
+        for a in new:
+            a["severity"] = monitor.severity(a["p_value"], a["observed"], a["baseline"], params.alpha)
+            a["evidence"] = monitor.evidence(con, a)
+        stored = monitor.store_windows(con, cutoff, version)
+        # Alerts and the watermark commit together: a crash before this point leaves the
+        # watermark behind, so the next run recomputes the same windows and inserts the alerts.
+        con.execute("BEGIN TRANSACTION")
+        try:
+            inserted = db_alerts.insert_alerts(con, new, model_version=version, flow_run_id=run_id)
+            db_alerts.extend_alerts(con, extended)
+            con.execute("INSERT OR REPLACE INTO monitor_state VALUES (?, ?, now())", [version, scored_until])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+    log.info("%d windows from %s, %d significant -> %d new alert(s), %d extended",
+             stored, cutoff, len(spikes), len(inserted), len(extended))
+    return {"model_version": version, "cutoff": str(cutoff), "windows": stored, "spikes": len(spikes),
+            "new_alerts": inserted, "extended": len(extended)}
+
+
+@task(name="publish-monitor-report", cache_policy=NO_CACHE)
+def publish_monitor_report(settings: Settings, summary: dict[str, Any]) -> str:
+    """Markdown artifact: the timeline PNG of the alerted keys and the open alerts table."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    with writer_slot(settings), connect(settings) as con:
+        keys = reports.report_keys(con, summary.get("new_alerts", []))
+        png = reports.plot_timelines(con, keys, settings.reports_dir / f"monitor-{stamp}.png")
+        rows = reports.open_alerts_table(con)
+    markdown = reports.markdown_report(summary, rows, png)
+    create_markdown_artifact(key="sentiment-monitor", markdown=markdown,
+                             description=f"{len(summary.get('new_alerts', []))} new alert(s), {len(rows)} open")
+    return str(png) if png else ""

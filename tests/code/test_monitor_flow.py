@@ -1,0 +1,202 @@
+"""The monitor flow end to end: windows, one alert per episode, delivery to a loopback webhook.
+
+The warehouse is filled with a flat stream of already-scored articles (no model needed), with
+known spikes injected; a tiny HTTP server on 127.0.0.1 plays the alert receiver.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from newspulse.settings import get_settings
+from warehouse import registry as db_registry
+from warehouse.connection import connect
+from warehouse.migrate import migrate
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+START = datetime(2026, 10, 1, tzinfo=UTC)
+MODEL = "m20261001-000000-test"
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 that answers the scripted statuses, then 200."""
+
+    def __init__(self, port: int = 0, fail_first: int = 0) -> None:
+        self.posts: list[dict] = []
+        self.failures_left = fail_first
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server API)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if outer.failures_left > 0:
+                    outer.failures_left -= 1
+                    self.send_response(500)
+                else:
+                    outer.posts.append(json.loads(body))
+                    self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stream(days: int, seed: int, spikes: list[tuple[str, datetime, int, int]]) -> pd.DataFrame:
+    """A flat stream (about 24 articles/hour, 25% negative) plus ``(ticker, start, n, n_negative)`` bursts."""
+    rng = np.random.default_rng(seed)
+    n = days * 24 * 24
+    secs = np.sort(rng.uniform(0, days * 86400, n))
+    tickers = np.array(["AAA", "BBB", "CCC", "DDD", "EEE", "ZZZ"])
+    rows = [{"ts": START + timedelta(seconds=float(s)), "source": f"outlet{rng.integers(4)}",
+             "tickers": [str(rng.choice(tickers))] if rng.random() < 0.6 else [],
+             "neg": bool(rng.random() < 0.25)} for s in secs]
+    for ticker, start, count, negatives in spikes:
+        for j in range(count):
+            rows.append({"ts": start + timedelta(seconds=float(rng.uniform(0, 3600))), "source": "outlet0",
+                         "tickers": [ticker], "neg": j < negatives})
+    df = pd.DataFrame(rows)
+    df["article_id"] = [f"t{seed}-{i:06d}" for i in range(len(df))]
+    return df
+
+
+def _load(settings, df: pd.DataFrame) -> None:
+    """Insert articles and the champion's scores for them (what ingest + score would write)."""
+    arts = pd.DataFrame({
+        "article_id": df.article_id, "source": df.source, "title": [f"headline {a}" for a in df.article_id],
+        "body": "", "published_at": df.ts, "ingested_at": df.ts, "tickers": df.tickers, "batch_id": "test"})
+    scores = pd.DataFrame({
+        "article_id": df.article_id, "model_version": MODEL,
+        "sentiment_label": np.where(df.neg, "negative", "neutral"),
+        "sentiment_p_negative": np.where(df.neg, 0.8, 0.1), "sentiment_p_neutral": np.where(df.neg, 0.1, 0.8),
+        "sentiment_p_positive": 0.1, "sentiment_score": np.where(df.neg, -0.7, 0.0), "topic_label": "markets",
+        "n_tokens": 5, "truncated": False, "scored_at": datetime.now(UTC), "score_run_id": "test"})
+    with connect(settings) as con:
+        migrate(con)
+        if db_registry.champion(con) is None:
+            db_registry.record_model(con, {"model_version": MODEL, "backbone": "tiny", "heads": {}, "metrics": {},
+                                           "val_score": 0.0, "served": "gpt", "val_split_id": "t",
+                                           "artifact_path": "/nonexistent"})
+            db_registry.promote(con, MODEL, "test")
+        con.register("arts", arts)
+        con.execute("INSERT INTO articles BY NAME SELECT * FROM arts")
+        con.register("sc", scores)
+        con.execute("INSERT INTO scores BY NAME SELECT * FROM sc")
+
+
+def _alerts(settings) -> list[dict]:
+    from warehouse.alerts import list_alerts
+
+    with connect(settings) as con:
+        return list_alerts(con)
+
+
+def _use_webhook(monkeypatch: pytest.MonkeyPatch, port: int) -> None:
+    monkeypatch.setenv("NEWSPULSE_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{port}/hook?token=s3cret-token")
+    monkeypatch.setenv("NEWSPULSE_ALERT_RETRY_BACKOFF_S", "0.05")
+    get_settings.cache_clear()
+
+
+def test_spike_found_delivered_once_with_retry_then_not_again(settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.monitor import monitor_flow
+
+    spike_at = START + timedelta(days=8, hours=10)
+    # A 4-hour episode on ZZZ (one alert, not four) and a tiny burst on YYY (no alert).
+    bursts = [("ZZZ", spike_at + timedelta(hours=h), 30, 24) for h in range(4)]
+    bursts.append(("YYY", START + timedelta(days=9, hours=3), 5, 5))
+    _load(settings, _stream(10, seed=1, spikes=bursts))
+    receiver = Receiver(fail_first=1)  # the first POST gets a 500: the retry must deliver it
+    try:
+        _use_webhook(monkeypatch, receiver.port)
+        summary = monitor_flow()
+        alerts = _alerts(settings)
+        zzz = [a for a in alerts if a["key"] == "ZZZ"]
+        assert len(zzz) == 1, alerts
+        a = zzz[0]
+        assert a["dimension"] == "ticker" and a["status"] == "open" and a["notified_at"] is not None
+        assert spike_at <= a["window_end"] and a["window_start"] <= spike_at + timedelta(hours=1)
+        assert a["last_window_end"] >= spike_at + timedelta(hours=3)  # the episode extended the one alert
+        assert a["observed"] > 0.6 and a["baseline"] < 0.4 and a["evidence"]
+        assert not [x for x in alerts if x["key"] == "YYY"]
+        assert a["event_id"] is not None
+        # exactly one POST per alert, although the first attempt failed
+        assert sorted(p["text"].rsplit("alert_id: ", 1)[1] for p in receiver.posts) == sorted(x["alert_id"] for x in alerts)
+        assert summary["delivered"] and not summary["failed"]
+        assert a["delivery_attempts"] == 2
+        # nothing new: no new alert, no second delivery
+        monitor_flow()
+        assert len(receiver.posts) == len(alerts) == len(_alerts(settings))
+    finally:
+        receiver.close()
+
+
+def test_receiver_down_keeps_alerts_pending_until_it_returns(settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.monitor import monitor_flow
+
+    spike_at = START + timedelta(days=8, hours=10)
+    _load(settings, _stream(9, seed=2, spikes=[("ZZZ", spike_at, 40, 32)]))
+    port = _free_port()
+    _use_webhook(monkeypatch, port)  # nothing listens there yet
+    monitor_flow()
+    pending = _alerts(settings)
+    assert pending and all(a["status"] == "pending" for a in pending)
+    assert all(a["delivery_attempts"] == 3 for a in pending)
+    assert all("s3cret-token" not in (a["last_error"] or "") for a in pending)  # the URL's token never leaks
+    receiver = Receiver(port=port)
+    try:
+        monitor_flow()
+        delivered = _alerts(settings)
+        assert all(a["status"] == "open" for a in delivered)
+        assert len(receiver.posts) == len(delivered)
+        monitor_flow()
+        assert len(receiver.posts) == len(delivered)
+    finally:
+        receiver.close()
+
+
+def test_incremental_run_and_cooldown(settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.monitor import monitor_flow
+
+    monkeypatch.setenv("NEWSPULSE_ALERT_BLOCK", "")  # no delivery configured
+    get_settings.cache_clear()
+    first = START + timedelta(days=8, hours=10)
+    _load(settings, _stream(9, seed=3, spikes=[("ZZZ", first, 40, 32)]))
+    monitor_flow()
+    before = [a for a in _alerts(settings) if a["key"] == "ZZZ"]
+    assert len(before) == 1
+    # New scores arrive: the same episode continues 2 h later (cooldown: extends), and a second
+    # episode on ZZZ starts two days later (a new alert).
+    later = _stream(0, seed=4, spikes=[("ZZZ", first + timedelta(hours=2), 40, 32),
+                                       ("ZZZ", first + timedelta(days=2), 40, 32)])
+    later["article_id"] = "late-" + later["article_id"]
+    _load(settings, later)
+    summary = monitor_flow()
+    zzz = sorted((a for a in _alerts(settings) if a["key"] == "ZZZ"), key=lambda a: a["window_start"])
+    assert len(zzz) == 2, zzz
+    assert zzz[0]["alert_id"] == before[0]["alert_id"]
+    assert zzz[0]["last_window_end"] >= first + timedelta(hours=3)
+    assert zzz[1]["window_start"] >= first + timedelta(days=2) - timedelta(hours=1)
+    assert summary["cutoff"].startswith("2026-10-09")  # only windows touched by the new scores were recomputed

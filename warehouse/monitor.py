@@ -1,0 +1,258 @@
+"""Sentiment windows and count-aware spike detection, all inside DuckDB.
+
+Per granularity (15 min, hour, day) and dimension (overall, topic, ticker, source) every window
+gets its article count, negatives, positives and mean score. The 15-minute windows are
+aggregated once from the scored articles (GROUPING SETS for overall/source/topic, UNNEST for
+tickers); hours and days are rolled up from them, so 10M scores are read once.
+
+**The spike test.** A window of key K is compared with K's *own* trailing baseline (the previous
+``baseline_h`` hours, current window excluded). Negatives in the window are modelled as
+beta-binomial: ``k ~ BetaBinomial(n, a, b)`` with ``a, b`` from the baseline's negatives and
+non-negatives, down-weighted to at most ``baseline_cap`` pseudo-articles (news is over-dispersed
+and drifts: a baseline of 50k articles must not make a 2-point wobble "significant"), plus a
+prior of ``prior_strength`` pseudo-articles at the overall share (a thin key is shrunk towards
+the market). The p-value is the upper tail ``P(X >= k)``. A window is a spike when
+
+- it has at least ``min_articles`` articles and ``min_negative`` negatives (5 of 6 is no event),
+- its negative share beats the baseline share by ``min_lift``,
+- ``p < alpha``, and the overall baseline has ``min_history`` articles (no alerts while warming up).
+
+The count-awareness comes from the test itself: 5/6 negative against a 25% baseline gives
+p ~ 0.01, while 500/600 gives p < 1e-100.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import duckdb
+import numpy as np
+
+GRANULARITIES: dict[str, tuple[str, timedelta]] = {
+    "15m": ("INTERVAL 15 MINUTE", timedelta(minutes=15)),
+    "1h": ("INTERVAL 1 HOUR", timedelta(hours=1)),
+    "4h": ("INTERVAL 4 HOUR", timedelta(hours=4)),
+    "1d": ("INTERVAL 1 DAY", timedelta(days=1)),
+}
+GRANULARITY_ORDER = {"15m": 0, "1h": 1, "4h": 2, "1d": 3}
+SLOT_US = 900_000_000  # 15 minutes, the finest window, in microseconds
+
+
+@dataclass(frozen=True)
+class MonitorParams:
+    """Knobs of windowing and the spike test (defaults mirror ``Settings.monitor_*``)."""
+
+    granularities: tuple[str, ...] = ("15m", "1h", "1d")
+    baseline_h: float = 168.0
+    min_articles: int = 10
+    min_negative: int = 6
+    min_lift: float = 0.15
+    alpha: float = 1e-4
+    baseline_cap: float = 200.0
+    prior_strength: float = 20.0
+    min_history: int = 100
+
+    @classmethod
+    def from_settings(cls, settings) -> MonitorParams:
+        """The parameters configured in ``Settings``."""
+        return cls(granularities=tuple(settings.monitor_granularities), baseline_h=settings.monitor_baseline_h,
+                   min_articles=settings.monitor_min_articles, min_negative=settings.monitor_min_negative,
+                   min_lift=settings.monitor_min_lift, alpha=settings.monitor_alpha,
+                   baseline_cap=settings.monitor_baseline_cap, prior_strength=settings.monitor_prior_strength,
+                   min_history=settings.monitor_min_history)
+
+
+def create_monitor_input(con: duckdb.DuckDBPyConnection, model_version: str) -> None:
+    """TEMP VIEW ``monitor_input``: one row per article scored by ``model_version``.
+
+    Columns: article_id, ts (published_at, else ingested_at), source, topic (the model's topic
+    head), tickers, neg, pos (booleans from the sentiment head), score, title.
+    """
+    safe = model_version.replace("'", "''")
+    con.execute(
+        "CREATE OR REPLACE TEMP VIEW monitor_input AS "
+        "SELECT s.article_id, coalesce(a.published_at, a.ingested_at) AS ts, a.source, s.topic_label AS topic, "
+        "a.tickers, s.sentiment_label = 'negative' AS neg, s.sentiment_label = 'positive' AS pos, "
+        "s.sentiment_score AS score, a.title "
+        f"FROM scores s JOIN articles a USING (article_id) WHERE s.model_version = '{safe}'"
+    )
+
+
+def compute_windows(con: duckdb.DuckDBPyConnection, params: MonitorParams, since: datetime | None,
+                    source: str = "monitor_input") -> datetime | None:
+    """Aggregate ``source`` into TEMP TABLE ``mon_windows`` with baselines and spike tests.
+
+    Windows starting at or after ``cutoff`` (``since`` truncated to its day; the first data day
+    when ``since`` is None) are complete and are the ones to store; the ``baseline_h`` hours
+    before the cutoff are read only to form baselines. Returns the cutoff (None: no data).
+    """
+    if since is None:
+        since = con.execute(f"SELECT min(ts) FROM {source}").fetchall()[0][0]
+        if since is None:
+            return None
+    cutoff = con.execute("SELECT date_trunc('day', ?::TIMESTAMPTZ)", [since]).fetchall()[0][0]
+    lo = cutoff - timedelta(hours=params.baseline_h)
+    # Time in 15-minute slots since the epoch (integers hash and sort faster than timestamps).
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE mon_st AS
+        SELECT epoch_us(ts) // {SLOT_US} AS b, source, topic, tickers, count(*) AS n, sum(neg::INTEGER) AS n_neg,
+               sum(pos::INTEGER) AS n_pos, sum(score) AS sum_score
+        FROM {source} WHERE ts >= $lo GROUP BY ALL
+    """, {"lo": lo})
+    agg = "sum(n) AS n, sum(n_neg) AS n_neg, sum(n_pos) AS n_pos, sum(sum_score) AS sum_score"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE mon_w15 AS
+        SELECT b, 'overall' AS dimension, '*' AS key, {agg} FROM mon_st GROUP BY b
+        UNION ALL SELECT b, 'source', source, {agg} FROM mon_st WHERE source IS NOT NULL GROUP BY b, source
+        UNION ALL SELECT b, 'topic', topic, {agg} FROM mon_st WHERE topic IS NOT NULL GROUP BY b, topic
+        UNION ALL SELECT b, 'ticker', t, {agg} FROM (
+            SELECT b, unnest(list_distinct(tickers)) AS t, n, n_neg, n_pos, sum_score FROM mon_st WHERE len(tickers) > 0)
+            WHERE t IS NOT NULL GROUP BY b, t
+    """)
+    parts = []
+    for g in params.granularities:
+        k = int(GRANULARITIES[g][1] / timedelta(minutes=15))
+        parts.append(f"SELECT '{g}' AS granularity, b AS s, {k} AS k, dimension, key, n, n_neg, n_pos, sum_score FROM mon_w15"
+                     if k == 1 else
+                     f"SELECT '{g}' AS granularity, b // {k} * {k} AS s, {k} AS k, dimension, key, {agg} "
+                     f"FROM mon_w15 GROUP BY ALL")
+    slots = int(round(params.baseline_h * 4))
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE mon_trail AS
+        SELECT *, coalesce(sum(n) OVER trail, 0) AS base_n, coalesce(sum(n_neg) OVER trail, 0) AS base_neg
+        FROM ({' UNION ALL '.join(parts)})
+        WINDOW trail AS (PARTITION BY granularity, dimension, key ORDER BY s
+                         RANGE BETWEEN {slots} PRECEDING AND 1 PRECEDING)
+    """)
+    cap, prior = float(params.baseline_cap), float(params.prior_strength)
+    # Baseline pseudo-counts: the key's own history capped at `cap`, plus `prior` at the overall share.
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE mon_windows AS
+        SELECT granularity, to_timestamp(s * 900) AS window_start, to_timestamp((s + k) * 900) AS window_end,
+               dimension, key, n::INTEGER AS n, n_neg::INTEGER AS n_neg, n_pos::INTEGER AS n_pos, sum_score,
+               base_n, base_neg, overall_base_n, overall_share, a_par, b_par, a_par / (a_par + b_par) AS base_share,
+               NULL::DOUBLE AS p_value, NULL::DOUBLE AS surprise, false AS is_spike
+        FROM (
+            SELECT t.*, o.overall_base_n, o.overall_share,
+                   t.base_neg * least(1.0, {cap} / greatest(t.base_n, 1)) + {prior} * o.overall_share AS a_par,
+                   (t.base_n - t.base_neg) * least(1.0, {cap} / greatest(t.base_n, 1)) + {prior} * (1 - o.overall_share) AS b_par
+            FROM mon_trail t JOIN (
+                SELECT granularity, s, base_n AS overall_base_n,
+                       coalesce(base_neg / nullif(base_n, 0), n_neg / n) AS overall_share
+                FROM mon_trail WHERE dimension = 'overall') o USING (granularity, s))
+    """)
+    for t in ("mon_st", "mon_w15", "mon_trail"):
+        con.execute(f"DROP TABLE IF EXISTS {t}")
+    _spike_tests(con, params)
+    return cutoff
+
+
+def _spike_tests(con: duckdb.DuckDBPyConnection, params: MonitorParams) -> None:
+    """Fill p_value, surprise and is_spike of ``mon_windows`` (beta-binomial, candidates only)."""
+    from scipy.stats import betabinom
+
+    cand = con.execute(f"""
+        SELECT rowid, n, n_neg, a_par, b_par FROM mon_windows
+        WHERE n >= {int(params.min_articles)} AND n_neg >= {int(params.min_negative)}
+          AND n_neg / n - base_share >= {float(params.min_lift)} AND overall_base_n >= {int(params.min_history)}
+    """).fetchnumpy()
+    if not len(cand["rowid"]):
+        return
+    p = betabinom.sf(cand["n_neg"] - 1, cand["n"], np.maximum(cand["a_par"], 1e-9), np.maximum(cand["b_par"], 1e-9))
+    con.register("mon_tested", {"rid": cand["rowid"], "p_value": np.clip(p, 1e-300, 1.0)})
+    try:
+        con.execute(f"""
+            UPDATE mon_windows SET p_value = t.p_value, surprise = -log10(t.p_value),
+                                   is_spike = t.p_value < {float(params.alpha)}
+            FROM mon_tested t WHERE mon_windows.rowid = t.rid
+        """)
+    finally:
+        con.unregister("mon_tested")
+
+
+def store_windows(con: duckdb.DuckDBPyConnection, cutoff: datetime, model_version: str | None) -> int:
+    """Replace ``sentiment_windows`` from ``cutoff`` on with ``mon_windows`` (one transaction)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("DELETE FROM sentiment_windows WHERE window_start >= ?", [cutoff])
+        n = con.execute("""
+            INSERT INTO sentiment_windows BY NAME
+            SELECT window_start, granularity, dimension, key, window_end, n AS n_articles, n_neg AS n_negative,
+                   n_pos AS n_positive, n_neg / n AS negative_share, sum_score / n AS mean_score,
+                   base_n AS baseline_articles, base_share AS baseline_negative_share, p_value, surprise, is_spike,
+                   ? AS model_version, now() AS computed_at
+            FROM mon_windows WHERE window_start >= ?
+        """, [model_version, cutoff]).fetchall()[0][0]
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return int(n)
+
+
+def spike_windows(con: duckdb.DuckDBPyConnection, cutoff: datetime) -> list[dict]:
+    """Significant windows from ``cutoff`` on, in detection order (window end, finest first)."""
+    cur = con.execute("""
+        SELECT granularity, dimension, key, window_start, window_end, n, n_neg, n_neg / n AS observed,
+               base_share AS baseline, p_value
+        FROM mon_windows WHERE is_spike AND window_start >= ?
+        ORDER BY window_end, CASE granularity WHEN '15m' THEN 0 WHEN '1h' THEN 1 WHEN '4h' THEN 2 ELSE 3 END, dimension, key
+    """, [cutoff])
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+
+def severity(p_value: float, observed: float, baseline: float, alpha: float) -> str:
+    """'critical' for overwhelming and large spikes, 'high' for very strong ones, else 'medium'."""
+    if p_value < alpha * 1e-6 and observed - baseline >= 0.3:
+        return "critical"
+    if p_value < alpha * 1e-2:
+        return "high"
+    return "medium"
+
+
+def group_episodes(spikes: list[dict], last_end: dict[tuple[str, str], datetime],
+                   cooldown: timedelta) -> tuple[list[dict], dict[tuple[str, str], datetime]]:
+    """One alert per episode: a key's spike within ``cooldown`` of its last alert extends it.
+
+    ``spikes`` come in detection order (:func:`spike_windows`); ``last_end`` maps (dimension, key)
+    to the ``last_window_end`` of the key's latest stored alert. The first spike of an episode
+    opens a new alert (a copy of the spike with ``last_window_end``); later ones, at any
+    granularity, only push ``last_window_end`` forward. Returns the new alerts and the new
+    ``last_window_end`` of stored alerts that were extended.
+    """
+    ends = dict(last_end)
+    opened: dict[tuple[str, str], dict] = {}
+    extended: dict[tuple[str, str], datetime] = {}
+    new: list[dict] = []
+    for s in spikes:
+        k = (s["dimension"], s["key"])
+        prev = ends.get(k)
+        if prev is not None and s["window_start"] <= prev + cooldown:
+            if s["window_end"] > prev:
+                ends[k] = s["window_end"]
+                if k in opened:
+                    opened[k]["last_window_end"] = s["window_end"]
+                else:
+                    extended[k] = s["window_end"]
+            continue
+        alert = {**s, "last_window_end": s["window_end"]}
+        new.append(alert)
+        opened[k] = alert
+        ends[k] = s["window_end"]
+    return new, extended
+
+
+def evidence(con: duckdb.DuckDBPyConnection, spike: dict, limit: int = 5, source: str = "monitor_input") -> list[dict]:
+    """The most negative articles of the window for the key (what a person reads first)."""
+    where = {"overall": "true", "topic": "topic = $key", "source": "source = $key",
+             "ticker": "list_contains(tickers, $key)"}[spike["dimension"]]
+    cur = con.execute(
+        f"SELECT article_id, title, source, ts, round(score, 3) AS score FROM {source} "
+        f"WHERE ts >= $start AND ts < $end AND {where} ORDER BY score, article_id LIMIT {int(limit)}",
+        {"key": spike["key"], "start": spike["window_start"], "end": spike["window_end"]}
+        if spike["dimension"] != "overall" else {"start": spike["window_start"], "end": spike["window_end"]},
+    )
+    cols = [d[0] for d in cur.description]
+    return [{**dict(zip(cols, row, strict=True)), "ts": str(row[3])} for row in cur.fetchall()]
