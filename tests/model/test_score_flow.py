@@ -1,0 +1,171 @@
+"""The score flow: every head in one pass, lineage, idempotent commits, exactly-once after kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import register_tiny_champion
+from warehouse.connection import connect
+from warehouse.migrate import migrate
+
+REPO = Path(__file__).resolve().parents[2]
+WORDS = "shares fell rose profit loss bank market oil said growth warns record deal cut the in on".split()
+
+
+def _articles(settings, n: int, seed: int = 0, prefix: str = "a") -> None:
+    rng = np.random.default_rng(seed)
+    t0 = datetime(2026, 10, 1, tzinfo=UTC)
+    df = pd.DataFrame({
+        "article_id": [f"{prefix}{i:05d}" for i in range(n)],
+        "source": "test",
+        "title": [" ".join(rng.choice(WORDS, rng.integers(3, 12))) for _ in range(n)],
+        "body": [" ".join(rng.choice(WORDS, rng.integers(0, 40))) for _ in range(n)],
+        "published_at": [t0 + timedelta(minutes=int(m)) for m in rng.integers(0, 20000, n)],
+        "ingested_at": t0, "batch_id": "test"})
+    with connect(settings) as con:
+        migrate(con)
+        con.register("df", df)
+        con.execute("INSERT INTO articles BY NAME SELECT * FROM df")
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_score_flow_scores_everything_once_with_lineage(settings) -> None:
+    from flows.score import score_flow
+    from models.serving import ServedModel
+
+    _articles(settings, 230)
+    version = register_tiny_champion(settings)
+    first = score_flow(shard_size=50)
+    assert first["rows_inserted"] == 230 and first["shards"] == 5 and first["model_version"] == version
+    with connect(settings) as con:
+        n, distinct, runs = con.execute(
+            "SELECT count(*), count(DISTINCT article_id), count(DISTINCT score_run_id) FROM scores").fetchall()[0]
+        assert n == distinct == 230 and runs == 1
+        assert con.execute("SELECT count(*) FROM embeddings WHERE len(embedding) = 64").fetchall()[0][0] == 230
+        assert con.execute("SELECT count(*) FROM scores WHERE flow_run_id IS NULL OR scored_at IS NULL "
+                           "OR model_version <> ?", [version]).fetchall()[0][0] == 0
+        assert con.execute("SELECT max(abs(sentiment_p_negative + sentiment_p_neutral + sentiment_p_positive - 1)) "
+                           "FROM scores").fetchall()[0][0] < 1e-5
+        assert con.execute("SELECT count(*) FROM v_scores").fetchall()[0][0] == 230
+        stored = con.execute("SELECT s.article_id, concat_ws(' ', a.title, a.body) AS text, s.sentiment_p_negative, "
+                             "s.topic_label, e.embedding FROM scores s JOIN articles a USING (article_id) "
+                             "JOIN embeddings e USING (article_id) ORDER BY s.article_id LIMIT 40").df()
+        run = con.execute("SELECT rows_selected, rows_inserted, n_shards FROM score_runs").fetchall()
+    assert run == [(230, 230, 5)]
+    # Sharding and bucketing change nothing: the stored scores equal a direct call on the texts.
+    served = ServedModel(Path(settings.registry_dir) / "versions" / version)
+    frame, emb = served.score(stored.text.tolist())
+    np.testing.assert_allclose(stored.sentiment_p_negative, frame.sentiment_p_negative, atol=1e-5)
+    assert stored.topic_label.tolist() == frame.topic_label.tolist()
+    np.testing.assert_allclose(np.stack(stored.embedding.to_numpy()), emb, atol=1e-4)
+
+    # Nothing new: nothing scored, no model loaded, no staging left behind.
+    again = score_flow(shard_size=50)
+    assert again["rows_inserted"] == 0 and again["rows_selected"] == 0
+    assert not list(settings.staging_dir.glob("score-*"))
+    # New articles only are scored next time.
+    _articles(settings, 30, seed=1, prefix="b")
+    assert score_flow(shard_size=50)["rows_inserted"] == 30
+
+
+def test_commit_twice_is_idempotent(settings) -> None:
+    from models.serving import ServedModel, score_shard
+    from warehouse.scores import commit_scores, export_unscored
+
+    _articles(settings, 60)
+    version = register_tiny_champion(settings)
+    served = ServedModel(Path(settings.registry_dir) / "versions" / version)
+    run_dir = settings.staging_dir / "score-test"
+    with connect(settings) as con:
+        inputs = export_unscored(con, version, run_dir, shard_size=25)
+    assert [Path(p).name for p in inputs] == ["input-00000.parquet", "input-00001.parquet", "input-00002.parquet"]
+    outs = []
+    for p in inputs:
+        out = Path(p).with_name(Path(p).name.replace("input", "output"))
+        score_shard(served, Path(p), out, extra={"scored_at": datetime.now(UTC), "score_run_id": "r1",
+                                                 "flow_run_id": None})
+        outs.append(str(out))
+    with connect(settings) as con:
+        first = commit_scores(con, outs[:2], version)
+        second = commit_scores(con, outs, version)  # the first two shards again, plus the third
+        third = commit_scores(con, outs, version)
+        n = con.execute("SELECT count(*), count(DISTINCT article_id) FROM scores").fetchall()[0]
+        left = export_unscored(con, version, settings.staging_dir / "score-next", shard_size=25)
+    assert (first.rows_inserted, second.rows_inserted, second.rows_duplicate, third.rows_inserted) == (50, 10, 50, 0)
+    assert n == (60, 60) and left == []
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from datetime import UTC, datetime
+    from pathlib import Path
+    from newspulse.settings import Settings
+    from models.serving import ServedModel, score_shard
+    from warehouse.connection import connect
+    from warehouse.scores import commit_scores, export_unscored, staged_outputs
+
+    settings = Settings(warehouse_path=Path(sys.argv[1]), home=Path(sys.argv[2]))
+    version, artifact, run = sys.argv[3], sys.argv[4], sys.argv[5]
+    run_dir = settings.staging_dir / f"score-{run}"
+    with connect(settings) as con:
+        inputs = export_unscored(con, version, run_dir, shard_size=40)
+    served = ServedModel(Path(artifact))
+    for i, path in enumerate(inputs):
+        out = Path(path).with_name(Path(path).name.replace("input", "output"))
+        score_shard(served, Path(path), out, extra={"scored_at": datetime.now(UTC), "score_run_id": run,
+                                                    "flow_run_id": None})
+        if i % 3 == 2:  # commit every few shards, so kills also land inside and between commits
+            with connect(settings) as con:
+                commit_scores(con, staged_outputs(run_dir), version)
+    with connect(settings) as con:
+        commit_scores(con, staged_outputs(run_dir), version)
+    print("done", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("kill_after_s", [4.0, 6.5])
+def test_kill_mid_scoring_then_rerun_no_duplicates_no_gaps(settings, kill_after_s: float) -> None:
+    _articles(settings, 900, seed=2)
+    version = register_tiny_champion(settings)
+    artifact = str(Path(settings.registry_dir) / "versions" / version)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    base = [sys.executable, "-c", KILL_SCRIPT, str(settings.warehouse_path), str(settings.home), version, artifact]
+    proc = subprocess.Popen([*base, "run1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    time.sleep(kill_after_s)
+    proc.send_signal(signal.SIGKILL)
+    out, _ = proc.communicate(timeout=30)
+    con = duckdb.connect(str(settings.warehouse_path))  # opens cleanly: the WAL replays
+    try:
+        partial = con.execute("SELECT count(*) FROM scores").fetchall()[0][0]
+    finally:
+        con.close()
+    assert b"done" not in out and partial < 900, "the kill must land mid-run"
+    print(f"killed after {kill_after_s} s with {partial} of 900 scores committed")
+    done = subprocess.run([*base, "run2"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    try:
+        n, distinct, runs = con.execute(
+            "SELECT count(*), count(DISTINCT article_id), count(DISTINCT score_run_id) FROM scores").fetchall()[0]
+        missing = con.execute("SELECT count(*) FROM articles a WHERE NOT EXISTS "
+                              "(SELECT 1 FROM scores s WHERE s.article_id = a.article_id)").fetchall()[0][0]
+        emb = con.execute("SELECT count(*), count(DISTINCT article_id) FROM embeddings").fetchall()[0]
+    finally:
+        con.close()
+    assert (n, distinct, missing) == (900, 900, 0)
+    assert emb == (900, 900)
+    assert runs == (2 if partial else 1)
