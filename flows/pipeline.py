@@ -3,8 +3,8 @@
 Generate the seeded demo stream -> ingest articles, gold labels and click logs (each a validated
 ingest run) -> optionally the public datasets -> a short domain pretraining of the backbone on the
 ingested corpus -> multi-head fine-tuning on the gold labels, evaluated next to the TF-IDF
-baseline, registered and promoted if it wins. Later stages (scoring, monitoring,
-recommendations) join this flow as they land.
+baseline, registered and promoted if it wins -> score every article with the champion ->
+monitor: sentiment windows, spike alerts and their delivery. Recommendations join as they land.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from prefect import flow
 
 from flows.finetune import finetune_flow
 from flows.ingest import ingest_flow
+from flows.monitor import monitor_flow
 from flows.pretrain import pretrain_flow
+from flows.score import score_flow
 from newspulse.settings import get_settings
 from tasks.demo import generate_demo_stream
 
@@ -53,17 +55,23 @@ def pipeline_flow(
     if datasets:
         batches += ingest_flow(datasets=datasets, data_dir=data_dir or str(settings.data_dir))
     result: dict[str, Any] = {"paths": paths, "batches": batches}
-    if not train:
-        return result
+    if train:
+        result.update(_train(preset, pretrain_budget_s, finetune_budget_s, seed, real=bool(datasets)))
 
-    # A short domain-adaptive pretraining, then the heads on top of it.
+    # The champion (new, or from an earlier run) scores what it has not seen; the monitor
+    # windows the scores and raises alerts. Both are no-ops when there is nothing new.
+    result["score"] = score_flow()
+    result["monitor"] = monitor_flow()
+    return result
+
+
+def _train(preset: str, pretrain_budget_s: float, finetune_budget_s: float, seed: int, real: bool) -> dict[str, Any]:
+    """A short domain-adaptive pretraining, then the heads on top of it (subflows)."""
     pre = pretrain_flow(run_name=f"demo-pretrain-{preset}", preset=preset, max_steps=400,
                         time_budget_s=pretrain_budget_s, seed=seed)
-    real = bool(datasets)
-    result["pretrain"] = pre
-    result["model"] = finetune_flow(
+    model = finetune_flow(
         sentiment_datasets=["phrasebank_50agree"] if real else ["synthetic"],
         topic_datasets=["ag_news"] if real else ["synthetic"],
         base=pre["model_dir"], epochs=4, time_budget_s=finetune_budget_s, seed=seed, run_name="demo-finetune",
     )
-    return result
+    return {"pretrain": pre, "model": model}

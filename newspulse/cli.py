@@ -24,6 +24,8 @@ ingest_app = typer.Typer(help="Ingest files, feeds or public datasets into the w
 app.add_typer(ingest_app, name="ingest")
 models_app = typer.Typer(help="The model registry: list, show, promote, roll back.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+alerts_app = typer.Typer(help="Sentiment spike alerts: list, show, ack, resolve.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
 # Wide enough for the batch tables when output is piped (CI logs, `make demo | tee`).
 console = Console(width=None if sys.stdout.isatty() else 140)
 
@@ -113,6 +115,7 @@ def demo(
     from flows.pipeline import DEFAULT_DATASETS, pipeline_flow
     from warehouse.query import run_readonly, table_counts
 
+    receiver = _demo_receiver()
     settings = get_settings()
     data_dir = data_dir or settings.data_dir
     console.rule("[bold]NewsPulse demo")
@@ -148,8 +151,59 @@ def demo(
                       f"{pre['tokens_per_s']:.0f} tokens/s")
         console.print(out["model"]["card"], markup=False, highlight=False)
         console.print(f"[bold]{out['model']['model_version']}[/bold]: {out['model']['reason']}")
+    _print_monitoring(out, settings, receiver)
     console.print("\nTry: [cyan]newspulse sql \"SELECT source, count(*) FROM v_articles GROUP BY 1\"[/cyan]"
-                  "   |   [cyan]newspulse models list[/cyan]   |   [cyan]newspulse generate \"Shares of\"[/cyan]")
+                  "   |   [cyan]newspulse alerts list[/cyan]   |   [cyan]newspulse models list[/cyan]"
+                  "   |   [cyan]newspulse generate \"Shares of\"[/cyan]")
+
+
+def _demo_receiver() -> Any:
+    """Start a loopback webhook receiver for the demo's alerts unless the user configured delivery."""
+    if "NEWSPULSE_ALERT_WEBHOOK_URL" in os.environ or "NEWSPULSE_ALERT_BLOCK" in os.environ:
+        return None
+    from newspulse.receiver import WebhookReceiver
+
+    receiver = WebhookReceiver()
+    os.environ["NEWSPULSE_ALERT_WEBHOOK_URL"] = receiver.url
+    os.environ["NEWSPULSE_ALERT_BLOCK"] = "custom-webhook/newspulse-demo-alerts"
+    get_settings.cache_clear()
+    return receiver
+
+
+def _print_monitoring(out: dict[str, Any], settings: Any, receiver: Any) -> None:
+    """Scoring throughput, alerts, and how the alerts compare with the injected episodes."""
+    from sources.synthetic import score_detection
+    from warehouse.query import run_readonly
+
+    console.rule("[bold]Scoring and monitoring")
+    sc, mon = out["score"], out["monitor"]
+    if sc.get("rows_inserted"):
+        console.print(f"scored {sc['rows_inserted']} articles with {sc['model_version']} in {sc['shards']} shard(s), "
+                      f"{sc['docs_per_s']} docs/s")
+    else:
+        console.print(f"scoring: {sc.get('reason', 'nothing new')}")
+    console.print(f"monitor: {mon.get('windows', 0)} windows, {mon.get('spikes', 0)} significant, "
+                  f"{len(mon.get('new_alerts', []))} new alert(s); report picture: {mon.get('report_png') or '-'}")
+    if receiver is not None:
+        console.print(f"the demo's webhook receiver on {receiver.url.split('?')[0]} got {len(receiver.posts)} alert(s)")
+        receiver.close()
+    alerts = run_readonly(settings, "SELECT alert_id, severity, dimension, key, window_start, observed_negative_share "
+                                    "AS observed, baseline_negative_share AS baseline, n_negative, n_articles, status "
+                                    "FROM v_alerts ORDER BY window_start")
+    if alerts.rows:
+        _print_result(alerts, "table")
+    truth_path = Path(out["paths"]["ground_truth"])
+    if not truth_path.exists() or not mon.get("model_version"):
+        return
+    found = run_readonly(settings, "SELECT dimension, key, window_start, window_end FROM v_alerts")
+    det = score_detection([dict(zip(found.columns, r, strict=True)) for r in found.rows],
+                          json.loads(truth_path.read_text(encoding="utf-8")))
+    delay = f"{det['median_delay_h']:.1f} h" if det["median_delay_h"] is not None else "-"
+    console.print(f"[bold]Injected episodes detected: {det['detected']} of {det['episodes']}[/bold]; "
+                  f"false alarms: {det['false_alarms']} (plus {det['related_alerts']} related alert(s) on other keys "
+                  f"during an episode); decoy bursts alerted: {det['decoys_alerted']} of {det['decoys']}; "
+                  f"median delay {delay} from onset to the end of the first alerting window"
+                  + (f"; missed: {', '.join(det['missed'])}" if det["missed"] else ""))
 
 
 @ingest_app.command("files")
@@ -378,6 +432,98 @@ def models_rollback() -> None:
         console.print(f"[red]{exc}")
         raise typer.Exit(1) from exc
     console.print(f"rolled back: {demoted} archived, {restored} is the champion again")
+
+
+@app.command()
+def score(
+    model_version: Annotated[str, typer.Option(help="A registered version, or `champion`.")] = "champion",
+    shard_size: Annotated[int | None, typer.Option(help="Articles per shard (one task each).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Score at most this many articles.")] = None,
+) -> None:
+    """Score every article the model has not scored yet (all heads + embedding in one pass)."""
+    _offline_env()
+    from flows.score import score_flow
+
+    out = _run_flow(score_flow, model_version=model_version, shard_size=shard_size, limit=limit)
+    if not out.get("rows_inserted"):
+        console.print(f"nothing scored: {out.get('reason', 'nothing new')}")
+        return
+    console.print(f"scored {out['rows_inserted']} articles with {out['model_version']} "
+                  f"({out['shards']} shard(s), {out['docs_per_s']} docs/s)")
+
+
+@app.command()
+def monitor(
+    model_version: Annotated[str, typer.Option(help="Whose scores to monitor (default: the champion).")] = "champion",
+    full: Annotated[bool, typer.Option(help="Recompute every window, not only those touched by new scores.")] = False,
+) -> None:
+    """Windows, spike detection, alerts and their delivery; prints what was found."""
+    _offline_env()
+    from flows.monitor import monitor_flow
+
+    out = _run_flow(monitor_flow, model_version=model_version, full_recompute=full)
+    console.print(f"{out.get('windows', 0)} windows, {out.get('spikes', 0)} significant, "
+                  f"{len(out.get('new_alerts', []))} new alert(s), {len(out.get('delivered', []))} delivered, "
+                  f"{out.get('pending', 0)} pending; report: {out.get('report_png') or '-'}")
+
+
+@alerts_app.command("list")
+def alerts_list(
+    status: Annotated[str, typer.Option(help="open (pending, open, acked) | pending | acked | resolved | all")] = "open",
+    limit: Annotated[int, typer.Option(help="Most rows to show.")] = 50,
+    fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
+) -> None:
+    """Alerts, newest first."""
+    from warehouse.query import run_readonly
+
+    where = {"open": "WHERE status IN ('pending', 'open', 'acked')", "all": ""}.get(
+        status, f"WHERE status = '{status}'" if status in ("pending", "acked", "resolved") else None)
+    if where is None:
+        console.print(f"[red]unknown status {status!r}")
+        raise typer.Exit(2)
+    sql = ("SELECT alert_id, status, severity, dimension, key, granularity, window_start, observed_negative_share, "
+           f"baseline_negative_share, n_negative, n_articles, notified_at FROM v_alerts {where} "
+           f"ORDER BY window_end DESC LIMIT {int(limit)}")
+    _print_result(run_readonly(get_settings(), sql), fmt)
+
+
+@alerts_app.command("show")
+def alerts_show(alert_id: Annotated[str, typer.Argument(help="An alert id (or a unique prefix).")]) -> None:
+    """One alert with its evidence (the most negative headlines)."""
+    from warehouse.alerts import get_alert
+
+    with _registry_con() as con:
+        row = get_alert(con, alert_id)
+    if row is None:
+        console.print(f"[red]no alert {alert_id!r}")
+        raise typer.Exit(1)
+    console.print_json(json.dumps(row, default=str))
+
+
+def _set_alert(alert_id: str, status: str, note: str | None) -> None:
+    from warehouse.alerts import set_status
+
+    try:
+        with _registry_con(write=True) as con:
+            row = set_status(con, alert_id, status, note)
+    except (KeyError, ValueError) as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"alert {row['alert_id']} ({row['dimension']} {row['key']}) is now {row['status']}")
+
+
+@alerts_app.command("ack")
+def alerts_ack(alert_id: Annotated[str, typer.Argument(help="An alert id (or a unique prefix).")],
+               note: Annotated[str | None, typer.Option(help="Why, or who is on it.")] = None) -> None:
+    """Acknowledge an alert: someone is looking at it."""
+    _set_alert(alert_id, "acked", note)
+
+
+@alerts_app.command("resolve")
+def alerts_resolve(alert_id: Annotated[str, typer.Argument(help="An alert id (or a unique prefix).")],
+                   note: Annotated[str | None, typer.Option(help="What it was.")] = None) -> None:
+    """Resolve an alert: the episode is over or explained."""
+    _set_alert(alert_id, "resolved", note)
 
 
 def _read_table(path: Path) -> "Any":

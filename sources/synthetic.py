@@ -590,3 +590,46 @@ def _behaviors(gen: _Gen, arts: list[dict[str, Any]], objs: list[dict[str, Any]]
 def summarize(stream: GeneratedStream) -> dict[str, int]:
     """Counts of a generated stream for the demo's printout (articles, bad records, labels, clicks...)."""
     return dict(stream.counts)
+
+
+def score_detection(alerts: list[dict[str, Any]], truth: dict[str, Any], grace_h: float = 12.0) -> dict[str, Any]:
+    """Compare alerts with the injected episodes and decoys of a generated stream.
+
+    An alert *detects* an episode when it is on the episode's dimension and key and its first
+    window overlaps [onset, end + ``grace_h``]. An alert on another key whose window overlaps an
+    episode is *related* (an episode on a source also moves the overall share, for example): it
+    counts neither as a hit nor as a false alarm. Every other alert is a false alarm. Delay is the
+    end of the first detecting window minus the onset, in hours.
+    """
+    def ts(value: Any) -> datetime:
+        return value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+    grace = timedelta(hours=grace_h)
+    spans = [(ts(e["onset"]), ts(e["end"]) + grace, e) for e in truth["episodes"]]
+    hits: dict[int, float] = {}
+    true_alerts = related = 0
+    false_alarms: list[dict[str, Any]] = []
+    for a in alerts:
+        start, end = ts(a["window_start"]), ts(a["window_end"])
+        same = [i for i, (on, off, e) in enumerate(spans)
+                if e["dimension"] == a["dimension"] and e["key"] == a["key"] and start < off and end > on]
+        if same:
+            true_alerts += 1
+            for i in same:
+                delay = (end - spans[i][0]).total_seconds() / 3600
+                hits[i] = min(hits.get(i, delay), delay)
+        elif any(start < off and end > on for on, off, _ in spans):
+            related += 1
+        else:
+            false_alarms.append(a)
+    decoys_alerted = sum(any(a["dimension"] == d["dimension"] and a["key"] == d["key"]
+                             and ts(a["window_start"]) < ts(d["end"]) + grace and ts(a["window_end"]) > ts(d["onset"])
+                             for a in alerts) for d in truth.get("decoys", []))
+    delays = sorted(hits.values())
+    n_eval = true_alerts + len(false_alarms)
+    return {"episodes": len(spans), "detected": len(hits), "recall": len(hits) / len(spans) if spans else None,
+            "alerts": len(alerts), "true_alerts": true_alerts, "related_alerts": related,
+            "false_alarms": len(false_alarms), "precision": true_alerts / n_eval if n_eval else None,
+            "median_delay_h": float(np.median(delays)) if delays else None, "delays_h": delays,
+            "decoys": len(truth.get("decoys", [])), "decoys_alerted": decoys_alerted,
+            "missed": [f"{e['dimension']} {e['key']}" for i, (_, _, e) in enumerate(spans) if i not in hits]}

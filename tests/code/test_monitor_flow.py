@@ -6,16 +6,14 @@ known spikes injected; a tiny HTTP server on 127.0.0.1 plays the alert receiver.
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from newspulse.receiver import WebhookReceiver as Receiver
 from newspulse.settings import get_settings
 from warehouse import registry as db_registry
 from warehouse.connection import connect
@@ -25,38 +23,6 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
 MODEL = "m20261001-000000-test"
-
-
-class Receiver:
-    """A webhook receiver on 127.0.0.1 that answers the scripted statuses, then 200."""
-
-    def __init__(self, port: int = 0, fail_first: int = 0) -> None:
-        self.posts: list[dict] = []
-        self.failures_left = fail_first
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server API)
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if outer.failures_left > 0:
-                    outer.failures_left -= 1
-                    self.send_response(500)
-                else:
-                    outer.posts.append(json.loads(body))
-                    self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", port), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def _free_port() -> int:
@@ -145,6 +111,7 @@ def test_spike_found_delivered_once_with_retry_then_not_again(settings, monkeypa
         # exactly one POST per alert, although the first attempt failed
         assert sorted(p["text"].rsplit("alert_id: ", 1)[1] for p in receiver.posts) == sorted(x["alert_id"] for x in alerts)
         assert summary["delivered"] and not summary["failed"]
+        assert receiver.requests == len(alerts) + 1  # one 500, then one accepted POST per alert
         assert a["delivery_attempts"] == 2
         # nothing new: no new alert, no second delivery
         monitor_flow()
