@@ -80,6 +80,15 @@ def _alerts(settings) -> list[dict]:
         return list_alerts(con)
 
 
+def _artifact(key: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    return str(sorted(found, key=lambda x: x.created)[-1].data)
+
+
 def _use_webhook(monkeypatch: pytest.MonkeyPatch, port: int) -> None:
     monkeypatch.setenv("NEWSPULSE_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{port}/hook?token=s3cret-token")
     monkeypatch.setenv("NEWSPULSE_ALERT_RETRY_BACKOFF_S", "0.05")
@@ -112,6 +121,11 @@ def test_spike_found_delivered_once_with_retry_then_not_again(settings, monkeypa
         assert sorted(p["text"].rsplit("alert_id: ", 1)[1] for p in receiver.posts) == sorted(x["alert_id"] for x in alerts)
         assert summary["delivered"] and not summary["failed"]
         assert receiver.requests == len(alerts) + 1  # one 500, then one accepted POST per alert
+        # The report: a timeline PNG of the alerted keys and a markdown artifact with it and the table.
+        png = summary["report_png"]
+        assert png and open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+        report = _artifact("sentiment-monitor")
+        assert "data:image/png;base64," in report and a["alert_id"] in report and "ZZZ" in report
         assert a["delivery_attempts"] == 2
         # nothing new: no new alert, no second delivery
         monitor_flow()
