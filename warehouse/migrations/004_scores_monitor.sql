@@ -42,7 +42,7 @@ CREATE TABLE score_runs (
     docs_per_s     DOUBLE
 );
 
--- Aggregates per window, granularity ('15m' | '1h' | '1d'), dimension and key, with the key's own
+-- Aggregates per window, granularity ('15m' | '1h' | '4h' | '1d'), dimension and key, with the key's own
 -- trailing baseline and the spike test result (NULL where the window was not testable).
 CREATE TABLE sentiment_windows (
     window_start               TIMESTAMPTZ NOT NULL,
@@ -126,6 +126,12 @@ SELECT window_start, window_end, dimension, key, n_articles, n_negative, n_posit
        round(negative_share, 4) AS negative_share, round(mean_score, 4) AS mean_score,
        round(baseline_negative_share, 4) AS baseline_negative_share, p_value, is_spike
 FROM sentiment_windows WHERE granularity = '1h';
+
+CREATE OR REPLACE VIEW v_sentiment_4h AS
+SELECT window_start, window_end, dimension, key, n_articles, n_negative, n_positive,
+       round(negative_share, 4) AS negative_share, round(mean_score, 4) AS mean_score,
+       round(baseline_negative_share, 4) AS baseline_negative_share, p_value, is_spike
+FROM sentiment_windows WHERE granularity = '4h';
 
 CREATE OR REPLACE VIEW v_sentiment_daily AS
 SELECT window_start, window_end, dimension, key, n_articles, n_negative, n_positive,
