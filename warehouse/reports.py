@@ -24,7 +24,8 @@ def report_keys(con: duckdb.DuckDBPyConnection, alert_ids: list[str], limit: int
     """The alerts to draw: those of this run, else the newest open ones (at most ``limit``)."""
     if alert_ids:
         marks = ", ".join("?" for _ in alert_ids)
-        rows = fetch_dicts(con, f"SELECT * FROM alerts WHERE alert_id IN ({marks}) ORDER BY p_value LIMIT {limit}",
+        rows = fetch_dicts(con, f"SELECT * FROM alerts WHERE alert_id IN ({marks}) "
+                                f"ORDER BY dimension = 'overall', p_value LIMIT {limit}",
                            alert_ids)
     else:
         rows = fetch_dicts(con, "SELECT * FROM alerts WHERE status IN ('pending', 'open', 'acked') "
@@ -45,7 +46,11 @@ def timeline(con: duckdb.DuckDBPyConnection, dimension: str, key: str, start, en
 
 def plot_timelines(con: duckdb.DuckDBPyConnection, alerts: list[dict[str, Any]], path: Path,
                    days_before: float = 3.0, days_after: float = 1.0) -> Path | None:
-    """One panel per alert: hourly negative share vs the key's baseline, volume bars, the alert."""
+    """One panel per alert: negative share vs the key's baseline, volume bars, the alert span.
+
+    Hourly panels for alerts found on 15-minute or hourly windows; 4-hour panels for those found
+    on 4-hour or daily windows (thin keys, whose hourly share jumps between 0 and 1).
+    """
     if not alerts:
         return None
     fig = Figure(figsize=(9, 2.4 * len(alerts)), dpi=80)
@@ -54,13 +59,18 @@ def plot_timelines(con: duckdb.DuckDBPyConnection, alerts: list[dict[str, Any]],
         ax = fig.add_subplot(len(alerts), 1, i)
         lo = a["window_start"] - timedelta(days=days_before)
         hi = a["last_window_end"] + timedelta(days=days_after)
-        df = timeline(con, a["dimension"], a["key"], lo, hi)
+        gran = "1h" if a["granularity"] in ("15m", "1h") else "4h"
+        df = timeline(con, a["dimension"], a["key"], lo, hi, gran)
+        if df.empty and gran != "1h":  # 4h windows not configured: hourly it is
+            gran, df = "1h", timeline(con, a["dimension"], a["key"], lo, hi, "1h")
         if df.empty:
+            ax.set_title(f"{a['dimension']} {a['key']}: no windows stored", fontsize=9)
             continue
         ts = pd.to_datetime(df.window_start)
         vol = ax.twinx()
-        vol.bar(ts, df.n_articles, width=1 / 24, color="#d0d7de", alpha=0.6, label="articles / h")
-        vol.set_ylabel("articles / h", fontsize=8)
+        hours = 1 if gran == "1h" else 4
+        vol.bar(ts, df.n_articles, width=hours / 24, align="edge", color="#d0d7de", alpha=0.6)
+        vol.set_ylabel(f"articles / {gran}", fontsize=8)
         ax.set_zorder(vol.get_zorder() + 1)
         ax.patch.set_visible(False)
         ax.plot(ts, df.negative_share, color="#cf222e", lw=1.2, label="negative share")
@@ -70,7 +80,7 @@ def plot_timelines(con: duckdb.DuckDBPyConnection, alerts: list[dict[str, Any]],
         ax.axvspan(a["window_start"], a["last_window_end"], color="#ffebe9", alpha=0.8)
         ax.set_ylim(0, 1)
         ax.set_ylabel("negative share", fontsize=8)
-        ax.set_title(f"{a['dimension']} {a['key']}: {a['severity']} alert {a['alert_id']}", fontsize=9)
+        ax.set_title(f"{a['dimension']} {a['key']}: {a['severity']} alert {a['alert_id']} ({gran} windows)", fontsize=9)
         ax.tick_params(labelsize=7)
         if i == 1:
             ax.legend(loc="upper left", fontsize=7)
