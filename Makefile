@@ -16,7 +16,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export TOKENIZERS_PARALLELISM ?= false
 SHARED_DATA := $(abspath ../shared/data)
 
-.PHONY: install demo demo-real test test-fast bench-ingest lock clean
+.PHONY: install demo demo-real test test-fast bench-ingest bench-score bench-monitor lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,14 @@ test-fast: install
 ## bench-ingest: 1M generated rows, our ingest vs a bare DuckDB load (see bench/README.md)
 bench-ingest: install
 	$(PY) bench/ingest.py
+
+## bench-score: docs/s of our scorer vs the HF pipeline and a naive loop, GFLOP/s vs matmul
+bench-score: install
+	NEWSPULSE_DATA_DIR=$${NEWSPULSE_DATA_DIR:-$(SHARED_DATA)} $(PY) bench/score.py
+
+## bench-monitor: spike detection precision/recall/delay (synthetic + replayed headlines), 10M-row timing
+bench-monitor: install
+	$(PY) bench/monitor.py
 
 ## lock: refresh constraints.txt from the current virtualenv
 lock: install
