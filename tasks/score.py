@@ -30,11 +30,15 @@ _MODELS_LOCK = threading.Lock()
 
 
 def served_model(artifact_path: str):
-    """The model version at ``artifact_path``, loaded once per process (shards share it)."""
+    """The model version at ``artifact_path``, loaded once per process (shards share it).
+
+    Only the latest version is kept: a long-lived worker that sees a new champion frees the old one.
+    """
     from models.serving import ServedModel
 
     with _MODELS_LOCK:
         if artifact_path not in _MODELS:
+            _MODELS.clear()
             _MODELS[artifact_path] = ServedModel(Path(artifact_path))
         return _MODELS[artifact_path]
 
