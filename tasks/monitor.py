@@ -23,12 +23,16 @@ from warehouse.connection import connect
 
 
 def _since(con, model_version: str) -> tuple[datetime | None, datetime | None, bool]:
-    """(earliest article time among scores not yet windowed, newest scored_at, anything new?)."""
-    state = con.execute("SELECT scored_until FROM monitor_state WHERE model_version = ?", [model_version]).fetchall()
+    """(earliest article time among scores not yet windowed, newest committed_at, anything new?).
+
+    The watermark is the commit time, not the scoring time: a shard scored early but committed
+    late must still count as new (commits and this read are serialised by the writer slot).
+    """
+    state = con.execute("SELECT committed_until FROM monitor_state WHERE model_version = ?", [model_version]).fetchall()
     until = state[0][0] if state else None
     row = con.execute(
-        "SELECT min(coalesce(a.published_at, a.ingested_at)), max(s.scored_at), count(*) FROM scores s "
-        "JOIN articles a USING (article_id) WHERE s.model_version = ? AND (? IS NULL OR s.scored_at > ?)",
+        "SELECT min(coalesce(a.published_at, a.ingested_at)), max(s.committed_at), count(*) FROM scores s "
+        "JOIN articles a USING (article_id) WHERE s.model_version = ? AND (? IS NULL OR s.committed_at > ?)",
         [model_version, until, until]).fetchall()[0]
     return (None if until is None else row[0]), row[1], bool(row[2])
 
@@ -48,7 +52,7 @@ def detect_spikes(settings: Settings, model_version: str = "champion", full: boo
             log.warning("no model %r yet: nothing to monitor", model_version)
             return {"model_version": None, "windows": 0, "spikes": 0, "new_alerts": [], "extended": 0}
         version = model["model_version"]
-        since, scored_until, anything = _since(con, version)
+        since, committed_until, anything = _since(con, version)
         if not anything and not full:
             log.info("no new scores since the last run")
             return {"model_version": version, "windows": 0, "spikes": 0, "new_alerts": [], "extended": 0}
@@ -69,7 +73,7 @@ def detect_spikes(settings: Settings, model_version: str = "champion", full: boo
         try:
             inserted = db_alerts.insert_alerts(con, new, model_version=version, flow_run_id=run_id)
             db_alerts.extend_alerts(con, extended)
-            con.execute("INSERT OR REPLACE INTO monitor_state VALUES (?, ?, now())", [version, scored_until])
+            con.execute("INSERT OR REPLACE INTO monitor_state VALUES (?, ?, now())", [version, committed_until])
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
@@ -88,6 +92,7 @@ def publish_monitor_report(settings: Settings, summary: dict[str, Any]) -> str:
         keys = reports.report_keys(con, summary.get("new_alerts", []))
         png = reports.plot_timelines(con, keys, settings.reports_dir / f"monitor-{stamp}.png")
         rows = reports.open_alerts_table(con)
+    reports.prune_reports(settings.reports_dir)
     markdown = reports.markdown_report(summary, rows, png)
     create_markdown_artifact(key="sentiment-monitor", markdown=markdown,
                              description=f"{len(summary.get('new_alerts', []))} new alert(s), {len(rows)} open")

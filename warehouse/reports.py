@@ -120,3 +120,11 @@ def markdown_report(summary: dict[str, Any], rows: list[dict[str, Any]], png: Pa
     else:
         lines.append("No open alerts.")
     return "\n".join(lines) + "\n"
+
+
+def prune_reports(folder: Path, keep: int = 200, pattern: str = "monitor-*.png") -> int:
+    """Delete all but the newest ``keep`` report pictures (one is written every 15 minutes)."""
+    files = sorted(Path(folder).glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[keep:]:
+        old.unlink(missing_ok=True)
+    return max(0, len(files) - keep)

@@ -14,7 +14,8 @@ CREATE TABLE scores (
     topic_probs           FLOAT[],                 -- in the order of model_registry.heads.topic
     n_tokens              INTEGER NOT NULL,
     truncated             BOOLEAN NOT NULL,
-    scored_at             TIMESTAMPTZ NOT NULL,
+    scored_at             TIMESTAMPTZ NOT NULL,        -- when the shard was scored
+    committed_at          TIMESTAMPTZ NOT NULL DEFAULT now(),  -- when the row landed (monitor watermark)
     score_run_id          VARCHAR NOT NULL,
     flow_run_id           VARCHAR,
     PRIMARY KEY (article_id, model_version)
@@ -100,7 +101,7 @@ CREATE TABLE alerts (
 -- What the monitor has processed: the scores watermark per model version.
 CREATE TABLE monitor_state (
     model_version  VARCHAR PRIMARY KEY,
-    scored_until   TIMESTAMPTZ,                    -- max scores.scored_at already windowed
+    committed_until  TIMESTAMPTZ,                  -- max scores.committed_at already windowed
     updated_at     TIMESTAMPTZ NOT NULL
 );
 
