@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from models.multihead import MultiHeadGPT
-from models.predict import predict
+from models.predict import DEFAULT_BATCH_SIZE, predict
 
 
 class ServedModel:
@@ -36,11 +36,11 @@ class ServedModel:
             self._baselines[head] = TfidfLogReg.load(self.version_dir / "baseline" / head)
         return self._baselines[head]
 
-    def predict_frame(self, texts: list[str], batch_size: int = 64) -> pd.DataFrame:
+    def predict_frame(self, texts: list[str], batch_size: int = DEFAULT_BATCH_SIZE) -> pd.DataFrame:
         """Per text: label and probability per class for each head, sentiment score, embedding-free."""
         return self.score(texts, batch_size=batch_size)[0]
 
-    def score(self, texts: list[str], batch_size: int = 64, device: str | None = None,
+    def score(self, texts: list[str], batch_size: int = DEFAULT_BATCH_SIZE, device: str | None = None,
               progress: bool = False) -> tuple[pd.DataFrame, np.ndarray]:
         """One forward pass per batch for every head: ``(frame, embeddings (N, d) float32)``.
 
@@ -70,7 +70,7 @@ class ServedModel:
         return out, preds.embeddings
 
 
-def score_shard(served: ServedModel, in_path: Path, out_path: Path, *, batch_size: int = 64,
+def score_shard(served: ServedModel, in_path: Path, out_path: Path, *, batch_size: int = DEFAULT_BATCH_SIZE,
                 device: str | None = None, extra: dict[str, object] | None = None) -> dict[str, float]:
     """Score one staged shard (Parquet with ``article_id``, ``text``) into ``out_path`` (Parquet).
 

@@ -66,7 +66,8 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(None, description="torch CPU threads for scoring (default: all cores).")
     score_device: str | None = Field(None, description="'cuda', 'cpu' or None for CUDA when available.")
     score_shard_size: int = Field(5_000, ge=1, description="Articles per scoring shard (one task each).")
-    score_batch_size: int = Field(64, ge=1, description="Texts per forward pass (length-bucketed).")
+    score_batch_size: int = Field(32, ge=1, description="Texts per forward pass (length-bucketed; 32 was "
+                                  "fastest on CPU in bench/score.py).")
 
     # --- monitoring and alerts -----------------------------------------------------------------
     monitor_granularities: list[str] = Field(

@@ -127,9 +127,11 @@ KILL_SCRIPT = textwrap.dedent(
         out = Path(path).with_name(Path(path).name.replace("input", "output"))
         score_shard(served, Path(path), out, extra={"scored_at": datetime.now(UTC), "score_run_id": run,
                                                     "flow_run_id": None})
+        print(f"scored {i}", flush=True)
         if i % 3 == 2:  # commit every few shards, so kills also land inside and between commits
             with connect(settings) as con:
                 commit_scores(con, staged_outputs(run_dir), version)
+            print(f"committed {i}", flush=True)
     with connect(settings) as con:
         commit_scores(con, staged_outputs(run_dir), version)
     print("done", flush=True)
@@ -137,24 +139,41 @@ KILL_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("kill_after_s", [4.0, 6.5])
-def test_kill_mid_scoring_then_rerun_no_duplicates_no_gaps(settings, kill_after_s: float) -> None:
+def _kill_when(proc: subprocess.Popen, marker: str, extra_delay_s: float) -> bytes:
+    """Read the script's progress lines; SIGKILL it ``extra_delay_s`` after ``marker`` appears."""
+    seen = b""
+    for line in iter(proc.stdout.readline, b""):
+        seen += line
+        if line.strip() == marker.encode():
+            time.sleep(extra_delay_s)
+            break
+    proc.send_signal(signal.SIGKILL)
+    rest, _ = proc.communicate(timeout=30)
+    return seen + rest
+
+
+# Kill points: mid-scoring before any commit; right after a commit; a few ms into the next
+# shard's scoring or commit (timing-dependent: the warehouse must be fine wherever it lands).
+@pytest.mark.parametrize("marker,delay_s", [("scored 1", 0.0), ("committed 2", 0.0), ("scored 5", 0.02)],
+                         ids=["before-any-commit", "after-a-commit", "around-a-commit"])
+def test_kill_mid_scoring_then_rerun_no_duplicates_no_gaps(settings, marker: str, delay_s: float) -> None:
     _articles(settings, 900, seed=2)
     version = register_tiny_champion(settings)
     artifact = str(Path(settings.registry_dir) / "versions" / version)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     base = [sys.executable, "-c", KILL_SCRIPT, str(settings.warehouse_path), str(settings.home), version, artifact]
     proc = subprocess.Popen([*base, "run1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    time.sleep(kill_after_s)
-    proc.send_signal(signal.SIGKILL)
-    out, _ = proc.communicate(timeout=30)
+    out = _kill_when(proc, marker, delay_s)
     con = duckdb.connect(str(settings.warehouse_path))  # opens cleanly: the WAL replays
     try:
         partial = con.execute("SELECT count(*) FROM scores").fetchall()[0][0]
     finally:
         con.close()
     assert b"done" not in out and partial < 900, "the kill must land mid-run"
-    print(f"killed after {kill_after_s} s with {partial} of 900 scores committed")
+    if marker == "scored 1":
+        assert partial == 0
+    if marker == "committed 2":
+        assert partial == 120  # shards 0-2 of 40 rows each, committed together
     done = subprocess.run([*base, "run2"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     con = duckdb.connect(str(settings.warehouse_path), read_only=True)
