@@ -9,6 +9,7 @@ the next run, so a receiver that is down loses nothing.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow
@@ -19,13 +20,21 @@ from tasks.monitor import detect_spikes, publish_monitor_report
 from tasks.warehouse import migrate_warehouse
 
 
-@flow(name="monitor", flow_run_name="monitor-{model_version}")
-def monitor_flow(model_version: str = "champion", full_recompute: bool = False) -> dict[str, Any]:
-    """Windows, spike detection, alerts and their delivery for ``model_version``'s scores."""
+def _run_name() -> str:
+    return f"monitor-{datetime.now(UTC):%Y%m%d-%H%M}"
+
+
+@flow(name="monitor", flow_run_name=_run_name)
+def monitor_flow(full_recompute: bool = False, notify_backfill: bool = False) -> dict[str, Any]:
+    """Windows, spike detection, alerts and their delivery for the champion's scores.
+
+    ``notify_backfill`` also sends alerts about windows older than ``alert_max_age_h`` (a replay
+    such as the demo); otherwise those are opened without paging anyone.
+    """
     settings = get_settings()
     migrate_warehouse(settings)
-    summary = detect_spikes(settings, model_version, full_recompute)
+    summary = detect_spikes(settings, full_recompute)
     # Delivery runs even when nothing new was scored: it retries alerts still pending.
-    summary.update(notify_alerts(settings))
+    summary.update(notify_alerts(settings, notify_backfill))
     summary["report_png"] = publish_monitor_report(settings, summary)
     return summary

@@ -163,13 +163,17 @@ def demo(
 
 def _demo_receiver() -> Any:
     """Start a loopback webhook receiver for the demo's alerts unless the user configured delivery."""
-    if "NEWSPULSE_ALERT_WEBHOOK_URL" in os.environ or "NEWSPULSE_ALERT_BLOCK" in os.environ:
+    from newspulse.settings import Settings
+
+    configured = get_settings()  # environment and .env
+    if configured.alert_webhook_url is not None or configured.alert_block != Settings.model_fields["alert_block"].default:
         return None
     from newspulse.receiver import WebhookReceiver
 
     receiver = WebhookReceiver()
     os.environ["NEWSPULSE_ALERT_WEBHOOK_URL"] = receiver.url
     os.environ["NEWSPULSE_ALERT_BLOCK"] = "custom-webhook/newspulse-demo-alerts"
+    os.environ["NEWSPULSE_ALERT_ALLOW_PRIVATE_URLS"] = "true"  # the receiver listens on 127.0.0.1
     get_settings.cache_clear()
     return receiver
 
@@ -458,30 +462,33 @@ def score(
 
 @app.command()
 def monitor(
-    model_version: Annotated[str, typer.Option(help="Whose scores to monitor (default: the champion).")] = "champion",
     full: Annotated[bool, typer.Option(help="Recompute every window, not only those touched by new scores.")] = False,
+    notify_backfill: Annotated[bool, typer.Option(help="Also send alerts about windows older than "
+                                                       "NEWSPULSE_ALERT_MAX_AGE_H (a replay).")] = False,
 ) -> None:
-    """Windows, spike detection, alerts and their delivery; prints what was found."""
+    """Windows, spike detection, alerts and their delivery for the champion; prints what was found."""
     _offline_env()
     from flows.monitor import monitor_flow
 
-    out = _run_flow(monitor_flow, model_version=model_version, full_recompute=full)
+    out = _run_flow(monitor_flow, full_recompute=full, notify_backfill=notify_backfill)
     console.print(f"{out.get('windows', 0)} windows, {out.get('spikes', 0)} significant, "
                   f"{len(out.get('new_alerts', []))} new alert(s), {len(out.get('delivered', []))} delivered, "
-                  f"{out.get('pending', 0)} pending; report: {out.get('report_png') or '-'}")
+                  f"{out.get('stale', 0)} too old to send, {out.get('pending', 0)} pending; "
+                  f"report: {out.get('report_png') or '-'}")
 
 
 @alerts_app.command("list")
 def alerts_list(
-    status: Annotated[str, typer.Option(help="open (pending, open, acked) | pending | acked | resolved | all")] = "open",
+    status: Annotated[str, typer.Option(help="open (pending, delivering, open, acked) | pending | acked | "
+                                            "resolved | all")] = "open",
     limit: Annotated[int, typer.Option(help="Most rows to show.")] = 50,
     fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
 ) -> None:
     """Alerts, newest first."""
     from warehouse.query import run_readonly
 
-    where = {"open": "WHERE status IN ('pending', 'open', 'acked')", "all": ""}.get(
-        status, f"WHERE status = '{status}'" if status in ("pending", "acked", "resolved") else None)
+    where = {"open": "WHERE status IN ('pending', 'delivering', 'open', 'acked')", "all": ""}.get(
+        status, f"WHERE status = '{status}'" if status in ("pending", "delivering", "acked", "resolved") else None)
     if where is None:
         console.print(f"[red]unknown status {status!r}")
         raise typer.Exit(2)
@@ -507,11 +514,16 @@ def alerts_show(alert_id: Annotated[str, typer.Argument(help="An alert id (or a 
 def _set_alert(alert_id: str, status: str, note: str | None) -> None:
     from warehouse.alerts import set_status
 
+    import duckdb
+
     try:
         with _registry_con(write=True) as con:
             row = set_status(con, alert_id, status, note)
     except (KeyError, ValueError) as exc:
         console.print(f"[red]{exc}")
+        raise typer.Exit(1) from exc
+    except duckdb.IOException as exc:  # a flow holds the warehouse for writing right now
+        console.print(f"[red]the warehouse is busy (a flow is writing): try again in a moment ({exc})")
         raise typer.Exit(1) from exc
     console.print(f"alert {row['alert_id']} ({row['dimension']} {row['key']}) is now {row['status']}")
 

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(None, description="torch CPU threads for scoring (default: all cores).")
     score_device: str | None = Field(None, description="'cuda', 'cpu' or None for CUDA when available.")
     score_shard_size: int = Field(5_000, ge=1, description="Articles per scoring shard (one task each).")
+    score_max_rows_per_run: int | None = Field(
+        200_000, description="Most articles one score run takes, newest first (a new champion's backlog "
+        "is spread over runs, each committing; None: no cap)."
+    )
     score_batch_size: int = Field(32, ge=1, description="Texts per forward pass (length-bucketed; 32 was "
                                   "fastest on CPU in bench/score.py).")
 
@@ -106,7 +110,18 @@ class Settings(BaseSettings):
         "a custom-webhook by default, or e.g. slack-webhook/<name>, sendgrid-email/<name>.",
     )
     alert_webhook_url: SecretStr | None = Field(
-        None, description="Creates the default webhook block when it does not exist yet (kept secret)."
+        None, description="Creates or updates the webhook block named by alert_block on each run; the URL "
+        "is stored in the block's secrets, never logged."
+    )
+    alert_allow_private_urls: bool = Field(
+        False, description="Let the webhook block post to loopback/private addresses (the demo's receiver)."
+    )
+    alert_max_age_h: float = Field(
+        48.0, description="Alerts about windows older than this are opened without notifying anyone "
+        "(first runs over history, a new champion re-scoring the past)."
+    )
+    alert_claim_timeout_s: float = Field(
+        600.0, description="A run's claim on an alert it is delivering expires after this (crashed runs)."
     )
     alert_delivery_attempts: int = Field(3, ge=1, description="Tries per alert within one monitor run.")
     alert_retry_backoff_s: float = Field(1.0, description="First retry delay; doubles each try.")

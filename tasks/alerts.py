@@ -13,11 +13,13 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from contextlib import nullcontext
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
 from newspulse.settings import Settings
 from tasks.warehouse import writer_slot
@@ -30,29 +32,39 @@ _EVENT_NS = uuid.UUID("6f1c2f0e-3d7a-4c55-9a51-5e2b8c1d0a77")
 
 
 def ensure_alert_block(settings: Settings):
-    """Load the configured notification block; create the webhook block from the URL if set.
+    """Load the configured notification block; create or update the webhook block from the URL if set.
 
-    Returns the block, or None when it does not exist (alerts then wait as 'pending').
+    The URL may carry a token, so it goes into the block's ``secrets`` (shown masked in the UI)
+    and the block's ``url`` is only the ``{{webhook_url}}`` template. Returns the block, or None
+    when it does not exist or is not a notification block (alerts then wait as 'pending').
     """
+    from prefect.blocks.abstract import NotificationBlock
     from prefect.blocks.core import Block
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
-    if not settings.alert_block:
-        return None
+    log = get_run_logger()
     slug, _, name = settings.alert_block.partition("/")
+    if not slug or not name:
+        log.warning("NEWSPULSE_ALERT_BLOCK must look like <block-type-slug>/<name>: alerts stay pending")
+        return None
     if settings.alert_webhook_url is not None and slug == CustomWebhookNotificationBlock.get_block_type_slug():
-        # The URL may carry a token: it is stored in the block and never logged.
         CustomWebhookNotificationBlock(
-            name="newspulse", url=settings.alert_webhook_url.get_secret_value(), method="POST",
+            name="newspulse", url="{{webhook_url}}", method="POST",
+            secrets={"webhook_url": settings.alert_webhook_url.get_secret_value()},
             json_data={"subject": "{{subject}}", "text": "{{body}}", "source": "{{name}}"},
-            allow_private_urls=True, timeout=10.0,
+            allow_private_urls=settings.alert_allow_private_urls, timeout=10.0,
         ).save(name, overwrite=True)
     try:
-        return Block.load(settings.alert_block)
+        block = Block.load(settings.alert_block)
     except (ValueError, KeyError) as exc:
-        get_run_logger().warning("notification block %r not found (%s): alerts stay pending", settings.alert_block,
-                                 type(exc).__name__)
+        log.warning("notification block %r not found (%s): alerts stay pending", settings.alert_block,
+                    type(exc).__name__)
         return None
+    if not isinstance(block, NotificationBlock):
+        log.warning("block %r is a %s, not a notification block: alerts stay pending", settings.alert_block,
+                    type(block).__name__)
+        return None
+    return block
 
 
 def alert_message(alert: dict[str, Any]) -> tuple[str, str]:
@@ -88,54 +100,70 @@ def _emit(alert: dict[str, Any]) -> str | None:
 
 
 @task(name="notify-alerts", cache_policy=NO_CACHE)
-def notify_alerts(settings: Settings) -> dict[str, Any]:
-    """Emit events for new alerts and deliver every pending one; returns counts."""
+def notify_alerts(settings: Settings, notify_backfill: bool = False) -> dict[str, Any]:
+    """Emit events for new alerts, then claim and deliver the pending ones; returns counts.
+
+    Alerts about windows that ended more than ``alert_max_age_h`` ago (a first run over history,
+    a new champion re-scoring the past) are opened without paging anyone, unless
+    ``notify_backfill`` (a replay, like the demo). After an alert fails every attempt the run stops
+    delivering (the receiver is down: the rest wait for the next run instead of each timing out).
+    """
     log = get_run_logger()
+    claimer = str(flow_run.get_id() or uuid.uuid4())
     with writer_slot(settings), connect(settings) as con:
         no_event = db_alerts.alerts_without_event(con)
-        pending = db_alerts.pending_alerts(con)
-    emitted = {}
-    for alert in no_event:
-        event_id = _emit(alert)
-        if event_id:
-            emitted[alert["alert_id"]] = event_id
-    if emitted:
-        with writer_slot(settings), connect(settings) as con:
-            for aid, eid in emitted.items():
-                db_alerts.mark_event(con, aid, eid)
+        claimed = db_alerts.claim_pending(con, claimer, settings.alert_claim_timeout_s)
+    emitted = {a["alert_id"]: eid for a in no_event if (eid := _emit(a))}
+    cutoff = datetime.now(UTC) - timedelta(hours=settings.alert_max_age_h)
+    stale = [a for a in claimed if not notify_backfill and a["window_end"] < cutoff]
+    fresh = [a for a in claimed if a not in stale]
+    block = ensure_alert_block(settings) if fresh and settings.alert_block else None
+    with writer_slot(settings), connect(settings) as con:
+        for aid, eid in emitted.items():
+            db_alerts.mark_event(con, aid, eid)
+        db_alerts.mark_not_sent(con, [a["alert_id"] for a in stale], "not sent (stale)")
+        if fresh and not settings.alert_block:
+            # Delivery switched off on purpose (NEWSPULSE_ALERT_BLOCK=""): open for people reading
+            # the report and `newspulse alerts list`, not waiting for a receiver.
+            db_alerts.mark_not_sent(con, [a["alert_id"] for a in fresh], "none")
+        elif block is None:
+            db_alerts.release_claims(con, claimer)
+    if stale:
+        log.info("%d alert(s) about windows older than %.0f h opened without notification",
+                 len(stale), settings.alert_max_age_h)
     delivered, failed = [], []
-    if pending and not settings.alert_block:
-        # Delivery switched off on purpose (NEWSPULSE_ALERT_BLOCK=""): the alerts are open for
-        # people reading the report and `newspulse alerts list`, not waiting for a receiver.
-        with writer_slot(settings), connect(settings) as con:
-            for alert in pending:
-                db_alerts.mark_delivered(con, alert["alert_id"], "none", 0)
-        return {"events": len(emitted), "delivered": [], "failed": [], "pending": 0}
-    block = ensure_alert_block(settings) if pending else None
-    for alert in pending if block is not None else []:
-        subject, body = alert_message(alert)
-        error, attempt = None, 0
-        for attempt in range(1, settings.alert_delivery_attempts + 1):
-            try:
-                # Apprise-based blocks (Slack, e-mail) only raise inside raise_on_failure().
-                with block.raise_on_failure() if hasattr(block, "raise_on_failure") else nullcontext():
-                    block.notify(body=body, subject=subject)
-                error = None
-                break
-            except Exception as exc:  # any transport or HTTP error: back off and try again
-                # Error texts can quote the URL, which may carry a token: never store or log it.
-                error = _URL.sub("<url>", f"{type(exc).__name__}: {exc}")
-                if attempt < settings.alert_delivery_attempts:
-                    time.sleep(settings.alert_retry_backoff_s * 2 ** (attempt - 1))
+    for alert in fresh if block is not None else []:
+        error, attempt = _deliver(block, alert, settings)
         with writer_slot(settings), connect(settings) as con:
             if error is None:
                 db_alerts.mark_delivered(con, alert["alert_id"], settings.alert_block, attempt)
                 delivered.append(alert["alert_id"])
-            else:
-                db_alerts.mark_failed(con, alert["alert_id"], attempt, error)
-                failed.append(alert["alert_id"])
-                log.warning("alert %s not delivered after %d attempt(s): %s", alert["alert_id"], attempt, error)
+                continue
+            db_alerts.mark_failed(con, alert["alert_id"], attempt, error)
+            db_alerts.release_claims(con, claimer)  # circuit breaker: the rest wait for the next run
+        failed.append(alert["alert_id"])
+        log.warning("alert %s not delivered after %d attempt(s): %s; %d more left pending for the next run",
+                    alert["alert_id"], attempt, error, len(fresh) - len(delivered) - 1)
+        break
     if delivered:
         log.info("delivered %d alert(s) through %s", len(delivered), settings.alert_block)
-    return {"events": len(emitted), "delivered": delivered, "failed": failed,
-            "pending": len(pending) - len(delivered)}
+    return {"events": len(emitted), "delivered": delivered, "failed": failed, "stale": len(stale),
+            "pending": len(fresh) - len(delivered) if settings.alert_block else 0}
+
+
+def _deliver(block, alert: dict[str, Any], settings: Settings) -> tuple[str | None, int]:
+    """Send one alert with exponential backoff; returns (error or None, attempts made)."""
+    subject, body = alert_message(alert)
+    error, attempt = None, 0
+    for attempt in range(1, settings.alert_delivery_attempts + 1):
+        try:
+            # Apprise-based blocks (Slack, e-mail) only raise inside raise_on_failure().
+            with block.raise_on_failure() if hasattr(block, "raise_on_failure") else nullcontext():
+                block.notify(body=body, subject=subject)
+            return None, attempt
+        except Exception as exc:  # any transport or HTTP error: back off and try again
+            # Error texts can quote the URL, which may carry a token: never store or log it.
+            error = _URL.sub("<url>", f"{type(exc).__name__}: {exc}")
+            if attempt < settings.alert_delivery_attempts:
+                time.sleep(settings.alert_retry_backoff_s * 2 ** (attempt - 1))
+    return error, attempt

@@ -22,8 +22,9 @@ from warehouse import registry as db_registry
 from warehouse.connection import connect
 
 
-def _since(con, model_version: str) -> tuple[datetime | None, datetime | None, bool]:
-    """(earliest article time among scores not yet windowed, newest committed_at, anything new?).
+def _since(con, model_version: str) -> tuple[datetime | None, datetime | None, datetime | None, bool]:
+    """(earliest article time among scores not yet windowed, newest committed_at, the stored
+    watermark, anything new?).
 
     The watermark is the commit time, not the scoring time: a shard scored early but committed
     late must still count as new (commits and this read are serialised by the writer slot).
@@ -34,25 +35,27 @@ def _since(con, model_version: str) -> tuple[datetime | None, datetime | None, b
         "SELECT min(coalesce(a.published_at, a.ingested_at)), max(s.committed_at), count(*) FROM scores s "
         "JOIN articles a USING (article_id) WHERE s.model_version = ? AND (? IS NULL OR s.committed_at > ?)",
         [model_version, until, until]).fetchall()[0]
-    return (None if until is None else row[0]), row[1], bool(row[2])
+    return (None if until is None else row[0]), row[1], until, bool(row[2])
 
 
 @task(name="detect-spikes", cache_policy=NO_CACHE)
-def detect_spikes(settings: Settings, model_version: str = "champion", full: bool = False) -> dict[str, Any]:
+def detect_spikes(settings: Settings, full: bool = False) -> dict[str, Any]:
     """Recompute windows touched by new scores, test them, store new alerts (deduplicated).
 
+    Always the champion's scores: ``sentiment_windows`` and the alerts are the desk's view, and a
+    candidate must not overwrite them (a new champion's first run recomputes everything).
     ``full`` recomputes every window (after a parameter change, or to replay history).
     """
     log = get_run_logger()
     params = monitor.MonitorParams.from_settings(settings)
     run_id = str(flow_run.get_id()) if flow_run.get_id() else None
     with writer_slot(settings), connect(settings) as con:
-        model = db_registry.get_model(con, model_version)
+        model = db_registry.champion(con)
         if model is None:
-            log.warning("no model %r yet: nothing to monitor", model_version)
+            log.warning("no champion yet: nothing to monitor")
             return {"model_version": None, "windows": 0, "spikes": 0, "new_alerts": [], "extended": 0}
         version = model["model_version"]
-        since, committed_until, anything = _since(con, version)
+        since, committed_until, previous, anything = _since(con, version)
         if not anything and not full:
             log.info("no new scores since the last run")
             return {"model_version": version, "windows": 0, "spikes": 0, "new_alerts": [], "extended": 0}
@@ -61,8 +64,10 @@ def detect_spikes(settings: Settings, model_version: str = "champion", full: boo
         if cutoff is None:
             return {"model_version": version, "windows": 0, "spikes": 0, "new_alerts": [], "extended": 0}
         spikes = monitor.spike_windows(con, cutoff)
-        new, extended = monitor.group_episodes(spikes, db_alerts.last_alert_ends(con),
-                                               timedelta(hours=settings.monitor_cooldown_h))
+        anchors = db_alerts.last_alert_ends(con)  # (dimension, key) -> (alert_id, last_window_end)
+        horizon = con.execute("SELECT max(ts) FROM monitor_input").fetchall()[0][0]
+        new, extended = monitor.group_episodes(spikes, {k: end for k, (_, end) in anchors.items()},
+                                               timedelta(hours=settings.monitor_cooldown_h), horizon)
         for a in new:
             a["severity"] = monitor.severity(a["p_value"], a["observed"], a["baseline"], params.alpha)
             a["evidence"] = monitor.evidence(con, a)
@@ -71,9 +76,10 @@ def detect_spikes(settings: Settings, model_version: str = "champion", full: boo
         # watermark behind, so the next run recomputes the same windows and inserts the alerts.
         con.execute("BEGIN TRANSACTION")
         try:
+            db_alerts.extend_alerts(con, {anchors[k][0]: end for k, end in extended.items()})
             inserted = db_alerts.insert_alerts(con, new, model_version=version, flow_run_id=run_id)
-            db_alerts.extend_alerts(con, extended)
-            con.execute("INSERT OR REPLACE INTO monitor_state VALUES (?, ?, now())", [version, committed_until])
+            con.execute("INSERT OR REPLACE INTO monitor_state VALUES (?, ?, now())",
+                        [version, committed_until or previous])
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")

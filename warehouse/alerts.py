@@ -1,14 +1,17 @@
 """The ``alerts`` table: one row per episode, and its life from 'pending' to 'resolved'.
 
 - **pending**: detected, not yet delivered (delivery failed or not tried yet; retried next run);
+- **delivering**: claimed by one monitor run that is sending it (a claim older than
+  ``stale_after_s`` is taken over, so a crashed run cannot strand an alert);
 - **open**: delivered through the notification block (``notified_at`` set), waiting for a person;
 - **acked** / **resolved**: set by ``newspulse alerts ack|resolve``.
 
 An alert is keyed by ``alert_id`` and deduplicated by ``dedup_key`` (dimension, key and the
 first significant window), so re-running the monitor over the same scores never adds a row.
-Delivery is recorded per alert right after the notification call returns, so an alert that was
-delivered is never sent again; the ``alert_id`` travels in the message as an idempotency key for
-the rare crash between a receiver's 200 and that update.
+Runs claim pending alerts under the writer slot before sending, so two concurrent monitor runs
+never send the same alert, and delivery is recorded right after the notification call returns.
+The only remaining duplicate is a crash between a receiver's 200 and that update: the
+``alert_id`` travels in the message as an idempotency key for receivers that care.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import duckdb
 
 from warehouse.connection import fetch_dicts
 
-STATUSES = ("pending", "open", "acked", "resolved")
+STATUSES = ("pending", "delivering", "open", "acked", "resolved")
+OPEN_STATUSES = "('pending', 'delivering', 'open', 'acked')"
 
 
 def dedup_key(alert: dict[str, Any]) -> str:
@@ -36,10 +40,16 @@ def alert_id(dedup: str) -> str:
     return "a" + hashlib.sha256(dedup.encode("utf-8")).hexdigest()[:15]
 
 
-def last_alert_ends(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], datetime]:
-    """(dimension, key) -> ``last_window_end`` of that key's newest alert (cooldown anchors)."""
-    rows = con.execute("SELECT dimension, key, max(last_window_end) FROM alerts GROUP BY ALL").fetchall()
-    return {(d, k): end for d, k, end in rows}
+def last_alert_ends(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], tuple[str, datetime]]:
+    """(dimension, key) -> (alert_id, last_window_end) of the key's newest unresolved alert.
+
+    These anchor the cooldown. A resolved alert anchors nothing: once a person closed an episode,
+    a new spike on the key is news again.
+    """
+    rows = con.execute(
+        "SELECT dimension, key, arg_max(alert_id, last_window_end), max(last_window_end) FROM alerts "
+        "WHERE status <> 'resolved' GROUP BY ALL").fetchall()
+    return {(d, k): (aid, end) for d, k, aid, end in rows}
 
 
 def insert_alerts(con: duckdb.DuckDBPyConnection, alerts: list[dict[str, Any]], *, model_version: str | None,
@@ -78,21 +88,17 @@ def insert_alerts(con: duckdb.DuckDBPyConnection, alerts: list[dict[str, Any]], 
     return [r[0] for r in inserted]
 
 
-def extend_alerts(con: duckdb.DuckDBPyConnection, extended: dict[tuple[str, str], datetime]) -> int:
-    """Move ``last_window_end`` of each key's newest alert forward (the episode goes on)."""
-    for (dim, key), end in extended.items():
-        con.execute(
-            "UPDATE alerts SET last_window_end = greatest(last_window_end, ?) WHERE alert_id = "
-            "(SELECT alert_id FROM alerts WHERE dimension = ? AND key = ? ORDER BY last_window_end DESC LIMIT 1)",
-            [end, dim, key],
-        )
+def extend_alerts(con: duckdb.DuckDBPyConnection, extended: dict[str, datetime]) -> int:
+    """Move ``last_window_end`` of the given alerts (``alert_id -> end``) forward: the episode goes on."""
+    for aid, end in extended.items():
+        con.execute("UPDATE alerts SET last_window_end = greatest(last_window_end, ?) WHERE alert_id = ?", [end, aid])
     return len(extended)
 
 
 def list_alerts(con: duckdb.DuckDBPyConnection, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-    """Alerts, newest first; ``status`` filters ('open' means pending, open or acked)."""
+    """Alerts, newest first; ``status`` filters ('open' means pending, delivering, open or acked)."""
     if status == "open":
-        where, params = "WHERE status IN ('pending', 'open', 'acked')", []
+        where, params = f"WHERE status IN {OPEN_STATUSES}", []
     elif status:
         where, params = "WHERE status = ?", [status]
     else:
@@ -106,7 +112,7 @@ def list_alerts(con: duckdb.DuckDBPyConnection, status: str | None = None, limit
 
 def get_alert(con: duckdb.DuckDBPyConnection, alert: str) -> dict[str, Any] | None:
     """One alert by id (or a unique id prefix)."""
-    rows = fetch_dicts(con, "SELECT * FROM alerts WHERE alert_id LIKE ? || '%'", [alert])
+    rows = fetch_dicts(con, "SELECT * FROM alerts WHERE starts_with(alert_id, ?)", [alert]) if alert else []
     if len(rows) > 1:
         raise ValueError(f"alert id prefix {alert!r} is ambiguous ({len(rows)} alerts)")
     if rows and isinstance(rows[0].get("evidence"), str):
@@ -129,6 +135,23 @@ def set_status(con: duckdb.DuckDBPyConnection, alert: str, status: str, note: st
     return get_alert(con, row["alert_id"])  # type: ignore[return-value]
 
 
+def claim_pending(con: duckdb.DuckDBPyConnection, claimer: str, stale_after_s: float = 600.0) -> list[dict[str, Any]]:
+    """Mark pending alerts (and claims older than ``stale_after_s``) as 'delivering' for ``claimer``.
+
+    Call under the writer slot: one statement, so two runs never claim the same alert. Returns the
+    claimed alerts, oldest first.
+    """
+    con.execute(
+        "UPDATE alerts SET status = 'delivering', claimed_by = ?, claimed_at = now() WHERE status = 'pending' "
+        "OR (status = 'delivering' AND claimed_at < now() - to_seconds(?))", [claimer, float(stale_after_s)])
+    rows = fetch_dicts(con, "SELECT * FROM alerts WHERE status = 'delivering' AND claimed_by = ? "
+                            "ORDER BY window_end, alert_id", [claimer])
+    for r in rows:
+        if isinstance(r.get("evidence"), str):
+            r["evidence"] = json.loads(r["evidence"])
+    return rows
+
+
 def pending_alerts(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """Alerts waiting for delivery, oldest first."""
     return list(reversed(list_alerts(con, "pending", limit=10_000)))
@@ -145,15 +168,34 @@ def mark_event(con: duckdb.DuckDBPyConnection, alert: str, event_id: str) -> Non
 
 
 def mark_delivered(con: duckdb.DuckDBPyConnection, alert: str, channel: str, attempts: int) -> None:
-    """'pending' -> 'open' with ``notified_at`` (only from 'pending': never twice)."""
+    """Record a delivery: 'pending'/'delivering' -> 'open'; an alert acked meanwhile keeps its status.
+
+    A second call changes nothing (``notified_at`` is only set once).
+    """
     con.execute(
-        "UPDATE alerts SET status = 'open', notified_at = now(), delivery_channel = ?, "
-        "delivery_attempts = delivery_attempts + ?, last_error = NULL WHERE alert_id = ? AND status = 'pending'",
+        "UPDATE alerts SET status = CASE WHEN status IN ('pending', 'delivering') THEN 'open' ELSE status END, "
+        "notified_at = now(), delivery_channel = ?, delivery_attempts = delivery_attempts + ?, last_error = NULL, "
+        "claimed_by = NULL WHERE alert_id = ? AND notified_at IS NULL",
         [channel, attempts, alert],
     )
 
 
 def mark_failed(con: duckdb.DuckDBPyConnection, alert: str, attempts: int, error: str) -> None:
-    """Count failed tries; the alert stays 'pending' for the next run."""
-    con.execute("UPDATE alerts SET delivery_attempts = delivery_attempts + ?, last_error = ? WHERE alert_id = ?",
-                [attempts, error[:500], alert])
+    """Count failed tries and release the claim: the alert is 'pending' again for the next run."""
+    con.execute(
+        "UPDATE alerts SET delivery_attempts = delivery_attempts + ?, last_error = ?, claimed_by = NULL, "
+        "status = CASE WHEN status = 'delivering' THEN 'pending' ELSE status END WHERE alert_id = ?",
+        [attempts, error[:500], alert])
+
+
+def release_claims(con: duckdb.DuckDBPyConnection, claimer: str) -> None:
+    """Give back alerts a run claimed but did not try (it stopped early): 'pending' again."""
+    con.execute("UPDATE alerts SET status = 'pending', claimed_by = NULL WHERE status = 'delivering' "
+                "AND claimed_by = ?", [claimer])
+
+
+def mark_not_sent(con: duckdb.DuckDBPyConnection, alert_ids: list[str], channel: str) -> None:
+    """Open alerts without sending them (delivery switched off, or too old to page anyone about)."""
+    for aid in alert_ids:
+        con.execute("UPDATE alerts SET status = 'open', delivery_channel = ?, claimed_by = NULL "
+                    "WHERE alert_id = ? AND status IN ('pending', 'delivering')", [channel, aid])

@@ -27,7 +27,7 @@ are too thin per hour (a ticker with ~5 articles an hour) hours before the day c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import numpy as np
@@ -94,7 +94,9 @@ def compute_windows(con: duckdb.DuckDBPyConnection, params: MonitorParams, since
         since = con.execute(f"SELECT min(ts) FROM {source}").fetchall()[0][0]
         if since is None:
             return None
-    cutoff = con.execute("SELECT date_trunc('day', ?::TIMESTAMPTZ)", [since]).fetchall()[0][0]
+    # Windows are aligned to UTC days whatever the session's time zone.
+    since_utc = since.astimezone(UTC) if since.tzinfo else since.replace(tzinfo=UTC)
+    cutoff = since_utc.replace(hour=0, minute=0, second=0, microsecond=0)
     lo = cutoff - timedelta(hours=params.baseline_h)
     # Time in 15-minute slots since the epoch (integers hash and sort faster than timestamps).
     slot = f"epoch_us(ts) // {SLOT_US}"
@@ -237,14 +239,20 @@ def severity(p_value: float, observed: float, baseline: float, alpha: float) -> 
 
 
 def group_episodes(spikes: list[dict], last_end: dict[tuple[str, str], datetime],
-                   cooldown: timedelta) -> tuple[list[dict], dict[tuple[str, str], datetime]]:
+                   cooldown: timedelta, horizon: datetime | None = None
+                   ) -> tuple[list[dict], dict[tuple[str, str], datetime]]:
     """One alert per episode: a key's spike within ``cooldown`` of its last alert extends it.
 
     ``spikes`` come in detection order (:func:`spike_windows`); ``last_end`` maps (dimension, key)
-    to the ``last_window_end`` of the key's latest stored alert. The first spike of an episode
+    to the ``last_window_end`` of the key's latest open alert. The first spike of an episode
     opens a new alert (a copy of the spike with ``last_window_end``); later ones, at any
     granularity, only push ``last_window_end`` forward. Returns the new alerts and the new
     ``last_window_end`` of stored alerts that were extended.
+
+    ``horizon`` (the newest article time) caps every end: the current 4h or day window is still
+    filling, and its nominal end lies in the future; letting it anchor the cooldown would
+    swallow the next episode on the key. For the same reason a window longer than the cooldown
+    (a day) never extends an episode: it cannot tell whether the episode is still going.
     """
     ends = dict(last_end)
     opened: dict[tuple[str, str], dict] = {}
@@ -252,19 +260,20 @@ def group_episodes(spikes: list[dict], last_end: dict[tuple[str, str], datetime]
     new: list[dict] = []
     for s in spikes:
         k = (s["dimension"], s["key"])
+        end = s["window_end"] if horizon is None else min(s["window_end"], horizon)
         prev = ends.get(k)
         if prev is not None and s["window_start"] <= prev + cooldown:
-            if s["window_end"] > prev:
-                ends[k] = s["window_end"]
+            if end > prev and GRANULARITIES[s["granularity"]][1] <= cooldown:
+                ends[k] = end
                 if k in opened:
-                    opened[k]["last_window_end"] = s["window_end"]
+                    opened[k]["last_window_end"] = end
                 else:
-                    extended[k] = s["window_end"]
+                    extended[k] = end
             continue
-        alert = {**s, "last_window_end": s["window_end"]}
+        alert = {**s, "last_window_end": end}
         new.append(alert)
         opened[k] = alert
-        ends[k] = s["window_end"]
+        ends[k] = end
     return new, extended
 
 

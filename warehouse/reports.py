@@ -28,7 +28,7 @@ def report_keys(con: duckdb.DuckDBPyConnection, alert_ids: list[str], limit: int
                                 f"ORDER BY dimension = 'overall', p_value LIMIT {limit}",
                            alert_ids)
     else:
-        rows = fetch_dicts(con, "SELECT * FROM alerts WHERE status IN ('pending', 'open', 'acked') "
+        rows = fetch_dicts(con, "SELECT * FROM alerts WHERE status IN ('pending', 'delivering', 'open', 'acked') "
                                 f"ORDER BY window_end DESC LIMIT {limit}")
     return rows
 
@@ -98,7 +98,7 @@ def open_alerts_table(con: duckdb.DuckDBPyConnection, limit: int = 20) -> list[d
                strftime(window_start, '%Y-%m-%d %H:%M') AS window_start,
                round(observed, 3) AS observed, round(baseline, 3) AS baseline, n_negative, n_articles,
                printf('%.1e', p_value) AS p_value
-        FROM alerts WHERE status IN ('pending', 'open', 'acked') ORDER BY window_end DESC LIMIT {int(limit)}""")
+        FROM alerts WHERE status IN ('pending', 'delivering', 'open', 'acked') ORDER BY window_end DESC LIMIT {int(limit)}""")
 
 
 def markdown_report(summary: dict[str, Any], rows: list[dict[str, Any]], png: Path | None) -> str:

@@ -41,7 +41,8 @@ class CommitResult:
 
 def _unscored_sql() -> str:
     return (
-        "SELECT a.article_id, concat_ws(' ', a.title, a.body) AS text FROM articles a "
+        "SELECT a.article_id, concat_ws(' ', a.title, a.body) AS text, "
+        "coalesce(a.published_at, a.ingested_at) AS ts FROM articles a "
         "WHERE NOT EXISTS (SELECT 1 FROM scores s WHERE s.article_id = a.article_id AND s.model_version = $model) "
     )
 
@@ -55,14 +56,16 @@ def export_unscored(con: duckdb.DuckDBPyConnection, model_version: str, out_dir:
                     limit: int | None = None) -> list[str]:
     """Write the articles ``model_version`` has not scored into Parquet shards; returns their paths.
 
-    Shards are consecutive ranges of ``article_id`` (deterministic: the same warehouse gives the
-    same shards), so a shard can be scored on any worker and committed in any order.
+    With ``limit``, the newest articles come first (a new champion's backlog is worked through
+    newest first, so monitoring sees fresh scores soon). Shards are consecutive ranges of
+    ``article_id`` within the selection (deterministic: the same warehouse gives the same
+    shards), so a shard can be scored on any worker and committed in any order.
     """
     out_dir = Path(out_dir)
-    limit_sql = f"LIMIT {int(limit)}" if limit else ""
+    limit_sql = f"ORDER BY ts DESC NULLS LAST, article_id LIMIT {int(limit)}" if limit else ""
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE to_score AS SELECT *, (row_number() OVER (ORDER BY article_id) - 1) "
-        f"// {int(shard_size)} AS shard FROM ({_unscored_sql()} ORDER BY a.article_id {limit_sql})",
+        f"CREATE OR REPLACE TEMP TABLE to_score AS SELECT article_id, text, (row_number() OVER (ORDER BY article_id) - 1) "
+        f"// {int(shard_size)} AS shard FROM ({_unscored_sql()} {limit_sql})",
         {"model": model_version},
     )
     n_shards = int(scalar(con, "SELECT coalesce(max(shard) + 1, 0) FROM to_score"))

@@ -32,17 +32,45 @@ def test_insert_is_deduplicated_and_extend_moves_the_end(settings) -> None:
         assert len(first) == 2 and again == []
         assert first[0] == db_alerts.alert_id(db_alerts.dedup_key(_spike()))  # stable ids
         ends = db_alerts.last_alert_ends(con)
-        assert ends[("ticker", "ACME")] == T0 + timedelta(hours=1)
-        db_alerts.extend_alerts(con, {("ticker", "ACME"): T0 + timedelta(hours=5)})
+        assert ends[("ticker", "ACME")] == (first[0], T0 + timedelta(hours=1))
+        db_alerts.extend_alerts(con, {first[0]: T0 + timedelta(hours=5)})
         row = db_alerts.get_alert(con, first[0])
         assert row["last_window_end"] == T0 + timedelta(hours=5) and row["status"] == "pending"
         assert row["evidence"][0]["title"] == "ACME warns on profit"
-        db_alerts.mark_failed(con, first[0], 3, "ConnectError")
+        # Two runs claim at once: each alert goes to exactly one of them.
+        run1 = db_alerts.claim_pending(con, "run-1")
+        assert sorted(a["alert_id"] for a in run1) == sorted(first) and db_alerts.claim_pending(con, "run-2") == []
+        db_alerts.mark_failed(con, first[0], 3, "ConnectError")  # back to pending for the next run
+        db_alerts.release_claims(con, "run-1")
+        assert sorted(a["alert_id"] for a in db_alerts.pending_alerts(con)) == sorted(first)
+        assert sorted(a["alert_id"] for a in db_alerts.claim_pending(con, "run-3")) == sorted(first)
         db_alerts.mark_delivered(con, first[0], "custom-webhook/x", 1)
-        db_alerts.mark_delivered(con, first[0], "custom-webhook/x", 1)  # only from pending: a no-op now
+        db_alerts.mark_delivered(con, first[0], "custom-webhook/x", 1)  # recorded once: a no-op now
         row = db_alerts.get_alert(con, first[0])
         assert (row["status"], row["delivery_attempts"], row["last_error"]) == ("open", 4, None)
-        assert [a["alert_id"] for a in db_alerts.pending_alerts(con)] == [first[1]]
+        # A claim that a crashed run left behind is taken over once it is stale.
+        assert db_alerts.claim_pending(con, "run-4", stale_after_s=3600) == []
+        assert [a["alert_id"] for a in db_alerts.claim_pending(con, "run-4", stale_after_s=0)] == [first[1]]
+
+
+def test_resolved_alerts_do_not_anchor_the_cooldown(settings) -> None:
+    with connect(settings) as con:
+        migrate(con)
+        aid = db_alerts.insert_alerts(con, [_spike()], model_version="m1", flow_run_id=None)[0]
+        assert ("ticker", "ACME") in db_alerts.last_alert_ends(con)
+        db_alerts.set_status(con, aid, "resolved")
+        assert db_alerts.last_alert_ends(con) == {}
+
+
+def test_acked_while_delivering_keeps_ack_and_records_delivery(settings) -> None:
+    with connect(settings) as con:
+        migrate(con)
+        aid = db_alerts.insert_alerts(con, [_spike()], model_version="m1", flow_run_id=None)[0]
+        db_alerts.claim_pending(con, "run-1")
+        db_alerts.set_status(con, aid, "acked")
+        db_alerts.mark_delivered(con, aid, "custom-webhook/x", 1)
+        row = db_alerts.get_alert(con, aid)
+        assert row["status"] == "acked" and row["notified_at"] is not None and row["delivery_channel"] == "custom-webhook/x"
 
 
 def test_ack_resolve_and_errors(settings) -> None:
@@ -56,6 +84,8 @@ def test_ack_resolve_and_errors(settings) -> None:
             db_alerts.set_status(con, aid, "acked")
         with pytest.raises(KeyError):
             db_alerts.set_status(con, "nope", "acked")
+        with pytest.raises(KeyError):  # a prefix is a prefix, not a LIKE pattern
+            db_alerts.set_status(con, "%", "acked")
         with pytest.raises(ValueError):
             db_alerts.set_status(con, aid, "open")
 

@@ -147,3 +147,27 @@ def test_settings_defaults_mirror_monitor_params() -> None:
     from warehouse.monitor import MonitorParams
 
     assert MonitorParams.from_settings(Settings()) == MonitorParams()
+
+
+def test_filling_day_window_does_not_swallow_the_next_episode() -> None:
+    """A day window still filling must not anchor the cooldown at midnight (review finding)."""
+    from datetime import UTC, datetime, timedelta
+
+    from warehouse.monitor import group_episodes
+
+    day = datetime(2026, 10, 5, tzinfo=UTC)
+
+    def spike(g: str, start: datetime, hours: float) -> dict:
+        return {"granularity": g, "dimension": "topic", "key": "energy", "window_start": start,
+                "window_end": start + timedelta(hours=hours), "n": 30, "n_neg": 24, "observed": 0.8,
+                "baseline": 0.25, "p_value": 1e-8}
+
+    # 03:00 run: the 02:00 burst is significant on 1h, and the whole (unfinished) day too.
+    first, _ = group_episodes([spike("1h", day + timedelta(hours=2), 1), spike("1d", day, 24)], {},
+                              timedelta(hours=12), horizon=day + timedelta(hours=3))
+    assert len(first) == 1 and first[0]["last_window_end"] == day + timedelta(hours=3)
+    # 19:00 run: a second burst at 18:00, 15 h after the first ended; the day window is still significant.
+    anchors = {("topic", "energy"): first[0]["last_window_end"]}
+    new, extended = group_episodes([spike("1h", day + timedelta(hours=18), 1), spike("1d", day, 24)], anchors,
+                                   timedelta(hours=12), horizon=day + timedelta(hours=19))
+    assert [a["window_start"] for a in new] == [day + timedelta(hours=18)] and extended == {}

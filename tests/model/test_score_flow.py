@@ -188,3 +188,18 @@ def test_kill_mid_scoring_then_rerun_no_duplicates_no_gaps(settings, marker: str
     assert (n, distinct, missing) == (900, 900, 0)
     assert emb == (900, 900)
     assert runs == (2 if partial else 1)
+
+
+def test_export_with_a_limit_takes_the_newest_articles_first(settings) -> None:
+    import pyarrow.parquet as pq
+
+    from warehouse.scores import export_unscored
+
+    _articles(settings, 100, seed=3)
+    with connect(settings) as con:
+        newest = {r[0] for r in con.execute(
+            "SELECT article_id FROM articles ORDER BY published_at DESC, article_id LIMIT 30").fetchall()}
+        paths = export_unscored(con, "m-any", settings.staging_dir / "score-limit", shard_size=20, limit=30)
+    got = [pq.read_table(p).column("article_id").to_pylist() for p in paths]
+    assert [len(g) for g in got] == [20, 10] and set(sum(got, [])) == newest
+    assert sum(got, []) == sorted(sum(got, []))  # shards are article_id ranges

@@ -66,7 +66,9 @@ CREATE TABLE sentiment_windows (
     PRIMARY KEY (window_start, granularity, dimension, key)
 );
 
--- One row per episode: created 'pending', 'open' once delivered, then 'acked' / 'resolved'.
+-- One row per episode: created 'pending' ('delivering' while a run sends it), 'open' once
+-- delivered, then 'acked' / 'resolved'. Alerts about windows older than the alert age limit are
+-- stored 'open' with delivery_channel 'not sent (stale)'.
 CREATE TABLE alerts (
     alert_id           VARCHAR PRIMARY KEY,
     dedup_key          VARCHAR NOT NULL UNIQUE,    -- dimension:key:first window start
@@ -84,8 +86,10 @@ CREATE TABLE alerts (
     p_value            DOUBLE NOT NULL,
     severity           VARCHAR NOT NULL,           -- 'medium' | 'high' | 'critical'
     evidence           JSON,                       -- the most negative contributing headlines
-    status             VARCHAR NOT NULL,           -- 'pending' | 'open' | 'acked' | 'resolved'
+    status             VARCHAR NOT NULL,           -- 'pending' | 'delivering' | 'open' | 'acked' | 'resolved'
     created_at         TIMESTAMPTZ NOT NULL,
+    claimed_by         VARCHAR,                    -- the run delivering it (status 'delivering')
+    claimed_at         TIMESTAMPTZ,
     event_id           VARCHAR,                    -- the Prefect event emitted for it
     notified_at        TIMESTAMPTZ,
     delivery_channel   VARCHAR,                    -- the notification block it went through
@@ -148,7 +152,7 @@ SELECT alert_id, status, severity, dimension, key, granularity, window_start, wi
 FROM alerts;
 
 CREATE OR REPLACE VIEW v_open_alerts AS
-SELECT * FROM v_alerts WHERE status IN ('pending', 'open', 'acked');
+SELECT * FROM v_alerts WHERE status IN ('pending', 'delivering', 'open', 'acked');
 
 CREATE OR REPLACE VIEW v_score_runs AS
 SELECT score_run_id, model_version, started_at, finished_at, n_shards, rows_selected, rows_inserted,
