@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -119,63 +121,77 @@ def demo(
     from flows.pipeline import DEFAULT_DATASETS, pipeline_flow
     from warehouse.query import run_readonly, table_counts
 
-    receiver = _demo_receiver()
-    settings = get_settings()
-    data_dir = data_dir or settings.data_dir
-    console.rule("[bold]NewsPulse demo")
-    console.print(f"warehouse: {settings.warehouse_path}   demo data: {settings.demo_dir}")
-    if data_dir:
-        console.print(f"public datasets from {data_dir}")
-    out = _run_flow(
-        pipeline_flow, seed=seed, days=days, articles_per_day=articles_per_day, n_users=users,
-        datasets=DEFAULT_DATASETS if data_dir else None, data_dir=str(data_dir) if data_dir else None,
-        train=train, preset=preset,
-    )
-    batches = out["batches"]
-    if batches:
-        console.print(_batches_table(batches, "Ingested batches (read = inserted + duplicate + quarantined)"))
-    else:
-        console.print("[yellow]no new input: the demo data was already ingested (re-runs insert nothing)")
-    counts = table_counts(settings, ["articles", "labels", "behaviors", "quarantine", "ingest_batches", "validation_runs"])
-    table = Table(title="Warehouse")
-    table.add_column("table")
-    table.add_column("rows", justify="right")
-    for name, n in counts.items():
-        table.add_row(name, str(n))
-    console.print(table)
-    reasons = run_readonly(settings, "SELECT unnest(reasons) AS reason, count(*) AS n FROM quarantine "
-                                     "GROUP BY 1 ORDER BY n DESC, reason LIMIT 8")
-    if reasons.rows:
-        console.print("[bold]Top quarantine reasons")
-        _print_result(reasons, "table")
-    if "model" in out:
-        pre = out["pretrain"]
-        console.rule("[bold]Model")
-        console.print(f"pretraining: {pre['steps']} steps, validation perplexity {pre['val_perplexity']:.1f}, "
-                      f"{pre['tokens_per_s']:.0f} tokens/s")
-        console.print(out["model"]["card"], markup=False, highlight=False)
-        console.print(f"[bold]{out['model']['model_version']}[/bold]: {out['model']['reason']}")
-    _print_monitoring(out, settings, receiver)
-    console.print("\nTry: [cyan]newspulse sql \"SELECT source, count(*) FROM v_articles GROUP BY 1\"[/cyan]"
-                  "   |   [cyan]newspulse alerts list[/cyan]   |   [cyan]newspulse models list[/cyan]"
-                  "   |   [cyan]newspulse generate \"Shares of\"[/cyan]")
+    with _demo_receiver() as receiver:
+        settings = get_settings()
+        data_dir = data_dir or settings.data_dir
+        console.rule("[bold]NewsPulse demo")
+        console.print(f"warehouse: {settings.warehouse_path}   demo data: {settings.demo_dir}")
+        if data_dir:
+            console.print(f"public datasets from {data_dir}")
+        out = _run_flow(
+            pipeline_flow, seed=seed, days=days, articles_per_day=articles_per_day, n_users=users,
+            datasets=DEFAULT_DATASETS if data_dir else None, data_dir=str(data_dir) if data_dir else None,
+            train=train, preset=preset,
+        )
+        batches = out["batches"]
+        if batches:
+            console.print(_batches_table(batches, "Ingested batches (read = inserted + duplicate + quarantined)"))
+        else:
+            console.print("[yellow]no new input: the demo data was already ingested (re-runs insert nothing)")
+        counts = table_counts(settings, ["articles", "labels", "behaviors", "quarantine", "ingest_batches", "validation_runs"])
+        table = Table(title="Warehouse")
+        table.add_column("table")
+        table.add_column("rows", justify="right")
+        for name, n in counts.items():
+            table.add_row(name, str(n))
+        console.print(table)
+        reasons = run_readonly(settings, "SELECT unnest(reasons) AS reason, count(*) AS n FROM quarantine "
+                                         "GROUP BY 1 ORDER BY n DESC, reason LIMIT 8")
+        if reasons.rows:
+            console.print("[bold]Top quarantine reasons")
+            _print_result(reasons, "table")
+        if "model" in out:
+            pre = out["pretrain"]
+            console.rule("[bold]Model")
+            console.print(f"pretraining: {pre['steps']} steps, validation perplexity {pre['val_perplexity']:.1f}, "
+                          f"{pre['tokens_per_s']:.0f} tokens/s")
+            console.print(out["model"]["card"], markup=False, highlight=False)
+            console.print(f"[bold]{out['model']['model_version']}[/bold]: {out['model']['reason']}")
+        _print_monitoring(out, settings, receiver)
+        console.print("\nTry: [cyan]newspulse sql \"SELECT source, count(*) FROM v_articles GROUP BY 1\"[/cyan]"
+                      "   |   [cyan]newspulse alerts list[/cyan]   |   [cyan]newspulse models list[/cyan]"
+                      "   |   [cyan]newspulse generate \"Shares of\"[/cyan]")
 
 
-def _demo_receiver() -> Any:
-    """Start a loopback webhook receiver for the demo's alerts unless the user configured delivery."""
+@contextmanager
+def _demo_receiver() -> Iterator[Any]:
+    """A loopback webhook receiver for the demo's alerts, unless the user configured delivery.
+
+    Points the alert settings at it for the duration of the demo, then restores the environment.
+    """
     from newspulse.settings import Settings
 
     configured = get_settings()  # environment and .env
     if configured.alert_webhook_url is not None or configured.alert_block != Settings.model_fields["alert_block"].default:
-        return None
+        yield None
+        return
     from newspulse.receiver import WebhookReceiver
 
-    receiver = WebhookReceiver()
-    os.environ["NEWSPULSE_ALERT_WEBHOOK_URL"] = receiver.url
-    os.environ["NEWSPULSE_ALERT_BLOCK"] = "custom-webhook/newspulse-demo-alerts"
-    os.environ["NEWSPULSE_ALERT_ALLOW_PRIVATE_URLS"] = "true"  # the receiver listens on 127.0.0.1
-    get_settings.cache_clear()
-    return receiver
+    demo_env = {"NEWSPULSE_ALERT_WEBHOOK_URL": "", "NEWSPULSE_ALERT_BLOCK": "custom-webhook/newspulse-demo-alerts",
+                "NEWSPULSE_ALERT_ALLOW_PRIVATE_URLS": "true"}  # the receiver listens on 127.0.0.1
+    saved = {k: os.environ.get(k) for k in demo_env}
+    with WebhookReceiver() as receiver:
+        os.environ.update({**demo_env, "NEWSPULSE_ALERT_WEBHOOK_URL": receiver.url})
+        get_settings.cache_clear()
+        try:
+            yield receiver
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            get_settings.cache_clear()
 
 
 def _print_monitoring(out: dict[str, Any], settings: Any, receiver: Any) -> None:
@@ -194,7 +210,6 @@ def _print_monitoring(out: dict[str, Any], settings: Any, receiver: Any) -> None
                   f"{len(mon.get('new_alerts', []))} new alert(s); report picture: {mon.get('report_png') or '-'}")
     if receiver is not None:
         console.print(f"the demo's webhook receiver on {receiver.url.split('?')[0]} got {len(receiver.posts)} alert(s)")
-        receiver.close()
     alerts = run_readonly(settings, "SELECT alert_id, severity, dimension, key, window_start, observed_negative_share "
                                     "AS observed, baseline_negative_share AS baseline, n_negative, n_articles, status "
                                     "FROM v_alerts ORDER BY window_start")

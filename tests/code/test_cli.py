@@ -74,3 +74,23 @@ def test_status_without_warehouse(settings) -> None:
     settings.warehouse_path.unlink(missing_ok=True)
     result = runner.invoke(app, ["status"])
     assert result.exit_code == 0 and "no warehouse" in result.output
+
+
+def test_demo_receiver_restores_the_environment(monkeypatch) -> None:
+    import os
+
+    from newspulse.cli import _demo_receiver
+    from newspulse.settings import get_settings
+
+    for key in ("NEWSPULSE_ALERT_WEBHOOK_URL", "NEWSPULSE_ALERT_BLOCK", "NEWSPULSE_ALERT_ALLOW_PRIVATE_URLS"):
+        monkeypatch.delenv(key, raising=False)
+    get_settings.cache_clear()
+    with _demo_receiver() as receiver:
+        assert receiver is not None and get_settings().alert_webhook_url.get_secret_value() == receiver.url
+        assert get_settings().alert_allow_private_urls
+    assert "NEWSPULSE_ALERT_WEBHOOK_URL" not in os.environ and get_settings().alert_webhook_url is None
+    monkeypatch.setenv("NEWSPULSE_ALERT_BLOCK", "slack-webhook/desk")  # the user's own delivery wins
+    get_settings.cache_clear()
+    with _demo_receiver() as receiver:
+        assert receiver is None
+    get_settings.cache_clear()

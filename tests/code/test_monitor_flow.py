@@ -208,6 +208,7 @@ def test_alert_block_of_the_wrong_type_is_refused(settings, monkeypatch: pytest.
     from tasks.alerts import ensure_alert_block
 
     Secret(value="not-a-notifier").save("np-test-secret", overwrite=True)
+    monkeypatch.delenv("NEWSPULSE_ALERT_WEBHOOK_URL", raising=False)  # nothing may create a block here
 
     @flow
     def probe(block: str):
