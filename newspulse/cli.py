@@ -312,7 +312,7 @@ def sql(
 
 @app.command()
 def status() -> None:
-    """Sources, their batches and freshness, and the latest batches."""
+    """Sources, their batches and freshness, the latest batches, and scoring and alert status."""
     from warehouse.query import run_readonly
 
     settings = get_settings()
@@ -322,6 +322,18 @@ def status() -> None:
     _print_result(run_readonly(settings, "SELECT * FROM v_source_freshness ORDER BY source"), "table")
     _print_result(run_readonly(settings, "SELECT batch_id, source, status, rows_read, rows_inserted, rows_duplicate,"
                                " rows_quarantined FROM v_ingest_batches ORDER BY finished_at DESC LIMIT 10"), "table")
+    version = run_readonly(settings, "SELECT model_version FROM model_registry WHERE stage = 'champion'")
+    if not version.rows:
+        console.print("no champion model yet: `newspulse finetune` (or `newspulse demo`) trains one")
+        return
+    _print_result(run_readonly(settings, f"""
+        SELECT '{version.rows[0][0]}' AS champion,
+               (SELECT count(*) FROM articles) AS articles,
+               (SELECT count(*) FROM v_scores) AS scored_by_champion,
+               (SELECT max(finished_at) FROM score_runs) AS last_score_run,
+               (SELECT max(computed_at) FROM sentiment_windows) AS last_monitor_run,
+               (SELECT count(*) FROM v_open_alerts) AS open_alerts,
+               (SELECT count(*) FROM alerts WHERE status = 'pending') AS undelivered_alerts"""), "table")
 
 
 @app.command("generate-stream")

@@ -131,3 +131,17 @@ def test_score_detection_counts_hits_related_and_false_alarms() -> None:
     assert (got["detected"], got["true_alerts"], got["related_alerts"], got["false_alarms"]) == (1, 1, 1, 1)
     assert got["recall"] == 0.5 and got["precision"] == 0.5 and got["median_delay_h"] == 1.5
     assert got["missed"] == ["topic energy"] and got["decoys_alerted"] == 0
+
+
+def test_cli_status_shows_champion_scoring_and_alerts(settings) -> None:
+    from warehouse import registry as db_registry
+
+    with connect(settings) as con:
+        migrate(con)
+        db_alerts.insert_alerts(con, [_spike()], model_version="m1", flow_run_id=None)
+        db_registry.record_model(con, {"model_version": "m1", "backbone": "tiny", "heads": {}, "metrics": {},
+                                       "val_score": 0.0, "served": "gpt", "val_split_id": "t", "artifact_path": "/x"})
+        db_registry.promote(con, "m1", "test")
+    out = CliRunner().invoke(app, ["status"])
+    assert out.exit_code == 0, out.output
+    assert "m1" in out.output and "open_alerts" in out.output and "undelivered_alerts" in out.output
