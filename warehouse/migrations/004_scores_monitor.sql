@@ -120,29 +120,21 @@ FROM scores s
 JOIN model_registry m ON m.model_version = s.model_version AND m.stage = 'champion'
 JOIN articles a ON a.article_id = s.article_id;
 
+-- Every window of every granularity; the per-granularity views below are what analysts query.
+CREATE OR REPLACE VIEW v_sentiment_windows AS
+SELECT granularity, window_start, window_end, dimension, key, n_articles, n_negative, n_positive,
+       round(negative_share, 4) AS negative_share, round(mean_score, 4) AS mean_score,
+       round(baseline_negative_share, 4) AS baseline_negative_share, p_value, is_spike
+FROM sentiment_windows;
+
 CREATE OR REPLACE VIEW v_sentiment_15m AS
-SELECT window_start, window_end, dimension, key, n_articles, n_negative, n_positive,
-       round(negative_share, 4) AS negative_share, round(mean_score, 4) AS mean_score,
-       round(baseline_negative_share, 4) AS baseline_negative_share, p_value, is_spike
-FROM sentiment_windows WHERE granularity = '15m';
-
+SELECT * EXCLUDE (granularity) FROM v_sentiment_windows WHERE granularity = '15m';
 CREATE OR REPLACE VIEW v_sentiment_hourly AS
-SELECT window_start, window_end, dimension, key, n_articles, n_negative, n_positive,
-       round(negative_share, 4) AS negative_share, round(mean_score, 4) AS mean_score,
-       round(baseline_negative_share, 4) AS baseline_negative_share, p_value, is_spike
-FROM sentiment_windows WHERE granularity = '1h';
-
+SELECT * EXCLUDE (granularity) FROM v_sentiment_windows WHERE granularity = '1h';
 CREATE OR REPLACE VIEW v_sentiment_4h AS
-SELECT window_start, window_end, dimension, key, n_articles, n_negative, n_positive,
-       round(negative_share, 4) AS negative_share, round(mean_score, 4) AS mean_score,
-       round(baseline_negative_share, 4) AS baseline_negative_share, p_value, is_spike
-FROM sentiment_windows WHERE granularity = '4h';
-
+SELECT * EXCLUDE (granularity) FROM v_sentiment_windows WHERE granularity = '4h';
 CREATE OR REPLACE VIEW v_sentiment_daily AS
-SELECT window_start, window_end, dimension, key, n_articles, n_negative, n_positive,
-       round(negative_share, 4) AS negative_share, round(mean_score, 4) AS mean_score,
-       round(baseline_negative_share, 4) AS baseline_negative_share, p_value, is_spike
-FROM sentiment_windows WHERE granularity = '1d';
+SELECT * EXCLUDE (granularity) FROM v_sentiment_windows WHERE granularity = '1d';
 
 CREATE OR REPLACE VIEW v_alerts AS
 SELECT alert_id, status, severity, dimension, key, granularity, window_start, window_end, last_window_end,
