@@ -514,7 +514,9 @@ def alerts_list(
     """Alerts, newest first."""
     from warehouse.query import run_readonly
 
-    where = {"open": "WHERE status IN ('pending', 'delivering', 'open', 'acked')", "all": ""}.get(
+    from warehouse.alerts import OPEN_STATUSES
+
+    where = {"open": f"WHERE status IN {OPEN_STATUSES}", "all": ""}.get(
         status, f"WHERE status = '{status}'" if status in ("pending", "delivering", "acked", "resolved") else None)
     if where is None:
         console.print(f"[red]unknown status {status!r}")

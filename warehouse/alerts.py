@@ -25,8 +25,7 @@ import duckdb
 
 from warehouse.connection import fetch_dicts
 
-STATUSES = ("pending", "delivering", "open", "acked", "resolved")
-OPEN_STATUSES = "('pending', 'delivering', 'open', 'acked')"
+OPEN_STATUSES = "('pending', 'delivering', 'open', 'acked')"  # SQL list: not resolved
 
 
 def dedup_key(alert: dict[str, Any]) -> str:
@@ -95,28 +94,29 @@ def extend_alerts(con: duckdb.DuckDBPyConnection, extended: dict[str, datetime])
     return len(extended)
 
 
-def list_alerts(con: duckdb.DuckDBPyConnection, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-    """Alerts, newest first; ``status`` filters ('open' means pending, delivering, open or acked)."""
-    if status == "open":
-        where, params = f"WHERE status IN {OPEN_STATUSES}", []
-    elif status:
-        where, params = "WHERE status = ?", [status]
-    else:
-        where, params = "", []
-    rows = fetch_dicts(con, f"SELECT * FROM alerts {where} ORDER BY window_end DESC, alert_id LIMIT {int(limit)}", params)
+def _alerts(con: duckdb.DuckDBPyConnection, where: str, params: list[Any], order: str = "window_end DESC, alert_id",
+            limit: int | None = None) -> list[dict[str, Any]]:
+    """Alert rows matching ``where``, with the ``evidence`` JSON decoded."""
+    limit_sql = f" LIMIT {int(limit)}" if limit else ""
+    rows = fetch_dicts(con, f"SELECT * FROM alerts WHERE {where} ORDER BY {order}{limit_sql}", params)
     for r in rows:
         if isinstance(r.get("evidence"), str):
             r["evidence"] = json.loads(r["evidence"])
     return rows
 
 
+def list_alerts(con: duckdb.DuckDBPyConnection, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """Alerts, newest first; ``status`` filters ('open' means pending, delivering, open or acked)."""
+    if status == "open":
+        return _alerts(con, f"status IN {OPEN_STATUSES}", [], limit=limit)
+    return _alerts(con, "status = ?" if status else "true", [status] if status else [], limit=limit)
+
+
 def get_alert(con: duckdb.DuckDBPyConnection, alert: str) -> dict[str, Any] | None:
     """One alert by id (or a unique id prefix)."""
-    rows = fetch_dicts(con, "SELECT * FROM alerts WHERE starts_with(alert_id, ?)", [alert]) if alert else []
+    rows = _alerts(con, "starts_with(alert_id, ?)", [alert]) if alert else []
     if len(rows) > 1:
         raise ValueError(f"alert id prefix {alert!r} is ambiguous ({len(rows)} alerts)")
-    if rows and isinstance(rows[0].get("evidence"), str):
-        rows[0]["evidence"] = json.loads(rows[0]["evidence"])
     return rows[0] if rows else None
 
 
@@ -144,22 +144,17 @@ def claim_pending(con: duckdb.DuckDBPyConnection, claimer: str, stale_after_s: f
     con.execute(
         "UPDATE alerts SET status = 'delivering', claimed_by = ?, claimed_at = now() WHERE status = 'pending' "
         "OR (status = 'delivering' AND claimed_at < now() - to_seconds(?))", [claimer, float(stale_after_s)])
-    rows = fetch_dicts(con, "SELECT * FROM alerts WHERE status = 'delivering' AND claimed_by = ? "
-                            "ORDER BY window_end, alert_id", [claimer])
-    for r in rows:
-        if isinstance(r.get("evidence"), str):
-            r["evidence"] = json.loads(r["evidence"])
-    return rows
+    return _alerts(con, "status = 'delivering' AND claimed_by = ?", [claimer], order="window_end, alert_id")
 
 
 def pending_alerts(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """Alerts waiting for delivery, oldest first."""
-    return list(reversed(list_alerts(con, "pending", limit=10_000)))
+    return _alerts(con, "status = 'pending'", [], order="window_end, alert_id")
 
 
 def alerts_without_event(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    """Alerts whose Prefect event has not been emitted yet."""
-    return [a for a in list_alerts(con, None, limit=10_000) if a["event_id"] is None]
+    """Alerts whose Prefect event has not been emitted yet (read every 15 minutes: filtered in SQL)."""
+    return _alerts(con, "event_id IS NULL", [], order="window_end, alert_id")
 
 
 def mark_event(con: duckdb.DuckDBPyConnection, alert: str, event_id: str) -> None:

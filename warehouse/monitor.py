@@ -38,7 +38,6 @@ GRANULARITIES: dict[str, tuple[str, timedelta]] = {
     "4h": ("INTERVAL 4 HOUR", timedelta(hours=4)),
     "1d": ("INTERVAL 1 DAY", timedelta(days=1)),
 }
-GRANULARITY_ORDER = {"15m": 0, "1h": 1, "4h": 2, "1d": 3}
 SLOT_US = 900_000_000  # 15 minutes, the finest window, in microseconds
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from warehouse.alerts import OPEN_STATUSES
 from warehouse.connection import fetch_dicts
 
 
@@ -28,7 +29,7 @@ def report_keys(con: duckdb.DuckDBPyConnection, alert_ids: list[str], limit: int
                                 f"ORDER BY dimension = 'overall', p_value LIMIT {limit}",
                            alert_ids)
     else:
-        rows = fetch_dicts(con, "SELECT * FROM alerts WHERE status IN ('pending', 'delivering', 'open', 'acked') "
+        rows = fetch_dicts(con, f"SELECT * FROM alerts WHERE status IN {OPEN_STATUSES} "
                                 f"ORDER BY window_end DESC LIMIT {limit}")
     return rows
 
@@ -98,7 +99,7 @@ def open_alerts_table(con: duckdb.DuckDBPyConnection, limit: int = 20) -> list[d
                strftime(window_start, '%Y-%m-%d %H:%M') AS window_start,
                round(observed, 3) AS observed, round(baseline, 3) AS baseline, n_negative, n_articles,
                printf('%.1e', p_value) AS p_value
-        FROM alerts WHERE status IN ('pending', 'delivering', 'open', 'acked') ORDER BY window_end DESC LIMIT {int(limit)}""")
+        FROM alerts WHERE status IN {OPEN_STATUSES} ORDER BY window_end DESC LIMIT {int(limit)}""")
 
 
 def markdown_report(summary: dict[str, Any], rows: list[dict[str, Any]], png: Path | None) -> str:

@@ -47,11 +47,6 @@ def _unscored_sql() -> str:
     )
 
 
-def count_unscored(con: duckdb.DuckDBPyConnection, model_version: str) -> int:
-    """How many articles ``model_version`` has not scored yet."""
-    return int(scalar(con, f"SELECT count(*) FROM ({_unscored_sql()})", {"model": model_version}))  # type: ignore[arg-type]
-
-
 def export_unscored(con: duckdb.DuckDBPyConnection, model_version: str, out_dir: Path, shard_size: int,
                     limit: int | None = None) -> list[str]:
     """Write the articles ``model_version`` has not scored into Parquet shards; returns their paths.
