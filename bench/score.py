@@ -51,6 +51,7 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from newspulse.settings import LOCAL_PREFECT_SERVER_ENV  # noqa: E402
 from sources import datasets as ds  # noqa: E402
 
 console = Console(width=160)
@@ -367,8 +368,7 @@ def _direct(settings, version: str, shard_size: int) -> int:
 # on SQLite; a Postgres-backed server does not serialise these writes.
 SERVER_SETUPS = {
     "default local server (SQLite)": {},
-    "SQLite, task-run recorder batched": {"PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "50",
-                                          "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1"},
+    "SQLite, task-run recorder batched": LOCAL_PREFECT_SERVER_ENV,
 }
 
 

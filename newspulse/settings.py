@@ -14,6 +14,16 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+# Environment for a local, SQLite-backed Prefect server (the ephemeral one, the tests' one). Its
+# task-run recorder otherwise commits every event on its own, and a `duckdb-writer` acquisition
+# that lands meanwhile waits ~2 s on SQLite's lock (bench/README.md, scoring). Read by the CLI,
+# the tests and bench/score.py before a server starts; a Postgres-backed server does not need it.
+LOCAL_PREFECT_SERVER_ENV: dict[str, str] = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "50",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+}
+
+
 class Settings(BaseSettings):
     """Runtime configuration. Override any field with ``NEWSPULSE_<FIELD>`` (case-insensitive)."""
 

@@ -20,11 +20,11 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-# The test server keeps task runs in SQLite; its task-run recorder otherwise commits every event on
-# its own, and a writer-slot acquisition that lands meanwhile waits ~2 s on SQLite's lock
-# (bench/score.py measures it). Batching the recorder removes most of that wait.
-os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE", "50")
-os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL", "1")
+# The test server keeps task runs in SQLite: batch its task-run recorder (see the constant).
+from newspulse.settings import LOCAL_PREFECT_SERVER_ENV  # noqa: E402  (no Prefect import inside)
+
+for _key, _value in LOCAL_PREFECT_SERVER_ENV.items():
+    os.environ.setdefault(_key, _value)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
