@@ -1,0 +1,373 @@
+"""Click model: an NRMS-style user encoder over frozen GPT news vectors.
+
+Items arrive as ``item_vectors (N, d_item)``: the champion GPT backbone's pooled embedding of
+each item's text, computed elsewhere and stored. The backbone is frozen here: re-encoding ~50k
+items every epoch on CPU is far too slow, and the same vectors already feed the monitor and the
+cosine features, so one encoder serves all of them. What trains is small:
+
+* **news tower** ``LayerNorm -> Linear -> GELU -> Dropout -> Linear``: adapts the frozen vectors
+  to the click task (GPT's pooled space is shaped by LM / topic / sentiment, not by clicks);
+* **user encoder** (NRMS, Wu et al. 2019): multi-head self-attention over the reprs of the last
+  ``max_history`` clicks plus a learned *recency* embedding (0 = most recent click), then
+  additive attention pooling to one user vector. A user with no history gets a learned
+  "empty user" vector instead of a NaN from an all-masked softmax;
+* **score** ``dot(user, item)``: a logit. Candidates are scored independently, so the model
+  never sees where a candidate sits in the impression.
+
+Training follows NRMS: each click becomes one sample (the click + ``neg_k`` non-clicks of the
+same impression), cross-entropy over the ``1 + neg_k`` logits with the click at index 0.
+
+Conventions: items are rows ``0..N-1`` of ``item_vectors``; histories and candidates are int64
+row arrays into it. Padded histories are ``(B, H)`` rows + ``(B, H)`` bool masks (True = real
+click); :func:`_pad_histories` left-aligns them (oldest first) but the recency index is counted
+from the mask, so any padding layout encodes the same way. Saved as ``model.safetensors`` +
+``click_config.json``, never pickled.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from models.rank_metrics import evaluate_impressions
+
+CONFIG_FILE = "click_config.json"
+WEIGHTS_FILE = "model.safetensors"
+PATIENCE = 2  # epochs without a better valid AUC before training stops
+ENCODE_CHUNK = 16384  # item rows per news-tower pass when encoding the whole table
+
+
+@dataclass
+class ClickConfig:
+    """Click-model sizes and training hyper-parameters."""
+
+    d_item: int  # width of the frozen item vectors
+    d_model: int = 128
+    n_heads: int = 4
+    max_history: int = 50  # most recent clicks used
+    neg_k: int = 4  # negatives per positive (NRMS: K=4)
+    dropout: float = 0.2
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class Impressions:
+    """Impressions as item indices (one entry per impression)."""
+
+    history: list[np.ndarray]  # int64 item rows the user clicked before, oldest first
+    candidates: list[np.ndarray]  # int64 item rows shown
+    labels: list[np.ndarray]  # 0/1 clicks, same length as candidates
+
+    def __len__(self) -> int:
+        return len(self.candidates)
+
+
+class ClickModel(nn.Module):
+    """News tower + NRMS user encoder; ``forward`` returns dot-product logits."""
+
+    def __init__(self, cfg: ClickConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.news = nn.Sequential(nn.LayerNorm(cfg.d_item), nn.Linear(cfg.d_item, d), nn.GELU(),
+                                  nn.Dropout(cfg.dropout), nn.Linear(d, d))
+        self.recency = nn.Embedding(cfg.max_history, d)  # index 0 = the most recent click
+        self.attn = nn.MultiheadAttention(d, cfg.n_heads, dropout=cfg.dropout, batch_first=True)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.pool_proj = nn.Linear(d, d)  # additive attention: q = w^T tanh(W h + b)
+        self.pool_query = nn.Linear(d, 1, bias=False)
+        self.empty_user = nn.Parameter(torch.randn(d) * 0.02)
+        nn.init.normal_(self.recency.weight, std=0.02)
+
+    def encode_items(self, vectors: torch.Tensor) -> torch.Tensor:
+        """(N, d_item) frozen vectors -> (N, d_model) item reprs."""
+        return self.news(vectors)
+
+    def encode_users(self, item_repr: torch.Tensor, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """User vectors (B, d_model) from ``history`` (B, H) rows into ``item_repr`` and ``mask`` (B, H).
+
+        ``mask`` is True on real clicks; rows without any get the learned empty-user vector.
+        """
+        B, H = history.shape
+        if H == 0:
+            return self.empty_user.expand(B, -1)
+        mask = mask.bool()
+        has = mask.any(dim=1)  # (B,)
+        # Recency = real clicks after this one; clamp so a longer history still finds an embedding.
+        m = mask.long()
+        recency = (m.flip(1).cumsum(1).flip(1) - m).clamp(max=self.cfg.max_history - 1)  # (B, H)
+        x = item_repr[history] + self.recency(recency)  # (B, H, d)
+        # An all-padded row would give NaN in both softmaxes: let it attend to slot 0, then replace it.
+        safe = mask.clone()
+        safe[:, 0] |= ~has
+        h, _ = self.attn(x, x, x, key_padding_mask=~safe, need_weights=False)  # (B, H, d)
+        h = self.dropout(h + x)  # residual keeps each click's own repr (few clicks per user)
+        a = self.pool_query(torch.tanh(self.pool_proj(h))).squeeze(-1)  # (B, H)
+        a = a.float().masked_fill(~safe, float("-inf")).softmax(dim=1).to(h.dtype)
+        user = (a.unsqueeze(-1) * h).sum(dim=1)  # (B, d)
+        return torch.where(has.unsqueeze(1), user, self.empty_user.to(user.dtype).expand_as(user))
+
+    def forward(self, item_vectors: torch.Tensor, history: torch.Tensor, mask: torch.Tensor,
+                candidates: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C) of ``candidates`` (B, C) for users ``history``/``mask`` (B, H).
+
+        Only the unique rows the batch touches go through the news tower (N may be ~60k).
+        """
+        B, H = history.shape
+        rows, local = torch.unique(torch.cat([history.reshape(-1), candidates.reshape(-1)]), return_inverse=True)
+        reprs = self.encode_items(item_vectors[rows])  # (U, d)
+        user = self.encode_users(reprs, local[: B * H].view(B, H), mask)  # (B, d)
+        cand = reprs[local[B * H :].view(candidates.shape)]  # (B, C, d)
+        return torch.einsum("bd,bcd->bc", user, cand)
+
+
+def _device(device: str | None) -> torch.device:
+    """``device``, or CUDA when available, else CPU."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _pad_histories(histories: list[np.ndarray], max_history: int) -> tuple[np.ndarray, np.ndarray]:
+    """Last ``max_history`` clicks of each history, left-aligned: rows (n, H>=1) and lengths (n,)."""
+    cut = [np.asarray(h, dtype=np.int64)[-max_history:] for h in histories]  # max_history >= 1
+    lengths = np.fromiter((len(h) for h in cut), dtype=np.int64, count=len(cut))
+    rows = np.zeros((len(cut), max(1, int(lengths.max(initial=0)))), dtype=np.int64)  # pad = row 0, masked
+    for i, h in enumerate(cut):
+        rows[i, : len(h)] = h
+    return rows, lengths
+
+
+def _batch_history(rows: np.ndarray, lengths: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Trim padded rows to the batch's longest history: ``(history (B, H), mask (B, H))`` on device."""
+    H = max(1, int(lengths.max(initial=0)))
+    mask = np.arange(H) < lengths[:, None]
+    return torch.from_numpy(np.ascontiguousarray(rows[:, :H])).to(device), torch.from_numpy(mask).to(device)
+
+
+def _check(n_items: int, imps: Impressions | None = None, **rows: list[np.ndarray]) -> None:
+    """Raise unless ``imps`` is consistent and every index array (``imps``' and ``rows``') is in ``0..n_items-1``."""
+    if imps is not None:
+        if not len(imps.history) == len(imps.candidates) == len(imps.labels):
+            raise ValueError("Impressions need one history, candidates and labels array per impression")
+        rows = {"history": imps.history, "candidates": imps.candidates, **rows}
+    for name, arrays in rows.items():
+        for i, a in enumerate(arrays):
+            a = np.asarray(a)
+            if a.size and (a.min() < 0 or a.max() >= n_items):
+                raise IndexError(f"{name}[{i}] holds rows outside 0..{n_items - 1}")
+
+
+@torch.inference_mode()
+def _item_table(model: ClickModel, item_t: torch.Tensor) -> torch.Tensor:
+    """Item reprs (N, d_model) in float32 for the whole table, in chunks."""
+    use_bf16 = item_t.device.type == "cuda"
+    out = []
+    for s in range(0, item_t.shape[0], ENCODE_CHUNK):
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
+            out.append(model.encode_items(item_t[s : s + ENCODE_CHUNK]).float())
+    return torch.cat(out) if out else item_t.new_zeros((0, model.cfg.d_model))
+
+
+@torch.inference_mode()
+def _user_table(model: ClickModel, table: torch.Tensor, histories: list[np.ndarray], batch_size: int) -> torch.Tensor:
+    """User vectors (U, d_model), float32, ``batch_size`` users per pass."""
+    use_bf16 = table.device.type == "cuda"
+    out = []
+    for s in range(0, len(histories), batch_size):
+        rows, lengths = _pad_histories(histories[s : s + batch_size], model.cfg.max_history)
+        hist, mask = _batch_history(rows, lengths, table.device)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
+            out.append(model.encode_users(table, hist, mask).float())
+    return torch.cat(out) if out else table.new_zeros((0, model.cfg.d_model))
+
+
+def _score_tensor(model: ClickModel, item_t: torch.Tensor, imps: Impressions, batch_size: int) -> list[np.ndarray]:
+    """Logits (float64) per impression; the model is in eval mode for the call, its mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        table = _item_table(model, item_t)  # (N, d)
+        users = _user_table(model, table, imps.history, batch_size)  # (n, d)
+        sizes = [len(c) for c in imps.candidates]
+        flat = np.concatenate([np.asarray(c, dtype=np.int64) for c in imps.candidates]) if sizes else np.zeros(0, np.int64)
+        owner = np.repeat(np.arange(len(sizes)), sizes)  # (sum C,) impression of each candidate
+        scores = np.zeros(len(flat), dtype=np.float64)
+        for s in range(0, len(flat), ENCODE_CHUNK * 16):  # chunks bound the (rows, d) gathers (MIND: ~3M)
+            c_t, o_t = (torch.from_numpy(a[s : s + ENCODE_CHUNK * 16]).to(item_t.device) for a in (flat, owner))
+            scores[s : s + len(c_t)] = (table[c_t] * users[o_t]).sum(dim=1).double().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return np.split(scores, np.cumsum(sizes)[:-1]) if sizes else []
+
+
+def score_impressions(model: ClickModel, item_vectors: np.ndarray, imps: Impressions, batch_size: int = 256,
+                      device: str | None = None, *, logits: bool = False) -> list[np.ndarray]:
+    """Click probabilities (sigmoid of the logits, float64) of every candidate, one array per impression.
+
+    The model was trained with a softmax over one click and ``neg_k`` non-clicks, so these rank
+    candidates well but are not calibrated click rates. ``logits=True`` returns the raw logits.
+    """
+    item_t = torch.as_tensor(np.asarray(item_vectors, dtype=np.float32), device=_device(device))
+    _check(item_t.shape[0], imps)
+    model.to(item_t.device)
+    scores = _score_tensor(model, item_t, imps, batch_size)
+    return scores if logits else [1.0 / (1.0 + np.exp(-s)) for s in scores]
+
+
+def score_users(model: ClickModel, item_vectors: np.ndarray, histories: list[np.ndarray], candidates: np.ndarray,
+                batch_size: int = 256, device: str | None = None, *, logits: bool = False) -> np.ndarray:
+    """(U, C) float32 click probabilities of every user against one shared ``candidates`` array.
+
+    For the nightly top-k over a candidate pool: item reprs once, user vectors in batches, then
+    one matmul. float32 sigmoids round to 1.0 above a logit of ~17; rank on ``logits=True`` if
+    the top of the list must not tie.
+    """
+    item_t = torch.as_tensor(np.asarray(item_vectors, dtype=np.float32), device=_device(device))
+    cand = np.asarray(candidates, dtype=np.int64)
+    _check(item_t.shape[0], histories=histories, candidates=[cand])
+    model.to(item_t.device)
+    was_training = model.training
+    model.eval()
+    try:
+        table = _item_table(model, item_t)  # (N, d)
+        users = _user_table(model, table, list(histories), batch_size)  # (U, d)
+        out = users @ table[torch.from_numpy(cand).to(item_t.device)].T  # (U, C)
+    finally:
+        model.train(was_training)
+    return (out if logits else torch.sigmoid(out)).cpu().numpy().astype(np.float32, copy=False)
+
+
+def _samples(imps: Impressions, neg_k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
+    """NRMS samples: ``(impression (S,), candidates (S, 1+neg_k) click first, skipped positives)``."""
+    imp_idx, cands, skipped = [], [], 0
+    for i, (cand, lab) in enumerate(zip(imps.candidates, imps.labels, strict=True)):
+        cand, lab = np.asarray(cand, dtype=np.int64), np.asarray(lab)
+        pos, neg = cand[lab > 0], cand[lab <= 0]
+        if len(pos) == 0:
+            continue
+        if len(neg) == 0:
+            skipped += len(pos)
+            continue
+        if len(neg) >= neg_k:  # without replacement: the neg_k smallest of random keys per positive
+            pick = np.argsort(rng.random((len(pos), len(neg))), axis=1)[:, :neg_k]
+        else:
+            pick = rng.integers(0, len(neg), size=(len(pos), neg_k))
+        imp_idx.append(np.full(len(pos), i, dtype=np.int64))
+        cands.append(np.concatenate([pos[:, None], neg[pick]], axis=1))
+    if not cands:
+        return np.zeros(0, np.int64), np.zeros((0, 1 + neg_k), np.int64), skipped
+    return np.concatenate(imp_idx), np.concatenate(cands), skipped
+
+
+def train_click_model(item_vectors: np.ndarray, train: Impressions, cfg: ClickConfig, *,
+                      valid: Impressions | None = None, time_budget_s: float | None = None,
+                      device: str | None = None, progress: bool = False) -> tuple[ClickModel, dict[str, Any]]:
+    """Train a :class:`ClickModel` with the NRMS recipe; returns ``(model in eval mode, stats)``.
+
+    Negatives are re-drawn every epoch (seeded). With ``valid``, the epoch with the best mean AUC
+    is kept (early stopping after ``PATIENCE`` epochs without improvement). ``time_budget_s`` stops
+    mid-epoch; that partial epoch is still validated. The caller's torch RNG state is restored.
+    """
+    from tqdm.auto import tqdm
+
+    dev = _device(device)
+    item_t = torch.as_tensor(np.asarray(item_vectors, dtype=np.float32), device=dev)
+    if item_t.ndim != 2 or item_t.shape[1] != cfg.d_item:
+        raise ValueError(f"item_vectors {tuple(item_t.shape)} do not match d_item={cfg.d_item}")
+    _check(item_t.shape[0], train)
+    _check(item_t.shape[0], valid)
+    use_bf16 = dev.type == "cuda"  # bf16 autocast on CUDA only (much slower than fp32 on CPU)
+    rng = np.random.default_rng(cfg.seed)
+    hist_rows, hist_len = _pad_histories(train.history, cfg.max_history)  # (n_imp, H), (n_imp,)
+    start = time.monotonic()
+    stats: dict[str, Any] = {"epochs_run": 0, "best_epoch": 0, "train_samples": 0, "skipped_positives": 0,
+                             "train_loss": [], "valid_metrics": [], "best_valid": None, "stopped": "epochs"}
+    cuda_devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(cfg.seed)
+        model = ClickModel(cfg).to(dev)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        best_auc, best_state, bad = -np.inf, None, 0
+        for epoch in range(1, cfg.epochs + 1):
+            imp_idx, cands, skipped = _samples(train, cfg.neg_k, rng)
+            if len(imp_idx) == 0:
+                raise ValueError("no training sample: no impression has both a click and a non-click")
+            stats["train_samples"], stats["skipped_positives"] = len(imp_idx), skipped
+            order = rng.permutation(len(imp_idx))
+            model.train()
+            total, steps, out_of_time = 0.0, 0, False
+            bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"click epoch {epoch}/{cfg.epochs}",
+                       disable=not progress, leave=False)
+            for s in bar:
+                b = order[s : s + cfg.batch_size]
+                hist, mask = _batch_history(hist_rows[imp_idx[b]], hist_len[imp_idx[b]], dev)
+                cand = torch.from_numpy(cands[b]).to(dev)  # (B, 1+K), the click at index 0
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
+                    logits = model(item_t, hist, mask, cand)
+                loss = F.cross_entropy(logits.float(), torch.zeros(len(b), dtype=torch.long, device=dev))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                total, steps = total + float(loss.detach()), steps + 1
+                bar.set_postfix(loss=f"{total / steps:.4f}")
+                if time_budget_s is not None and time.monotonic() - start > time_budget_s:
+                    out_of_time = True
+                    break
+            stats["epochs_run"] = epoch
+            stats["train_loss"].append(total / max(steps, 1))
+            if valid is not None:
+                metrics = evaluate_impressions(valid.labels, _score_tensor(model, item_t, valid, 256))
+                stats["valid_metrics"].append(metrics)
+                if metrics["auc"] > best_auc:  # NaN (no usable impression) never counts as better
+                    best_auc, bad, stats["best_epoch"], stats["best_valid"] = metrics["auc"], 0, epoch, metrics
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    bad += 1
+            if out_of_time:
+                stats["stopped"] = "time_budget"
+                break
+            if valid is not None and bad >= PATIENCE:
+                stats["stopped"] = "early_stopping"
+                break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        else:  # no valid set (or no usable valid impression): the last epoch's weights
+            stats["best_epoch"] = stats["epochs_run"]
+    stats["seconds"] = time.monotonic() - start
+    return model.eval(), stats
+
+
+def save_click_model(model: ClickModel, out_dir: Path, extra: dict | None = None) -> None:
+    """Write ``model.safetensors`` and ``click_config.json`` (config + ``extra`` metadata) to ``out_dir``."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})
+    meta = {"config": asdict(model.cfg), "extra": extra or {}}
+    (out_dir / CONFIG_FILE).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+
+
+def load_click_model(model_dir: Path, device: str = "cpu") -> ClickModel:
+    """Load a directory written by :func:`save_click_model`; the model comes back in eval mode."""
+    from safetensors.torch import load_file
+
+    model_dir = Path(model_dir)
+    meta = json.loads((model_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    model = ClickModel(ClickConfig(**meta["config"]))
+    model.load_state_dict(load_file(str(model_dir / WEIGHTS_FILE), device=str(device)))
+    return model.to(device).eval()
