@@ -136,6 +136,33 @@ class Settings(BaseSettings):
     alert_delivery_attempts: int = Field(3, ge=1, description="Tries per alert within one monitor run.")
     alert_retry_backoff_s: float = Field(1.0, description="First retry delay; doubles each try.")
 
+    # --- recommendations ----------------------------------------------------------------------
+    rec_history_days: float = Field(
+        30.0, description="Impressions within this many days before as_of feed profiles and the click model."
+    )
+    rec_candidate_hours: float = Field(
+        48.0, description="Articles published (or first shown) this recently may be recommended."
+    )
+    rec_popularity_hours: float = Field(24.0, description="Clicks in this window make an item's popularity.")
+    rec_max_candidates: int = Field(2000, ge=1, description="Candidate pool size (most clicked, then newest).")
+    rec_top_k: int = Field(20, ge=1, description="Recommendations stored per user.")
+    rec_users_per_shard: int = Field(20_000, ge=1, description="Users ranked per task.")
+    rec_profile_half_life: float = Field(
+        10.0, description="User profile weights halve every this many clicks back."
+    )
+    rec_topic_prior_strength: float = Field(
+        5.0, description="Pseudo-clicks of the global topic share that shrink a thin user's topic affinity."
+    )
+    rec_cold_popularity_weight: float = Field(
+        0.7, ge=0.0, le=1.0, description="Cold-start score = w * popularity + (1 - w) * topic prior."
+    )
+    rec_min_train_impressions: int = Field(
+        50, description="Fewer impressions with a click and a non-click: no click model, a hand-made score."
+    )
+    rec_click_epochs: int = Field(5, ge=1, description="Click model epochs (early stopping on the newest 10%).")
+    rec_click_time_budget_s: float = Field(900.0, description="Longest click model training.")
+    rec_device: str | None = Field(None, description="Click model device: 'cuda', 'cpu' or None for CUDA when available.")
+
     @property
     def staging_dir(self) -> Path:
         """Folder for per-batch staging files (Parquet) written before a commit."""
@@ -155,6 +182,11 @@ class Settings(BaseSettings):
     def reports_dir(self) -> Path:
         """Pictures and reports written by flows (sentiment timelines)."""
         return self.home / "reports"
+
+    @property
+    def click_models_dir(self) -> Path:
+        """Trained click models (safetensors + JSON), one folder per source, backbone and log state."""
+        return self.home / "click_models"
 
     @property
     def demo_dir(self) -> Path:
