@@ -4,7 +4,8 @@ Generate the seeded demo stream -> ingest articles, gold labels and click logs (
 ingest run) -> optionally the public datasets -> a short domain pretraining of the backbone on the
 ingested corpus -> multi-head fine-tuning on the gold labels, evaluated next to the TF-IDF
 baseline, registered and promoted if it wins -> score every article with the champion ->
-monitor: sentiment windows, spike alerts and their delivery. Recommendations join as they land.
+monitor: sentiment windows, spike alerts and their delivery -> recommendations for every click
+log's users (click model, features, top-k).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from flows.finetune import finetune_flow
 from flows.ingest import ingest_flow
 from flows.monitor import monitor_flow
 from flows.pretrain import pretrain_flow
+from flows.recommend import recommend_flow
 from flows.score import score_flow
 from newspulse.settings import get_settings
 from tasks.demo import generate_demo_stream
@@ -63,6 +65,8 @@ def pipeline_flow(
     result["score"] = score_flow()
     # The demo replays a month of history: its alerts are sent although their windows are old.
     result["monitor"] = monitor_flow(notify_backfill=True)
+    # Per-user recommendations from the click logs (the demo's users, and MIND's when ingested).
+    result["recommend"] = recommend_flow()
     return result
 
 

@@ -633,3 +633,53 @@ def score_detection(alerts: list[dict[str, Any]], truth: dict[str, Any], grace_h
             "median_delay_h": float(np.median(delays)) if delays else None, "delays_h": delays,
             "decoys": len(truth.get("decoys", [])), "decoys_alerted": decoys_alerted,
             "missed": [f"{e['dimension']} {e['key']}" for i, (_, _, e) in enumerate(spans) if i not in hits]}
+
+
+def article_topics(articles_jsonl: Path | str) -> dict[str, str]:
+    """``{article id: true topic}`` from a generated ``articles.jsonl`` (broken lines are skipped)."""
+    out: dict[str, str] = {}
+    for line in Path(articles_jsonl).read_text(encoding="utf-8").splitlines():
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("id"), str) and obj.get("topic") in TOPICS:
+            out[obj["id"]] = obj["topic"]
+    return out
+
+
+def score_recommendations(recs: list[dict[str, Any]], truth: dict[str, Any], topic_of: dict[str, str]) -> dict[str, Any]:
+    """How well recommendations recover the users' latent topic preferences.
+
+    ``recs`` rows have ``user_id`` and ``item`` (the generated article id). Per warm user (not a
+    cold start in ``truth``): the share of their recommendations on their favourite latent topic,
+    against the share that topic has among *all* users' recommendations (what they would get if
+    the ranking ignored them), and the Spearman correlation between the latent preference vector
+    and the recommended topic shares. Means over users.
+    """
+    from scipy.stats import spearmanr
+
+    users = truth["users"]
+    by_user: dict[str, list[str]] = {}
+    for r in recs:
+        if r["item"] in topic_of:
+            by_user.setdefault(r["user_id"], []).append(topic_of[r["item"]])
+    overall = np.array([sum(t == topic for ts in by_user.values() for t in ts) for topic in TOPICS], dtype=float)
+    overall /= max(overall.sum(), 1.0)
+    fav_share, base_share, rhos = [], [], []
+    for user, topics in by_user.items():
+        info = users.get(user)
+        if info is None or info["cold_start"]:
+            continue
+        prefs = np.array([info["topic_preferences"][t] for t in TOPICS])
+        shares = np.array([topics.count(t) for t in TOPICS], dtype=float) / len(topics)
+        fav = int(np.argmax(prefs))
+        fav_share.append(shares[fav])
+        base_share.append(overall[fav])
+        if shares.std() > 0:
+            rhos.append(float(spearmanr(prefs, shares).statistic))
+    return {"users": len(fav_share),
+            "favourite_topic_share": float(np.mean(fav_share)) if fav_share else None,
+            "unpersonalised_share": float(np.mean(base_share)) if base_share else None,
+            "spearman": float(np.mean(rhos)) if rhos else None}
+

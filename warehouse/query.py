@@ -23,10 +23,14 @@ class QueryResult:
     truncated: bool
 
 
-def run_readonly(settings: Settings, sql: str, limit: int | None = 1000) -> QueryResult:
-    """Run one analyst query on a sandboxed read-only connection; waits out a busy writer."""
+def run_readonly(settings: Settings, sql: str, limit: int | None = 1000,
+                 params: list[Any] | None = None) -> QueryResult:
+    """Run one analyst query on a sandboxed read-only connection; waits out a busy writer.
+
+    ``params`` binds ``?`` placeholders (values typed by a user never go into the SQL text).
+    """
     with connect_readonly(settings, sandboxed=True) as con:
-        cur = con.execute(sql)
+        cur = con.execute(sql, params or [])
         if cur.description is None:
             cur.fetchall()
             return QueryResult([], [], False)
