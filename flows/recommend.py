@@ -16,10 +16,11 @@ from typing import Any
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.score import score_flow
 from newspulse.settings import get_settings
 from tasks.recommend import (
-    commit_recommendation_shards, list_click_logs, plan_recommendations, publish_recommend_report, rank_user_shard,
-    train_click_model_task)
+    commit_recommendation_shards, discard_plan, list_click_logs, plan_recommendations, publish_recommend_report,
+    rank_user_shard, train_click_model_task)
 from tasks.warehouse import migrate_warehouse
 
 
@@ -30,19 +31,26 @@ def _run_name() -> str:
 @flow(name="recommend", flow_run_name=_run_name,
       # Shards one at a time by default: numpy and torch already use every core in each.
       task_runner=ThreadPoolTaskRunner(max_workers=1))
-def recommend_flow(sources: list[str] | None = None, as_of: str | None = None, retrain: bool = False
-                   ) -> dict[str, Any]:
+def recommend_flow(sources: list[str] | None = None, as_of: str | None = None, retrain: bool = False,
+                   embed_missing: bool = True) -> dict[str, Any]:
     """Build ``rec_features`` for every click-log source (or ``sources``).
 
     ``as_of`` (ISO time) ranks as seen at that moment; the default is each log's newest
     impression, so a replayed log is served at its own end. ``retrain`` refits the click model
-    even when one exists for the same backbone and log state.
+    even when one exists for the same backbone and log state. ``embed_missing`` first scores the
+    articles the champion has not embedded yet (the score flow, uncapped), so every clicked or
+    fresh item has a vector.
     """
     settings = get_settings()
     migrate_warehouse(settings)
     results: dict[str, Any] = {}
     for source in sources or list_click_logs(settings):
         plan = plan_recommendations(settings, source, as_of)
+        if not plan["reason"] and plan["items_without_embedding"] and embed_missing:
+            # Item vectors come from the champion's embeddings; fill the gaps, then export again.
+            discard_plan(plan)
+            score_flow(all_unscored=True)
+            plan = plan_recommendations(settings, source, as_of)
         if plan["reason"]:
             results[source] = {"source": source, "rows_written": 0, "reason": plan["reason"]}
             continue

@@ -26,15 +26,16 @@ from tasks.warehouse import migrate_warehouse
       # Swap in a distributed runner (issue 6) to spread shards over workers.
       task_runner=ThreadPoolTaskRunner(max_workers=1))
 def score_flow(model_version: str = "champion", shard_size: int | None = None, limit: int | None = None,
-               batch_size: int | None = None) -> dict[str, Any]:
+               batch_size: int | None = None, all_unscored: bool = False) -> dict[str, Any]:
     """Score unscored articles with ``model_version`` (default: the champion) into ``scores``.
 
-    At most ``limit`` (default ``score_max_rows_per_run``) articles per run, newest first.
+    At most ``limit`` (default ``score_max_rows_per_run``) articles per run, newest first;
+    ``all_unscored`` lifts the cap (the recommend flow needs every clicked item embedded).
     """
     settings = get_settings()
     migrate_warehouse(settings)
     plan = plan_score_shards(settings, model_version, shard_size or settings.score_shard_size,
-                             limit or settings.score_max_rows_per_run)
+                             None if all_unscored else limit or settings.score_max_rows_per_run)
     if not plan["inputs"]:
         return {"score_run_id": plan["score_run_id"], "model_version": plan["model_version"],
                 "rows_inserted": 0, "rows_selected": 0, "reason": plan.get("reason") or "nothing new to score"}

@@ -93,6 +93,12 @@ def plan_recommendations(settings: Settings, source: str, as_of: str | None = No
     return plan
 
 
+@task(name="discard-recommend-plan", cache_policy=NO_CACHE)
+def discard_plan(plan: dict[str, Any]) -> None:
+    """Remove a plan's exported files (it is replaced by a fresh export)."""
+    shutil.rmtree(plan["run_dir"], ignore_errors=True)
+
+
 def _click_model_dir(settings: Settings, plan: dict[str, Any]) -> Path:
     """Same source, backbone, as_of and log contents -> same folder: re-runs reuse the model."""
     key = json.dumps([plan["model_version"], plan["as_of"], plan["impressions"], plan["events"],

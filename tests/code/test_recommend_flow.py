@@ -145,3 +145,28 @@ def test_recommend_flow_without_champion_or_clicks_does_nothing(settings):
         migrate(con)
     assert recommend_flow() == {}
     assert recommend_flow(sources=["nothing"])["nothing"]["rows_written"] == 0
+
+
+def test_recommend_flow_embeds_missing_items_and_ranks_without_a_click_model(settings, monkeypatch):
+    """A real (tiny, untrained) champion: the flow scores the items it has not embedded, and with too
+    few impressions for a click model it ranks by the hand-made score (click_prob stays NULL)."""
+    from flows.recommend import recommend_flow
+    from tests.conftest import register_tiny_champion
+
+    monkeypatch.setenv("NEWSPULSE_REC_MIN_TRAIN_IMPRESSIONS", "100000")
+    get_settings.cache_clear()
+    settings = get_settings()
+    _load(settings, n_users=6, cold_users=1)
+    with connect(settings) as con:  # forget the planted scores: the tiny champion has scored nothing
+        con.execute("DELETE FROM embeddings")
+        con.execute("DELETE FROM scores")
+    register_tiny_champion(settings, topics=tuple(TOPICS))
+
+    out = recommend_flow()["clicks"]
+    assert out["click_model"] is None and out["items_without_embedding"] == 0 and out["rows_written"] > 0
+    with connect(settings) as con:
+        scored = con.execute("SELECT count(*) FROM v_scores").fetchone()[0]
+        probs = con.execute("SELECT count(click_prob), count(similarity), count(*) FROM v_user_recommendations "
+                            "WHERE NOT cold_start").fetchone()
+    assert scored == 240  # every article now has the champion's scores and embedding
+    assert probs[0] == 0 and probs[1] == probs[2] > 0
