@@ -139,7 +139,7 @@ def train_click_model_task(settings: Settings, plan: dict[str, Any], retrain: bo
 
     train, valid = subset(usable[:cut]), subset(usable[cut:])
     cfg = ClickConfig(d_item=inputs.vectors.shape[1], epochs=settings.rec_click_epochs)
-    model, stats = train_click_model(inputs.vectors, train, cfg, valid=valid,
+    model, stats = train_click_model(inputs.vectors, train, cfg, valid=valid, progress=True,
                                      time_budget_s=settings.rec_click_time_budget_s, device=settings.rec_device)
     clicks = np.zeros(len(inputs.item_ids))
     for c, lab in zip(train.candidates, train.labels, strict=True):
