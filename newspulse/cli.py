@@ -356,9 +356,12 @@ def status() -> None:
                (SELECT max(finished_at) FROM score_runs) AS last_score_run,
                (SELECT max(computed_at) FROM sentiment_windows) AS last_monitor_run,
                (SELECT count(*) FROM v_open_alerts) AS open_alerts,
-               (SELECT count(*) FROM alerts WHERE status = 'pending') AS undelivered_alerts,
-               (SELECT max(finished_at) FROM rec_runs) AS last_recommend_run,
-               (SELECT count(DISTINCT (source, user_id)) FROM v_user_recommendations) AS users_with_recs"""), "table")
+               (SELECT count(*) FROM alerts WHERE status = 'pending') AS undelivered_alerts"""), "table")
+    _print_result(run_readonly(settings, """
+        SELECT source AS click_log, max(finished_at) AS last_recommend_run, arg_max(as_of, finished_at) AS as_of,
+               arg_max(users, finished_at) AS users, arg_max(rows_written, finished_at) AS recommendations,
+               round(arg_max(metrics->>'$.click_model.auc', finished_at)::DOUBLE, 4) AS click_model_auc
+        FROM v_rec_runs GROUP BY 1 ORDER BY 1"""), "table")
 
 
 @app.command("generate-stream")

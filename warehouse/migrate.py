@@ -12,6 +12,8 @@ from pathlib import Path
 
 import duckdb
 
+from warehouse.connection import transaction
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 
@@ -50,16 +52,11 @@ def migrate(con: duckdb.DuckDBPyConnection, directory: Path = MIGRATIONS_DIR) ->
     for mig in available_migrations(directory):
         if mig.version in done:
             continue
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             con.execute(mig.path.read_text(encoding="utf-8"))
             con.execute(
                 "INSERT INTO schema_migrations VALUES (?, ?, now())", [mig.version, mig.name]
             )
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
         applied.append(mig.version)
     return applied
 

@@ -32,6 +32,8 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import numpy as np
 
+from warehouse.connection import transaction
+
 GRANULARITIES: dict[str, tuple[str, timedelta]] = {
     "15m": ("INTERVAL 15 MINUTE", timedelta(minutes=15)),
     "1h": ("INTERVAL 1 HOUR", timedelta(hours=1)),
@@ -197,8 +199,7 @@ def _spike_tests(con: duckdb.DuckDBPyConnection, params: MonitorParams) -> None:
 
 def store_windows(con: duckdb.DuckDBPyConnection, cutoff: datetime, model_version: str | None) -> int:
     """Replace ``sentiment_windows`` from ``cutoff`` on with ``mon_windows`` (one transaction)."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute("DELETE FROM sentiment_windows WHERE window_start >= ?", [cutoff])
         n = con.execute("""
             INSERT INTO sentiment_windows BY NAME
@@ -208,10 +209,6 @@ def store_windows(con: duckdb.DuckDBPyConnection, cutoff: datetime, model_versio
                    ? AS model_version, now() AS computed_at
             FROM mon_windows WHERE window_start >= ?
         """, [model_version, cutoff]).fetchall()[0][0]
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return int(n)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import duckdb
 
-from warehouse.connection import scalar
+from warehouse.connection import scalar, transaction
 
 REC_COLUMNS = [
     "source", "user_id", "article_id", "model_version", "score", "rank", "click_prob", "similarity",
@@ -138,25 +138,21 @@ def commit_recommendations(con: duckdb.DuckDBPyConnection, rec_paths: list[str],
     con.execute(f"CREATE OR REPLACE TEMP VIEW staged_recs AS SELECT * FROM {rec_source}")
     params = {"source": source, "model": model_version}
     users_sql = "SELECT DISTINCT user_id FROM staged_profiles"
-    con.execute("BEGIN TRANSACTION")
     try:
-        replaced = con.execute(
-            f"DELETE FROM rec_features WHERE source = $source AND model_version = $model AND user_id IN ({users_sql})",
-            params).fetchall()[0][0]
-        inserted = con.execute(
-            f"INSERT INTO rec_features ({', '.join(REC_COLUMNS)}) SELECT {', '.join(REC_COLUMNS)} FROM staged_recs"
-        ).fetchall()[0][0]
-        con.execute(
-            f"DELETE FROM user_profiles WHERE source = $source AND model_version = $model AND user_id IN ({users_sql})",
-            params)
-        users = con.execute(
-            f"INSERT INTO user_profiles ({', '.join(PROFILE_COLUMNS)}) SELECT "
-            + ", ".join("CAST(profile AS FLOAT[])" if c == "profile" else c for c in PROFILE_COLUMNS)
-            + " FROM staged_profiles").fetchall()[0][0]
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+        with transaction(con):
+            replaced = con.execute(
+                f"DELETE FROM rec_features WHERE source = $source AND model_version = $model AND user_id IN ({users_sql})",
+                params).fetchall()[0][0]
+            inserted = con.execute(
+                f"INSERT INTO rec_features ({', '.join(REC_COLUMNS)}) SELECT {', '.join(REC_COLUMNS)} FROM staged_recs"
+            ).fetchall()[0][0]
+            con.execute(
+                f"DELETE FROM user_profiles WHERE source = $source AND model_version = $model AND user_id IN ({users_sql})",
+                params)
+            users = con.execute(
+                f"INSERT INTO user_profiles ({', '.join(PROFILE_COLUMNS)}) SELECT "
+                + ", ".join("CAST(profile AS FLOAT[])" if c == "profile" else c for c in PROFILE_COLUMNS)
+                + " FROM staged_profiles").fetchall()[0][0]
     finally:
         con.execute("DROP VIEW IF EXISTS staged_recs")
         con.execute("DROP VIEW IF EXISTS staged_profiles")

@@ -12,7 +12,7 @@ from typing import Any
 
 import duckdb
 
-from warehouse.connection import fetch_dicts
+from warehouse.connection import fetch_dicts, transaction
 
 COLUMNS = ["model_version", "backbone", "pretrained_from", "heads", "metrics", "val_score",
            "baseline_val_score", "served", "val_split_id", "data_snapshot", "artifact_path", "flow_run_id"]
@@ -63,17 +63,12 @@ def promote(con: duckdb.DuckDBPyConnection, version: str, reason: str) -> None:
     """Make ``version`` the champion (the old champion is archived), in one transaction."""
     if get_model(con, version) is None:
         raise KeyError(f"no model version {version!r}")
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         old = champion(con)
         if old:
             con.execute("UPDATE model_registry SET stage = 'archived' WHERE model_version = ?", [old["model_version"]])
         con.execute("UPDATE model_registry SET stage = 'champion' WHERE model_version = ?", [version])
         _event(con, "promote", old["model_version"] if old else None, version, reason)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
 
 
 def refuse(con: duckdb.DuckDBPyConnection, version: str, reason: str) -> None:
@@ -95,8 +90,7 @@ def rollback(con: duckdb.DuckDBPyConnection) -> tuple[str, str]:
     previous = rows[0][0] if rows else None
     if previous is None:
         raise ValueError(f"{cur['model_version']} was the first champion: there is nothing to roll back to")
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute("UPDATE model_registry SET stage = 'archived' WHERE model_version = ?", [cur["model_version"]])
         con.execute("UPDATE model_registry SET stage = 'champion' WHERE model_version = ?", [previous])
         # The restored champion's "previous" is what it replaced originally: look it up so a
@@ -106,8 +100,4 @@ def rollback(con: duckdb.DuckDBPyConnection) -> tuple[str, str]:
             "ORDER BY event_at DESC LIMIT 1", [previous]).fetchall()
         _event(con, "rollback", before[0][0] if before else None, previous,
                f"rolled back from {cur['model_version']}")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return cur["model_version"], previous

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 
-from warehouse.connection import scalar
+from warehouse.connection import scalar, transaction
 
 SCORE_COLUMNS = [
     "article_id", "model_version", "sentiment_label", "sentiment_p_negative", "sentiment_p_neutral",
@@ -98,27 +98,23 @@ def commit_scores(con: duckdb.DuckDBPyConnection, output_paths: list[str], model
         "CAST(topic_probs AS FLOAT[]) AS topic_probs" if c == "topic_probs" else f"st.{c}"
         for c in SCORE_COLUMNS
     )
-    con.execute("BEGIN TRANSACTION")
     try:
-        # Within the staged files an article appears once per shard set; DISTINCT ON guards against
-        # a shard file that was committed, then re-scored by a retried task and staged again.
-        inserted = con.execute(
-            f"INSERT INTO scores ({cols}) SELECT {select} FROM "
-            f"(SELECT DISTINCT ON (article_id) * FROM staged_scores ORDER BY article_id, scored_at) st "
-            f"WHERE NOT EXISTS (SELECT 1 FROM scores s WHERE s.article_id = st.article_id AND s.model_version = $model)",
-            {"model": model_version},
-        ).fetchall()[0][0]
-        emb = con.execute(
-            "INSERT INTO embeddings (article_id, model_version, embedding) "
-            "SELECT st.article_id, $model, CAST(st.embedding AS FLOAT[]) FROM "
-            "(SELECT DISTINCT ON (article_id) article_id, embedding FROM staged_scores ORDER BY article_id) st "
-            "WHERE NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.article_id = st.article_id AND e.model_version = $model)",
-            {"model": model_version},
-        ).fetchall()[0][0]
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+        with transaction(con):
+            # Within the staged files an article appears once per shard set; DISTINCT ON guards against
+            # a shard file that was committed, then re-scored by a retried task and staged again.
+            inserted = con.execute(
+                f"INSERT INTO scores ({cols}) SELECT {select} FROM "
+                f"(SELECT DISTINCT ON (article_id) * FROM staged_scores ORDER BY article_id, scored_at) st "
+                f"WHERE NOT EXISTS (SELECT 1 FROM scores s WHERE s.article_id = st.article_id AND s.model_version = $model)",
+                {"model": model_version},
+            ).fetchall()[0][0]
+            emb = con.execute(
+                "INSERT INTO embeddings (article_id, model_version, embedding) "
+                "SELECT st.article_id, $model, CAST(st.embedding AS FLOAT[]) FROM "
+                "(SELECT DISTINCT ON (article_id) article_id, embedding FROM staged_scores ORDER BY article_id) st "
+                "WHERE NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.article_id = st.article_id AND e.model_version = $model)",
+                {"model": model_version},
+            ).fetchall()[0][0]
     finally:
         con.execute("DROP VIEW IF EXISTS staged_scores")
     return CommitResult(staged, int(inserted), staged - int(inserted), int(emb))

@@ -136,6 +136,8 @@ def test_recommend_flow_ranks_preferred_topics_and_reruns_replace(settings, monk
     assert shown.exit_code == 0, shown.output
     assert [r["rank"] for r in json.loads(shown.output)] == [1, 2, 3, 4, 5]
     assert CliRunner().invoke(app, ["recs", "U000' OR '1'='1"]).exit_code == 1
+    status = CliRunner().invoke(app, ["status"])
+    assert status.exit_code == 0 and "click_model_auc" in status.output and "clicks" in status.output
 
 
 def test_recommend_flow_without_champion_or_clicks_does_nothing(settings):
