@@ -11,8 +11,11 @@ cosine features, so one encoder serves all of them. What trains is small:
   ``max_history`` clicks plus a learned *recency* embedding (0 = most recent click), then
   additive attention pooling to one user vector. A user with no history gets a learned
   "empty user" vector instead of a NaN from an all-masked softmax;
-* **score** ``dot(user, item)``: a logit. Candidates are scored independently, so the model
-  never sees where a candidate sits in the impression.
+* **score** ``dot(user, item)`` plus, with ``n_features > 0``, a small MLP over per-candidate
+  side features (the caller's point-in-time popularity, click rate and age): a logit. On news,
+  what is clicked *now* carries much of the signal a history cannot (MIND's candidates are mostly
+  hours old), and the content part alone learns little from a few thousand impressions.
+  Candidates are scored independently, so the model never sees where one sits in the impression.
 
 Training follows NRMS: each click becomes one sample (the click + ``neg_k`` non-clicks of the
 same impression), cross-entropy over the ``1 + neg_k`` logits with the click at index 0.
@@ -61,6 +64,7 @@ class ClickConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     seed: int = 0
+    n_features: int = 0  # per-candidate side features (0: content and history only)
 
 
 @dataclass
@@ -70,6 +74,7 @@ class Impressions:
     history: list[np.ndarray]  # int64 item rows the user clicked before, oldest first
     candidates: list[np.ndarray]  # int64 item rows shown
     labels: list[np.ndarray]  # 0/1 clicks, same length as candidates
+    features: list[np.ndarray] | None = None  # (C_i, n_features) float32 per impression, if the model has any
 
     def __len__(self) -> int:
         return len(self.candidates)
@@ -90,6 +95,9 @@ class ClickModel(nn.Module):
         self.pool_proj = nn.Linear(d, d)  # additive attention: q = w^T tanh(W h + b)
         self.pool_query = nn.Linear(d, 1, bias=False)
         self.empty_user = nn.Parameter(torch.randn(d) * 0.02)
+        # The wide part: side features -> a logit offset added to the dot product.
+        self.wide = nn.Sequential(nn.Linear(cfg.n_features, 32), nn.GELU(), nn.Linear(32, 1)) \
+            if cfg.n_features else None
         nn.init.normal_(self.recency.weight, std=0.02)
 
     def encode_items(self, vectors: torch.Tensor) -> torch.Tensor:
@@ -120,18 +128,27 @@ class ClickModel(nn.Module):
         user = (a.unsqueeze(-1) * h).sum(dim=1)  # (B, d)
         return torch.where(has.unsqueeze(1), user, self.empty_user.to(user.dtype).expand_as(user))
 
+    def side(self, features: torch.Tensor | None) -> torch.Tensor | float:
+        """Logit offsets (..., C) from side features (..., C, n_features); 0 without a wide part."""
+        if self.wide is None:
+            return 0.0
+        if features is None:
+            raise ValueError(f"this click model needs {self.cfg.n_features} side features per candidate")
+        return self.wide(features).squeeze(-1)
+
     def forward(self, item_vectors: torch.Tensor, history: torch.Tensor, mask: torch.Tensor,
-                candidates: torch.Tensor) -> torch.Tensor:
+                candidates: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, C) of ``candidates`` (B, C) for users ``history``/``mask`` (B, H).
 
-        Only the unique rows the batch touches go through the news tower (N may be ~60k).
+        ``features`` (B, C, n_features) feed the wide part. Only the unique rows the batch touches
+        go through the news tower (N may be ~60k).
         """
         B, H = history.shape
         rows, local = torch.unique(torch.cat([history.reshape(-1), candidates.reshape(-1)]), return_inverse=True)
         reprs = self.encode_items(item_vectors[rows])  # (U, d)
         user = self.encode_users(reprs, local[: B * H].view(B, H), mask)  # (B, d)
         cand = reprs[local[B * H :].view(candidates.shape)]  # (B, C, d)
-        return torch.einsum("bd,bcd->bc", user, cand)
+        return torch.einsum("bd,bcd->bc", user, cand) + self.side(features)
 
 
 def _device(device: str | None) -> torch.device:
@@ -193,6 +210,7 @@ def _user_table(model: ClickModel, table: torch.Tensor, histories: list[np.ndarr
     return torch.cat(out) if out else table.new_zeros((0, model.cfg.d_model))
 
 
+@torch.inference_mode()
 def _score_tensor(model: ClickModel, item_t: torch.Tensor, imps: Impressions, batch_size: int) -> list[np.ndarray]:
     """Logits (float64) per impression; the model is in eval mode for the call, its mode restored after."""
     was_training = model.training
@@ -203,13 +221,28 @@ def _score_tensor(model: ClickModel, item_t: torch.Tensor, imps: Impressions, ba
         sizes = [len(c) for c in imps.candidates]
         flat = np.concatenate([np.asarray(c, dtype=np.int64) for c in imps.candidates]) if sizes else np.zeros(0, np.int64)
         owner = np.repeat(np.arange(len(sizes)), sizes)  # (sum C,) impression of each candidate
+        feats = _stack_features(model, imps.features, sizes)  # (sum C, F) or None
         scores = np.zeros(len(flat), dtype=np.float64)
         for s in range(0, len(flat), ENCODE_CHUNK * 16):  # chunks bound the (rows, d) gathers (MIND: ~3M)
             c_t, o_t = (torch.from_numpy(a[s : s + ENCODE_CHUNK * 16]).to(item_t.device) for a in (flat, owner))
-            scores[s : s + len(c_t)] = (table[c_t] * users[o_t]).sum(dim=1).double().cpu().numpy()
+            f_t = None if feats is None else torch.from_numpy(feats[s : s + ENCODE_CHUNK * 16]).to(item_t.device)
+            scores[s : s + len(c_t)] = ((table[c_t] * users[o_t]).sum(dim=1) + model.side(f_t)).double().cpu().numpy()
     finally:
         model.train(was_training)
     return np.split(scores, np.cumsum(sizes)[:-1]) if sizes else []
+
+
+def _stack_features(model: ClickModel, features: list[np.ndarray] | None, sizes: list[int]) -> np.ndarray | None:
+    """Per-impression side features stacked to (sum C, F) float32; None when the model has no wide part."""
+    if not model.cfg.n_features:
+        return None
+    if features is None or len(features) != len(sizes):
+        raise ValueError(f"this click model needs side features ({model.cfg.n_features} per candidate) per impression")
+    out = np.concatenate([np.asarray(f, np.float32).reshape(n, -1) for f, n in zip(features, sizes, strict=True)]) \
+        if sizes else np.zeros((0, model.cfg.n_features), np.float32)
+    if out.shape[1] != model.cfg.n_features:
+        raise ValueError(f"expected {model.cfg.n_features} side features per candidate, got {out.shape[1]}")
+    return out
 
 
 def score_impressions(model: ClickModel, item_vectors: np.ndarray, imps: Impressions, batch_size: int = 256,
@@ -226,9 +259,13 @@ def score_impressions(model: ClickModel, item_vectors: np.ndarray, imps: Impress
     return scores if logits else [1.0 / (1.0 + np.exp(-s)) for s in scores]
 
 
+@torch.inference_mode()
 def score_users(model: ClickModel, item_vectors: np.ndarray, histories: list[np.ndarray], candidates: np.ndarray,
-                batch_size: int = 256, device: str | None = None, *, logits: bool = False) -> np.ndarray:
+                batch_size: int = 256, device: str | None = None, *, logits: bool = False,
+                features: np.ndarray | None = None) -> np.ndarray:
     """(U, C) float32 click probabilities of every user against one shared ``candidates`` array.
+
+    ``features`` (C, n_features): the candidates' side features, the same for every user.
 
     For the nightly top-k over a candidate pool: item reprs once, user vectors in batches, then
     one matmul. float32 sigmoids round to 1.0 above a logit of ~17; rank on ``logits=True`` if
@@ -243,18 +280,22 @@ def score_users(model: ClickModel, item_vectors: np.ndarray, histories: list[np.
     try:
         table = _item_table(model, item_t)  # (N, d)
         users = _user_table(model, table, list(histories), batch_size)  # (U, d)
-        out = users @ table[torch.from_numpy(cand).to(item_t.device)].T  # (U, C)
+        feats = _stack_features(model, None if features is None else [features], [len(cand)])
+        side = model.side(None if feats is None else torch.from_numpy(feats).to(item_t.device))  # (C,) or 0
+        out = users @ table[torch.from_numpy(cand).to(item_t.device)].T + side  # (U, C)
     finally:
         model.train(was_training)
     return (out if logits else torch.sigmoid(out)).cpu().numpy().astype(np.float32, copy=False)
 
 
-def _samples(imps: Impressions, neg_k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
-    """NRMS samples: ``(impression (S,), candidates (S, 1+neg_k) click first, skipped positives)``."""
-    imp_idx, cands, skipped = [], [], 0
+def _samples(imps: Impressions, neg_k: int, rng: np.random.Generator
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
+    """NRMS samples: ``(impression (S,), candidates (S, 1+neg_k) click first, their side features
+    (S, 1+neg_k, F) or None, skipped positives)``."""
+    imp_idx, cands, feats, skipped = [], [], [], 0
     for i, (cand, lab) in enumerate(zip(imps.candidates, imps.labels, strict=True)):
-        cand, lab = np.asarray(cand, dtype=np.int64), np.asarray(lab)
-        pos, neg = cand[lab > 0], cand[lab <= 0]
+        lab = np.asarray(lab)
+        pos, neg = np.flatnonzero(lab > 0), np.flatnonzero(lab <= 0)  # positions in the impression
         if len(pos) == 0:
             continue
         if len(neg) == 0:
@@ -264,11 +305,14 @@ def _samples(imps: Impressions, neg_k: int, rng: np.random.Generator) -> tuple[n
             pick = np.argsort(rng.random((len(pos), len(neg))), axis=1)[:, :neg_k]
         else:
             pick = rng.integers(0, len(neg), size=(len(pos), neg_k))
+        where = np.concatenate([pos[:, None], neg[pick]], axis=1)  # (P, 1+K) positions, click first
         imp_idx.append(np.full(len(pos), i, dtype=np.int64))
-        cands.append(np.concatenate([pos[:, None], neg[pick]], axis=1))
+        cands.append(np.asarray(cand, dtype=np.int64)[where])
+        if imps.features is not None:
+            feats.append(np.asarray(imps.features[i], dtype=np.float32)[where])
     if not cands:
-        return np.zeros(0, np.int64), np.zeros((0, 1 + neg_k), np.int64), skipped
-    return np.concatenate(imp_idx), np.concatenate(cands), skipped
+        return np.zeros(0, np.int64), np.zeros((0, 1 + neg_k), np.int64), None, skipped
+    return np.concatenate(imp_idx), np.concatenate(cands), np.concatenate(feats) if feats else None, skipped
 
 
 def train_click_model(item_vectors: np.ndarray, train: Impressions, cfg: ClickConfig, *,
@@ -301,7 +345,9 @@ def train_click_model(item_vectors: np.ndarray, train: Impressions, cfg: ClickCo
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         best_auc, best_state, bad = -np.inf, None, 0
         for epoch in range(1, cfg.epochs + 1):
-            imp_idx, cands, skipped = _samples(train, cfg.neg_k, rng)
+            imp_idx, cands, feats, skipped = _samples(train, cfg.neg_k, rng)
+            if cfg.n_features and feats is None:
+                raise ValueError(f"n_features={cfg.n_features} but the training impressions carry no features")
             if len(imp_idx) == 0:
                 raise ValueError("no training sample: no impression has both a click and a non-click")
             stats["train_samples"], stats["skipped_positives"] = len(imp_idx), skipped
@@ -314,8 +360,9 @@ def train_click_model(item_vectors: np.ndarray, train: Impressions, cfg: ClickCo
                 b = order[s : s + cfg.batch_size]
                 hist, mask = _batch_history(hist_rows[imp_idx[b]], hist_len[imp_idx[b]], dev)
                 cand = torch.from_numpy(cands[b]).to(dev)  # (B, 1+K), the click at index 0
+                side = torch.from_numpy(feats[b]).to(dev) if cfg.n_features else None  # (B, 1+K, F)
                 with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
-                    logits = model(item_t, hist, mask, cand)
+                    logits = model(item_t, hist, mask, cand, side)
                 loss = F.cross_entropy(logits.float(), torch.zeros(len(b), dtype=torch.long, device=dev))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

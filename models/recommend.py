@@ -12,6 +12,9 @@ Plain numpy / pandas over the two Parquet files ``warehouse.recommend.export_rec
   shrunk towards the global click share with ``topic_prior_strength`` pseudo-clicks;
 - **candidates** = the items published (or first shown) in the last ``candidate_hours`` that have
   an embedding, most clicked first, at most ``max_candidates``;
+- **side features** of a candidate for the click model, point in time: its clicks and its
+  smoothed click rate in the log *before* the impression (or before ``as_of`` when serving), and
+  its age; the same function serves training and ranking, so they cannot drift apart;
 - **score**: the click model's probability for users with history; for cold-start users (no
   click yet) a prior of popularity and the global topic click share.
 """
@@ -28,6 +31,10 @@ import numpy as np
 import pandas as pd
 
 from models.click import Impressions
+
+
+FEATURE_NAMES = ("log1p_clicks", "ctr_x10", "log1p_age_h")  # the click model's side features, in order
+CTR_PRIOR_STRENGTH = 5.0  # pseudo-views of the log's overall click rate in a candidate's smoothed rate
 
 
 @dataclass
@@ -108,6 +115,48 @@ def impressions_from_events(inputs: RecInputs) -> tuple[Impressions, pd.DataFram
         labels.append(lab)
         earlier.extend(int(r) for r in cand[lab == 1])
     return Impressions(history=histories, candidates=candidates, labels=labels), meta
+
+
+def _side_features(clicks: np.ndarray, shown: np.ndarray, age_h: np.ndarray, ctr0: float) -> np.ndarray:
+    """(C, 3) float32 side features from counts seen so far and the age in hours (see FEATURE_NAMES)."""
+    ctr = (clicks + CTR_PRIOR_STRENGTH * ctr0) / (shown + CTR_PRIOR_STRENGTH)
+    return np.stack([np.log1p(clicks), 10.0 * ctr, np.log1p(np.maximum(age_h, 0.0))], axis=1).astype(np.float32)
+
+
+def log_click_rate(imps: Impressions) -> float:
+    """Clicks per shown item over the whole log (the prior of every smoothed click rate)."""
+    shown = sum(len(c) for c in imps.candidates)
+    return float(sum(int(lab.sum()) for lab in imps.labels) / shown) if shown else 0.0
+
+
+def streaming_features(inputs: RecInputs, imps: Impressions, meta: pd.DataFrame) -> list[np.ndarray]:
+    """Per impression, (C_i, 3) side features of its candidates from strictly earlier impressions.
+
+    Clicks and views are counted over the impressions before this one in time order, and the age
+    is the impression time minus the item's time, so nothing from the impression itself or later
+    leaks into training.
+    """
+    n = len(inputs.item_ids)
+    shown, clicks, ctr0 = np.zeros(n), np.zeros(n), log_click_rate(imps)
+    times = meta["time"].to_numpy("datetime64[us]")
+    out = []
+    for i, (cand, lab) in enumerate(zip(imps.candidates, imps.labels, strict=True)):
+        age_h = (times[i] - inputs.item_time[cand]).astype("timedelta64[s]").astype(np.float64) / 3600.0
+        out.append(_side_features(clicks[cand], shown[cand], age_h, ctr0))
+        np.add.at(shown, cand, 1)
+        np.add.at(clicks, cand[lab == 1], 1)
+    return out
+
+
+def pool_features(inputs: RecInputs, imps: Impressions, pool: np.ndarray, as_of: datetime) -> np.ndarray:
+    """(C, 3) side features of the candidate pool as of ``as_of``: every impression of the log counts."""
+    n = len(inputs.item_ids)
+    shown, clicks = np.zeros(n), np.zeros(n)
+    for cand, lab in zip(imps.candidates, imps.labels, strict=True):
+        np.add.at(shown, cand, 1)
+        np.add.at(clicks, cand[lab == 1], 1)
+    age_h = (_utc_naive([as_of])[0] - inputs.item_time[pool]).astype("timedelta64[s]").astype(np.float64) / 3600.0
+    return _side_features(clicks[pool], shown[pool], age_h, log_click_rate(imps))
 
 
 def user_histories(imps: Impressions, meta: pd.DataFrame) -> pd.DataFrame:
@@ -237,9 +286,12 @@ def _nan_none(x: float) -> float | None:
 
 # --------------------------------------------------------------------------- offline baselines
 
-def popularity_scores(imps: Impressions, clicks: np.ndarray) -> list[np.ndarray]:
-    """Baseline: each candidate scored by its click count in the training period."""
-    return [clicks[c].astype(np.float64) for c in imps.candidates]
+def popularity_scores(imps: Impressions) -> list[np.ndarray]:
+    """Baseline: each candidate's clicks in the log before the impression (``imps.features`` column 0),
+    ties broken by the smoothed click rate (column 1)."""
+    if imps.features is None:
+        raise ValueError("popularity needs the impressions' streaming features")
+    return [f[:, 0].astype(np.float64) + 1e-4 * f[:, 1] for f in imps.features]
 
 
 def cosine_scores(imps: Impressions, vectors: np.ndarray, half_life: float = 1e9) -> list[np.ndarray]:

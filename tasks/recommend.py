@@ -101,8 +101,10 @@ def discard_plan(plan: dict[str, Any]) -> None:
 
 def _click_model_dir(settings: Settings, plan: dict[str, Any]) -> Path:
     """Same source, backbone, as_of and log contents -> same folder: re-runs reuse the model."""
+    from models.recommend import FEATURE_NAMES
+
     key = json.dumps([plan["model_version"], plan["as_of"], plan["impressions"], plan["events"],
-                      settings.rec_history_days, settings.rec_click_epochs])
+                      settings.rec_history_days, settings.rec_click_epochs, FEATURE_NAMES])
     safe_source = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in plan["source"])
     return settings.click_models_dir / safe_source / f"{plan['model_version']}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
@@ -116,7 +118,8 @@ def train_click_model_task(settings: Settings, plan: dict[str, Any], retrain: bo
     """
     from models.click import ClickConfig, Impressions, save_click_model, score_impressions, train_click_model
     from models.rank_metrics import evaluate_impressions
-    from models.recommend import cosine_scores, impressions_from_events, load_rec_inputs, popularity_scores
+    from models.recommend import (
+        FEATURE_NAMES, cosine_scores, impressions_from_events, load_rec_inputs, popularity_scores, streaming_features)
 
     logger = get_run_logger()
     out = _click_model_dir(settings, plan)
@@ -125,7 +128,8 @@ def train_click_model_task(settings: Settings, plan: dict[str, Any], retrain: bo
         logger.info("reusing click model %s", out)
         return {"click_model": str(out), "metrics": meta.get("extra", {}).get("metrics", {}), "reused": True}
     inputs = load_rec_inputs(plan["events_path"], plan["items_path"])
-    imps, _ = impressions_from_events(inputs)
+    imps, meta = impressions_from_events(inputs)
+    imps.features = streaming_features(inputs, imps, meta)  # point-in-time popularity, click rate, age
     usable = [i for i, lab in enumerate(imps.labels) if 0 < lab.sum() < len(lab)]
     if len(usable) < settings.rec_min_train_impressions:
         logger.warning("%d usable impressions (< %d): no click model, ranking by hand-made score",
@@ -135,19 +139,16 @@ def train_click_model_task(settings: Settings, plan: dict[str, Any], retrain: bo
 
     def subset(idx: list[int]) -> Impressions:
         return Impressions([imps.history[i] for i in idx], [imps.candidates[i] for i in idx],
-                           [imps.labels[i] for i in idx])
+                           [imps.labels[i] for i in idx], [imps.features[i] for i in idx])
 
     train, valid = subset(usable[:cut]), subset(usable[cut:])
-    cfg = ClickConfig(d_item=inputs.vectors.shape[1], epochs=settings.rec_click_epochs)
+    cfg = ClickConfig(d_item=inputs.vectors.shape[1], epochs=settings.rec_click_epochs, n_features=len(FEATURE_NAMES))
     model, stats = train_click_model(inputs.vectors, train, cfg, valid=valid, progress=True,
                                      time_budget_s=settings.rec_click_time_budget_s, device=settings.rec_device)
-    clicks = np.zeros(len(inputs.item_ids))
-    for c, lab in zip(train.candidates, train.labels, strict=True):
-        np.add.at(clicks, c[lab == 1], 1)
     metrics = {
         "train_impressions": len(train.labels), "valid_impressions": len(valid.labels),
         "click_model": evaluate_impressions(valid.labels, score_impressions(model, inputs.vectors, valid)),
-        "popularity": evaluate_impressions(valid.labels, popularity_scores(valid, clicks)),
+        "popularity": evaluate_impressions(valid.labels, popularity_scores(valid)),
         "cosine": evaluate_impressions(valid.labels, cosine_scores(valid, inputs.vectors)),
         "epochs_run": stats.get("epochs_run"), "train_seconds": round(stats.get("seconds", 0.0), 1),
     }
@@ -183,8 +184,8 @@ def rank_user_shard(settings: Settings, plan: dict[str, Any], click: dict[str, A
     """Profiles, features and top-k for one shard of users -> ``recs-/profiles-NNNNN.parquet``."""
     from models.click import score_users
     from models.recommend import (
-        candidate_pool, impressions_from_events, load_rec_inputs, popularity, rank_users, topic_click_shares,
-        user_histories)
+        candidate_pool, impressions_from_events, load_rec_inputs, pool_features, popularity, rank_users,
+        topic_click_shares, user_histories)
 
     run_dir = Path(plan["run_dir"])
     recs_path, prof_path = run_dir / f"recs-{shard:05d}.parquet", run_dir / f"profiles-{shard:05d}.parquet"
@@ -201,8 +202,10 @@ def rank_user_shard(settings: Settings, plan: dict[str, Any], click: dict[str, A
     prior = topic_click_shares(inputs.topics, clicked.astype(np.int64))
     logits = None
     if click.get("click_model") and len(pool) and len(users):
-        logits = score_users(_click_model(click["click_model"]), inputs.vectors, list(users["history"]), pool,
-                             device=settings.rec_device, logits=True)
+        model = _click_model(click["click_model"])
+        side = pool_features(inputs, imps, pool, as_of) if model.cfg.n_features else None
+        logits = score_users(model, inputs.vectors, list(users["history"]), pool, device=settings.rec_device,
+                             logits=True, features=side)
     recs, profiles = rank_users(inputs, users, pool, pop, as_of, params, logits, prior)
     constants = {"source": plan["source"], "model_version": plan["model_version"], "rec_run_id": plan["rec_run_id"],
                  "as_of": pd.Timestamp(as_of)}

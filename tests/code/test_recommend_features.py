@@ -81,3 +81,24 @@ def test_cold_start_user_gets_popularity_plus_topic_prior_and_warm_user_skips_re
     assert warm["recency_h"].tolist() == pytest.approx([1.0, 16.0])
     assert profiles.set_index("user_id")["n_clicks"].to_dict() == {"cold": 0, "warm": 1}
     assert profiles.set_index("user_id")["profile"]["cold"] is None
+
+
+def test_side_features_count_only_earlier_impressions() -> None:
+    from models.click import Impressions
+    from models.recommend import pool_features, streaming_features
+
+    inputs = _inputs()
+    times = pd.to_datetime(["2026-10-10 11:00", "2026-10-10 11:30", "2026-10-10 12:00"])
+    meta = pd.DataFrame({"impression_id": ["x", "y", "z"], "user_id": ["u", "v", "u"], "time": times})
+    imps = Impressions(history=[np.array([], np.int64)] * 3,
+                       candidates=[np.array([0, 1]), np.array([0, 2]), np.array([0, 1])],
+                       labels=[np.array([1, 0]), np.array([1, 0]), np.array([0, 1])])
+    feats = streaming_features(inputs, imps, meta)
+    ctr0 = 3 / 6  # the log's click rate: the prior of every smoothed rate (5 pseudo-views)
+    # i0 at the third impression: clicked twice in two earlier views -> (2 + 5 * .5) / (2 + 5)
+    assert feats[2][0] == pytest.approx([np.log1p(2), 10 * 4.5 / 7, np.log1p(1.0)])  # i0 published 11:00
+    # the first impression sees no earlier click: the prior rate; i1 is 6 h old at 11:00
+    assert feats[0][1] == pytest.approx([0.0, 10 * ctr0, np.log1p(5.0)])
+    # serving counts every impression up to as_of: i1 clicked once in two views
+    pool = pool_features(inputs, imps, np.array([1]), AS_OF)
+    assert pool[0] == pytest.approx([np.log1p(1), 10 * (1 + 2.5) / 7, np.log1p(6.0)])

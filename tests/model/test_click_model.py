@@ -166,3 +166,36 @@ def test_training_is_reproducible(data) -> None:
         assert ka == kb and torch.equal(va, vb), ka
     c, _ = train_click_model(vectors, train, ClickConfig(**{**cfg.__dict__, "seed": 4}), device="cpu")
     assert not torch.equal(a.empty_user, c.empty_user)
+
+
+def test_wide_part_learns_a_planted_side_feature_and_is_required() -> None:
+    """Item vectors say nothing (pure noise); clicks follow a per-candidate side feature (think
+    "clicked a lot in the last hours"). Only the wide part can learn it."""
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(200, D_ITEM)).astype(np.float32)
+
+    def imps(n: int, seed: int) -> Impressions:
+        r = np.random.default_rng(seed)
+        out = Impressions([], [], [], [])
+        for _ in range(n):
+            cands = r.choice(200, 10, replace=False)
+            hot = r.random(10)  # (10,) the planted feature
+            labels = (hot > np.sort(hot)[-3]).astype(np.int64)  # the two hottest are clicked
+            out.history.append(r.choice(200, 5))
+            out.candidates.append(cands)
+            out.labels.append(labels)
+            out.features.append(np.stack([hot, r.random(10)], axis=1).astype(np.float32))  # + a useless one
+        return out
+
+    cfg = ClickConfig(d_item=D_ITEM, d_model=16, n_heads=2, max_history=10, epochs=4, batch_size=32, lr=3e-3,
+                      n_features=2)
+    train, test = imps(300, 1), imps(100, 2)
+    model, _ = train_click_model(vectors, train, cfg)
+    auc = evaluate_impressions(test.labels, score_impressions(model, vectors, test))["auc"]
+    assert auc > 0.9
+    # score_users applies the same wide part: one user's row equals the impression scores.
+    one = score_users(model, vectors, [test.history[0]], test.candidates[0], features=test.features[0], logits=True)
+    np.testing.assert_allclose(one[0], score_impressions(model, vectors, Impressions(
+        [test.history[0]], [test.candidates[0]], [test.labels[0]], [test.features[0]]), logits=True)[0], rtol=1e-5)
+    with pytest.raises(ValueError, match="side features"):
+        score_impressions(model, vectors, Impressions(test.history, test.candidates, test.labels))
