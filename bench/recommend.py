@@ -25,20 +25,19 @@ Method, all in one process on the same inputs:
 3. Rankers, each scored with ``models.rank_metrics.evaluate_impressions`` (MIND's group AUC, MRR,
    nDCG@5, nDCG@10 over test impressions with a click and a non-click):
 
-   - **click model** as the nightly flow trains it (``tasks.recommend.train_click_model_task``):
-     ``train_click_model`` with default ``ClickConfig`` (seed fixed) and ``n_features`` =
-     ``models.recommend.FEATURE_NAMES``: the NRMS-style user encoder over the frozen item vectors
-     plus a wide part over point-in-time side features (the candidate's clicks and smoothed click
-     rate in the log before the impression, its age; ``streaming_features``). Ranked by logits on
-     test with (a) point-in-time features, i.e. counters that keep updating through the test day
-     (a real-time server), and (b) the same model with features frozen at the split
-     (``pool_features`` over the train impressions as of midnight: what a nightly batch serves);
-   - **click model, content only**: the same recipe with ``n_features=0`` (history and item
-     vectors only), the ablation that says what the GPT item vectors contribute;
-   - **popularity, point in time**: ``models.recommend.popularity_scores`` (the flow's baseline:
-     clicks before each impression, updating through the test day); **popularity, train clicks**:
-     clicks per item in the train impressions, frozen at the split; **popularity, last 24 h**: the
-     clicks of the 24 h before the test day (the flow's ``rec_popularity_hours``);
+   - **click model** as the nightly flow trains it by default (``tasks.recommend``):
+     ``train_click_model`` with default ``ClickConfig`` (seed fixed): the NRMS-style user encoder
+     over the frozen GPT item vectors, no side features;
+   - **+ nightly side features** (``NEWSPULSE_REC_SIDE_FEATURES=true``): a wide part over the
+     candidate's clicks, smoothed click rate and age as a nightly run serves them
+     (``streaming_features(cut_hours=24)`` freezes the counts at the midnight before each
+     impression, so every test impression sees the train log only);
+   - **+ live side features**: the same with ``cut_hours=0`` (counters that keep updating through
+     the test day: what request-time scoring could reach; not built);
+   - **popularity, nightly**: ``models.recommend.popularity_scores`` on the nightly features (the
+     flow's baseline: clicks before the test day's midnight); **popularity, live**: the same on
+     live features (clicks before each impression); **popularity, last 24 h**: the clicks of the
+     24 h before the test day (the flow's ``rec_popularity_hours``);
    - **embedding cosine**: cosine of the mean history vector and the candidate's vector;
    - **random**: seeded uniform scores, the floor (AUC 0.5 in expectation).
 
@@ -91,17 +90,17 @@ console = Console(width=160)
 SOURCE = "mind"
 METRICS = ("auc", "mrr", "ndcg@5", "ndcg@10")
 PUBLISHED = {"NRMS, MIND-small": 0.64, "NAML, MIND-small": 0.67, "NRMS, MINDdemo": 0.61}
-METHODS = ("click_model", "click_model_frozen", "click_content_only", "popularity_pit", "popularity",
+METHODS = ("click_model", "click_model_nightly", "click_model_live", "popularity", "popularity_pit",
            "popularity_24h", "cosine", "random")
-LABELS = {"click_model": "click model (flow config: NRMS + side features), point-in-time features",
-          "click_model_frozen": "  same model, side features frozen at the split (nightly batch)",
-          "click_content_only": "click model, content only (no side features)",
-          "popularity_pit": "popularity, point in time (clicks before each impression)",
-          "popularity": "popularity, train clicks (frozen at the split)",
-          "popularity_24h": "popularity, last 24 h before the test day (frozen)",
+LABELS = {"click_model": "click model as the flow trains it (NRMS over GPT item vectors)",
+          "click_model_nightly": "  + side features frozen at midnight (NEWSPULSE_REC_SIDE_FEATURES)",
+          "click_model_live": "  + live side features (request-time scoring, not built)",
+          "popularity": "popularity, nightly (train clicks, frozen at midnight)",
+          "popularity_pit": "popularity, live (clicks before each impression)",
+          "popularity_24h": "popularity, last 24 h before the test day",
           "cosine": "embedding cosine (mean history vector)", "random": "random (seeded floor)"}
-PAIRS = (("click_model", "popularity_pit"), ("click_model_frozen", "popularity"), ("click_model", "cosine"),
-         ("click_content_only", "cosine"), ("click_content_only", "random"))
+PAIRS = (("click_model", "popularity"), ("click_model", "cosine"), ("click_model", "random"),
+         ("click_model_nightly", "click_model"), ("click_model_live", "popularity_pit"))
 
 
 class Clock:
@@ -311,10 +310,10 @@ def bootstrap(per: dict[str, np.ndarray], n: int, seed: int) -> tuple[dict, dict
 
 
 def section_offline(results: dict, args, settings, clock: Clock) -> None:
-    from models.click import ClickConfig, score_impressions, train_click_model
+    from models.click import ClickConfig, Impressions, score_impressions, train_click_model
     from models.rank_metrics import evaluate_impressions
     from models.recommend import (
-        FEATURE_NAMES, cosine_scores, impressions_from_events, load_rec_inputs, pool_features, popularity_scores,
+        FEATURE_NAMES, cosine_scores, impressions_from_events, load_rec_inputs, log_click_rate, popularity_scores,
         streaming_features)
     from warehouse import registry as db_registry
     from warehouse.connection import connect
@@ -333,7 +332,6 @@ def section_offline(results: dict, args, settings, clock: Clock) -> None:
                                    candidate_hours=settings.rec_candidate_hours, out_dir=out_dir)
     inputs = load_rec_inputs(counts["events_path"], counts["items_path"])
     imps, meta = impressions_from_events(inputs)
-    imps.features = streaming_features(inputs, imps, meta)  # point in time, as the flow computes them
     export = {k: v for k, v in counts.items() if not k.endswith("_path")}
     export.update(as_of=as_of.isoformat(), history_days=round(history_days, 3), model_version=version,
                   items_with_vector=int(inputs.has_vector.sum()), vector_dim=int(inputs.vectors.shape[1]))
@@ -347,6 +345,11 @@ def section_offline(results: dict, args, settings, clock: Clock) -> None:
     test_idx = np.flatnonzero(is_test)
     n_valid = max(1, int(round(len(train_idx) * args.valid_frac)))
     fit_idx, valid_idx = train_idx[:-n_valid], train_idx[-n_valid:]
+    # Side features as the nightly flow computes them (counts frozen at each impression's midnight),
+    # and live (every earlier impression); the click-rate prior comes from the fit impressions.
+    ctr0 = log_click_rate(imps, fit_idx)
+    features = {cut: streaming_features(inputs, imps, meta, ctr0=ctr0, cut_hours=cut) for cut in (24.0, 0.0)}
+    imps.features = features[24.0]
     train, fit, valid, test = (_subset(imps, i) for i in (train_idx, fit_idx, valid_idx, test_idx))
     splits = {"train (all before test day)": _sizes(train, meta.iloc[train_idx]),
               "  of which fit": _sizes(fit, meta.iloc[fit_idx]),
@@ -383,32 +386,32 @@ def section_offline(results: dict, args, settings, clock: Clock) -> None:
     seconds: dict[str, float] = {}
     epochs = {"epochs": args.click_epochs} if args.click_epochs else {}
     train_stats, cfgs = {}, {}
-    # Our click model as the nightly flow trains it: NRMS user encoder + the wide part over the
-    # point-in-time side features (FEATURE_NAMES); and the content-only ablation (no side features).
-    for name, n_features in (("click_model", len(FEATURE_NAMES)), ("click_content_only", 0)):
+    # Our click model as the nightly flow trains and serves it (NRMS user encoder + the wide part
+    # over the nightly side features), the same on live features, and the content-only ablation.
+    def with_features(split, idx, cut):
+        return Impressions(split.history, split.candidates, split.labels, [features[cut][i] for i in idx])
+
+    live = {k: with_features(s_, i_, 0.0) for k, s_, i_ in (("fit", fit, fit_idx), ("valid", valid, valid_idx),
+                                                            ("test", test, test_idx))}
+    runs = (("click_model", 0, fit, valid, test),
+            ("click_model_nightly", len(FEATURE_NAMES), fit, valid, test),
+            ("click_model_live", len(FEATURE_NAMES), live["fit"], live["valid"], live["test"]))
+    for name, n_features, fit_s, valid_s, test_s in runs:
         t = time.perf_counter()
         cfg = ClickConfig(d_item=int(inputs.vectors.shape[1]), seed=args.seed, n_features=n_features, **epochs)
-        model, stats = train_click_model(inputs.vectors, fit, cfg, valid=valid, time_budget_s=args.click_budget_s,
-                                         device="cpu", progress=False)
+        model, stats = train_click_model(inputs.vectors, fit_s, cfg, valid=valid_s,
+                                         time_budget_s=args.click_budget_s, device="cpu", progress=False)
         seconds[f"{name}_train"] = round(time.perf_counter() - t, 2)
         t2 = time.perf_counter()
-        scores[name] = score_impressions(model, inputs.vectors, test, device="cpu", logits=True)
+        scores[name] = score_impressions(model, inputs.vectors, test_s, device="cpu", logits=True)
         seconds[name] = round(time.perf_counter() - t2, 2)
         train_stats[name], cfgs[name] = stats, cfg
-        if n_features:
-            # The same model with the side features a nightly batch would serve: counts over the
-            # train impressions only and ages as of the split (midnight before the test day).
-            cut = test_day.to_pydatetime().replace(tzinfo=UTC)
-            frozen_all = pool_features(inputs, train, np.arange(n_items), cut)
-            frozen = _subset(test, range(len(test)))
-            frozen.features = [frozen_all[c] for c in test.candidates]
-            scores["click_model_frozen"] = score_impressions(model, inputs.vectors, frozen, device="cpu", logits=True)
         clock.lap(f"{name} train + score", t)
 
     t = time.perf_counter()
-    scores["popularity_pit"] = popularity_scores(test)  # the flow's baseline: clicks before each impression
-    seconds["popularity_pit"] = round(time.perf_counter() - t, 3)
-    scores["popularity"] = [clicks_train[c] for c in test.candidates]
+    scores["popularity"] = popularity_scores(test)  # the flow's baseline: clicks before the test day
+    seconds["popularity"] = round(time.perf_counter() - t, 3)
+    scores["popularity_pit"] = popularity_scores(live["test"])  # clicks before each impression
     last24 = np.flatnonzero(np.asarray((times < test_day) & (times >= test_day - pd.Timedelta(hours=24))))
     clicks_24h = _clicks(_subset(imps, last24), n_items)
     scores["popularity_24h"] = [clicks_24h[c] for c in test.candidates]
@@ -427,7 +430,7 @@ def section_offline(results: dict, args, settings, clock: Clock) -> None:
     for gname, mask in (("history", hist_len > 0), ("no history", hist_len == 0)):
         idx = np.flatnonzero(mask)
         groups[gname] = {m: evaluate_impressions([test.labels[i] for i in idx], [scores[m][i] for i in idx])
-                         for m in ("click_model", "click_content_only", "popularity_pit", "cosine")}
+                         for m in ("click_model", "click_model_nightly", "popularity", "cosine")}
     results["offline"] = {
         "export": export, "test_day": str(test_day.date()), "splits": splits, "new_items": new_items,
         "side_features": list(FEATURE_NAMES),

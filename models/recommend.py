@@ -12,9 +12,9 @@ Plain numpy / pandas over the two Parquet files ``warehouse.recommend.export_rec
   shrunk towards the global click share with ``topic_prior_strength`` pseudo-clicks;
 - **candidates** = the items published (or first shown) in the last ``candidate_hours`` that have
   an embedding, most clicked first, at most ``max_candidates``;
-- **side features** of a candidate for the click model, point in time: its clicks and its
-  smoothed click rate in the log *before* the impression (or before ``as_of`` when serving), and
-  its age; the same function serves training and ranking, so they cannot drift apart;
+- **side features** of a candidate for the click model: its clicks, its smoothed click rate and
+  its age, as a nightly run would have seen them (counts frozen at the last cut before the
+  impression), so training sees the same stale popularity that the batch serves;
 - **score**: the click model's probability for users with history; for cold-start users (no
   click yet) a prior of popularity and the global topic click share.
 """
@@ -22,6 +22,7 @@ Plain numpy / pandas over the two Parquet files ``warehouse.recommend.export_rec
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -123,33 +124,46 @@ def _side_features(clicks: np.ndarray, shown: np.ndarray, age_h: np.ndarray, ctr
     return np.stack([np.log1p(clicks), 10.0 * ctr, np.log1p(np.maximum(age_h, 0.0))], axis=1).astype(np.float32)
 
 
-def log_click_rate(imps: Impressions) -> float:
-    """Clicks per shown item over the whole log (the prior of every smoothed click rate)."""
-    shown = sum(len(c) for c in imps.candidates)
-    return float(sum(int(lab.sum()) for lab in imps.labels) / shown) if shown else 0.0
+def log_click_rate(imps: Impressions, idx: Sequence[int] | None = None) -> float:
+    """Clicks per shown item over the log (or its impressions ``idx``): the prior of every smoothed rate."""
+    idx = range(len(imps.candidates)) if idx is None else idx
+    shown = sum(len(imps.candidates[i]) for i in idx)
+    return float(sum(int(imps.labels[i].sum()) for i in idx) / shown) if shown else 0.0
 
 
-def streaming_features(inputs: RecInputs, imps: Impressions, meta: pd.DataFrame) -> list[np.ndarray]:
-    """Per impression, (C_i, 3) side features of its candidates from strictly earlier impressions.
+def streaming_features(inputs: RecInputs, imps: Impressions, meta: pd.DataFrame, *, ctr0: float,
+                       cut_hours: float = 24.0) -> list[np.ndarray]:
+    """Per impression, (C_i, 3) side features of its candidates as a batch run would have seen them.
 
-    Clicks and views are counted over the impressions before this one in time order, and the age
-    is the impression time minus the item's time, so nothing from the impression itself or later
-    leaks into training.
+    With ``cut_hours`` > 0 (the nightly default), an impression at time t sees the counts of every
+    impression before its cut c = t floored to ``cut_hours`` (UTC; midnight for 24) and the ages
+    at c, exactly what a recommend run at c serves all the next period: stale popularity, and
+    items that appeared after c looking brand new. With 0 the counts are live (every earlier
+    impression) and the age is taken at t, for request-time scoring. Nothing from the impression
+    itself or later leaks in; ``ctr0`` should come from the training impressions only.
     """
     n = len(inputs.item_ids)
-    shown, clicks, ctr0 = np.zeros(n), np.zeros(n), log_click_rate(imps)
+    shown, clicks = np.zeros(n), np.zeros(n)
+    frozen_shown, frozen_clicks, current = shown, clicks, None
     times = meta["time"].to_numpy("datetime64[us]")
+    step = np.timedelta64(int(cut_hours * 3600), "s") if cut_hours > 0 else None
     out = []
     for i, (cand, lab) in enumerate(zip(imps.candidates, imps.labels, strict=True)):
-        age_h = (times[i] - inputs.item_time[cand]).astype("timedelta64[s]").astype(np.float64) / 3600.0
-        out.append(_side_features(clicks[cand], shown[cand], age_h, ctr0))
+        at = times[i] if step is None else np.datetime64(0, "us") + (times[i] - np.datetime64(0, "us")) // step * step
+        if step is not None and at != current:  # first impression past a new cut: freeze the counts so far
+            frozen_shown, frozen_clicks, current = shown.copy(), clicks.copy(), at
+        age_h = (at - inputs.item_time[cand]).astype("timedelta64[s]").astype(np.float64) / 3600.0
+        out.append(_side_features(frozen_clicks[cand], frozen_shown[cand], age_h, ctr0))
         np.add.at(shown, cand, 1)
         np.add.at(clicks, cand[lab == 1], 1)
     return out
 
 
 def pool_features(inputs: RecInputs, imps: Impressions, pool: np.ndarray, as_of: datetime) -> np.ndarray:
-    """(C, 3) side features of the candidate pool as of ``as_of``: every impression of the log counts."""
+    """(C, 3) side features of the candidate pool as of ``as_of``: every impression of the log counts.
+
+    The serving twin of :func:`streaming_features` at a cut: counts of the whole log, ages at as_of.
+    """
     n = len(inputs.item_ids)
     shown, clicks = np.zeros(n), np.zeros(n)
     for cand, lab in zip(imps.candidates, imps.labels, strict=True):

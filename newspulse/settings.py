@@ -156,6 +156,14 @@ class Settings(BaseSettings):
     rec_cold_popularity_weight: float = Field(
         0.7, ge=0.0, le=1.0, description="Cold-start score = w * popularity + (1 - w) * topic prior."
     )
+    rec_side_features: bool = Field(
+        False, description="Give the click model a wide part over the candidates' popularity, click rate and "
+        "age (bench/README.md: on MIND, counts frozen at the nightly cut lowered held-out AUC; live ones help)."
+    )
+    rec_feature_cut_hours: float = Field(
+        24.0, ge=0.0, description="The click model learns popularity as a run every this many hours serves it "
+        "(counts frozen at the last cut); 0: live counts, for request-time scoring."
+    )
     rec_min_train_impressions: int = Field(
         50, description="Fewer impressions with a click and a non-click: no click model, a hand-made score."
     )

@@ -104,7 +104,8 @@ def _click_model_dir(settings: Settings, plan: dict[str, Any]) -> Path:
     from models.recommend import FEATURE_NAMES
 
     key = json.dumps([plan["model_version"], plan["as_of"], plan["impressions"], plan["events"],
-                      settings.rec_history_days, settings.rec_click_epochs, FEATURE_NAMES])
+                      settings.rec_history_days, settings.rec_click_epochs, FEATURE_NAMES,
+                      settings.rec_side_features, settings.rec_feature_cut_hours])
     safe_source = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in plan["source"])
     return settings.click_models_dir / safe_source / f"{plan['model_version']}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
@@ -119,7 +120,8 @@ def train_click_model_task(settings: Settings, plan: dict[str, Any], retrain: bo
     from models.click import ClickConfig, Impressions, save_click_model, score_impressions, train_click_model
     from models.rank_metrics import evaluate_impressions
     from models.recommend import (
-        FEATURE_NAMES, cosine_scores, impressions_from_events, load_rec_inputs, popularity_scores, streaming_features)
+        FEATURE_NAMES, cosine_scores, impressions_from_events, load_rec_inputs, log_click_rate, popularity_scores,
+        streaming_features)
 
     logger = get_run_logger()
     out = _click_model_dir(settings, plan)
@@ -129,20 +131,24 @@ def train_click_model_task(settings: Settings, plan: dict[str, Any], retrain: bo
         return {"click_model": str(out), "metrics": meta.get("extra", {}).get("metrics", {}), "reused": True}
     inputs = load_rec_inputs(plan["events_path"], plan["items_path"])
     imps, meta = impressions_from_events(inputs)
-    imps.features = streaming_features(inputs, imps, meta)  # point-in-time popularity, click rate, age
     usable = [i for i, lab in enumerate(imps.labels) if 0 < lab.sum() < len(lab)]
     if len(usable) < settings.rec_min_train_impressions:
         logger.warning("%d usable impressions (< %d): no click model, ranking by hand-made score",
                        len(usable), settings.rec_min_train_impressions)
         return {"click_model": None, "metrics": {"usable_impressions": len(usable)}, "reused": False}
     cut = int(len(usable) * 0.9)  # impressions are in time order: validate on the newest 10%
+    # Popularity, click rate and age as the nightly batch would have served them at each impression
+    # (the popularity baseline, and the click model's wide part when rec_side_features is on).
+    imps.features = streaming_features(inputs, imps, meta, ctr0=log_click_rate(imps, usable[:cut]),
+                                       cut_hours=settings.rec_feature_cut_hours)
 
     def subset(idx: list[int]) -> Impressions:
         return Impressions([imps.history[i] for i in idx], [imps.candidates[i] for i in idx],
                            [imps.labels[i] for i in idx], [imps.features[i] for i in idx])
 
     train, valid = subset(usable[:cut]), subset(usable[cut:])
-    cfg = ClickConfig(d_item=inputs.vectors.shape[1], epochs=settings.rec_click_epochs, n_features=len(FEATURE_NAMES))
+    cfg = ClickConfig(d_item=inputs.vectors.shape[1], epochs=settings.rec_click_epochs,
+                      n_features=len(FEATURE_NAMES) if settings.rec_side_features else 0)
     model, stats = train_click_model(inputs.vectors, train, cfg, valid=valid, progress=True,
                                      time_budget_s=settings.rec_click_time_budget_s, device=settings.rec_device)
     metrics = {

@@ -93,12 +93,20 @@ def test_side_features_count_only_earlier_impressions() -> None:
     imps = Impressions(history=[np.array([], np.int64)] * 3,
                        candidates=[np.array([0, 1]), np.array([0, 2]), np.array([0, 1])],
                        labels=[np.array([1, 0]), np.array([1, 0]), np.array([0, 1])])
-    feats = streaming_features(inputs, imps, meta)
     ctr0 = 3 / 6  # the log's click rate: the prior of every smoothed rate (5 pseudo-views)
+    feats = streaming_features(inputs, imps, meta, ctr0=ctr0, cut_hours=0)  # live counts
     # i0 at the third impression: clicked twice in two earlier views -> (2 + 5 * .5) / (2 + 5)
     assert feats[2][0] == pytest.approx([np.log1p(2), 10 * 4.5 / 7, np.log1p(1.0)])  # i0 published 11:00
     # the first impression sees no earlier click: the prior rate; i1 is 6 h old at 11:00
     assert feats[0][1] == pytest.approx([0.0, 10 * ctr0, np.log1p(5.0)])
+    # Nightly cuts: 11:00 and 11:30 share the 00:00 cut (nothing counted yet, ages at midnight,
+    # clipped at 0 for items that appeared later); the 12:00 impression is past a 6-hour cut at
+    # 12:00 and sees both earlier impressions, ages at 12:00.
+    nightly = streaming_features(inputs, imps, meta, ctr0=ctr0, cut_hours=24)
+    assert nightly[1][0] == pytest.approx([0.0, 10 * ctr0, 0.0])
+    six = streaming_features(inputs, imps, meta, ctr0=ctr0, cut_hours=6)
+    assert six[1][0] == pytest.approx([0.0, 10 * ctr0, np.log1p(0.0)])  # cut 06:00: i0 not yet published
+    assert six[2][0] == pytest.approx([np.log1p(2), 10 * 4.5 / 7, np.log1p(1.0)])
     # serving counts every impression up to as_of: i1 clicked once in two views
     pool = pool_features(inputs, imps, np.array([1]), AS_OF)
     assert pool[0] == pytest.approx([np.log1p(1), 10 * (1 + 2.5) / 7, np.log1p(6.0)])
