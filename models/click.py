@@ -369,7 +369,7 @@ def train_click_model(item_vectors: np.ndarray, train: Impressions, cfg: ClickCo
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 opt.step()
                 total, steps = total + float(loss.detach()), steps + 1
-                bar.set_postfix(loss=f"{total / steps:.4f}")
+                bar.set_postfix(loss=f"{total / steps:.4f}", refresh=False)  # redrawn at tqdm's pace, not per step
                 if time_budget_s is not None and time.monotonic() - start > time_budget_s:
                     out_of_time = True
                     break
