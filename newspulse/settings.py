@@ -168,6 +168,10 @@ class Settings(BaseSettings):
         50, description="Fewer impressions with a click and a non-click: no click model, a hand-made score."
     )
     rec_click_epochs: int = Field(5, ge=1, description="Click model epochs (early stopping on the newest 10%).")
+    rec_click_refit: bool = Field(
+        True, description="After validation, refit the click model on every impression (newest included) "
+        "for the best epoch count; the reported metrics are the validated fit's."
+    )
     rec_click_time_budget_s: float = Field(900.0, description="Longest click model training.")
     rec_device: str | None = Field(None, description="Click model device: 'cuda', 'cpu' or None for CUDA when available.")
 

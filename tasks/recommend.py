@@ -15,6 +15,7 @@ import shutil
 import threading
 import uuid
 import zlib
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -105,14 +106,15 @@ def _click_model_dir(settings: Settings, plan: dict[str, Any]) -> Path:
 
     key = json.dumps([plan["model_version"], plan["as_of"], plan["impressions"], plan["events"],
                       settings.rec_history_days, settings.rec_click_epochs, FEATURE_NAMES,
-                      settings.rec_side_features, settings.rec_feature_cut_hours])
+                      settings.rec_side_features, settings.rec_feature_cut_hours, settings.rec_click_refit])
     safe_source = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in plan["source"])
     return settings.click_models_dir / safe_source / f"{plan['model_version']}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
 
 @task(name="train-click-model", cache_policy=NO_CACHE, tags=["gpu"])
 def train_click_model_task(settings: Settings, plan: dict[str, Any], retrain: bool = False) -> dict[str, Any]:
-    """Fit the click model on the window's impressions (newest 10% for early stopping), or reuse it.
+    """Fit the click model on the window's impressions (newest 10% for early stopping), then refit
+    it on all of them for the best epoch count (``rec_click_refit``); or reuse an existing one.
 
     Returns ``{click_model: folder or None, metrics}``; the metrics compare the model with the
     popularity and embedding-cosine baselines on the held-out newest impressions.
@@ -158,6 +160,13 @@ def train_click_model_task(settings: Settings, plan: dict[str, Any], retrain: bo
         "cosine": evaluate_impressions(valid.labels, cosine_scores(valid, inputs.vectors)),
         "epochs_run": stats.get("epochs_run"), "train_seconds": round(stats.get("seconds", 0.0), 1),
     }
+    if settings.rec_click_refit:
+        # Serve a model that has seen the newest impressions too: refit on all of them for the
+        # epochs that validated best. The figures above describe the validated fit.
+        model, refit = train_click_model(inputs.vectors, subset(usable), replace(cfg, epochs=max(1, stats["best_epoch"])),
+                                         progress=True, time_budget_s=settings.rec_click_time_budget_s,
+                                         device=settings.rec_device)
+        metrics.update(refit_impressions=len(usable), refit_seconds=round(refit.get("seconds", 0.0), 1))
     tmp = out.with_name(out.name + f".tmp-{uuid.uuid4().hex[:6]}")
     save_click_model(model, tmp, extra={"metrics": metrics, "source": plan["source"],
                                         "model_version": plan["model_version"], "as_of": plan["as_of"]})
