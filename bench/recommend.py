@@ -310,7 +310,8 @@ def bootstrap(per: dict[str, np.ndarray], n: int, seed: int) -> tuple[dict, dict
 
 
 def section_offline(results: dict, args, settings, clock: Clock) -> None:
-    from models.click import ClickConfig, Impressions, score_impressions, train_click_model
+    from models.click import ClickConfig, Impressions, score_impressions
+    from models.train_click import train_click_model
     from models.rank_metrics import evaluate_impressions
     from models.recommend import (
         FEATURE_NAMES, cosine_scores, impressions_from_events, load_rec_inputs, log_click_rate, popularity_scores,

@@ -119,11 +119,12 @@ def train_click_model_task(settings: Settings, plan: dict[str, Any], retrain: bo
     Returns ``{click_model: folder or None, metrics}``; the metrics compare the model with the
     popularity and embedding-cosine baselines on the held-out newest impressions.
     """
-    from models.click import ClickConfig, Impressions, save_click_model, score_impressions, train_click_model
+    from models.click import ClickConfig, Impressions, save_click_model, score_impressions
     from models.rank_metrics import evaluate_impressions
     from models.recommend import (
         FEATURE_NAMES, cosine_scores, impressions_from_events, load_rec_inputs, log_click_rate, popularity_scores,
         streaming_features)
+    from models.train_click import train_click_model
 
     logger = get_run_logger()
     out = _click_model_dir(settings, plan)

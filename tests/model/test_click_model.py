@@ -23,9 +23,9 @@ from models.click import (
     save_click_model,
     score_impressions,
     score_users,
-    train_click_model,
 )
 from models.rank_metrics import evaluate_impressions
+from models.train_click import train_click_model
 
 N_TOPICS, PER_TOPIC, D_ITEM = 4, 40, 16
 CFG = ClickConfig(d_item=D_ITEM, d_model=32, n_heads=2, max_history=10, epochs=6, batch_size=32, lr=3e-3,
