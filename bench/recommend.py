@@ -66,25 +66,17 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from newspulse.settings import use_local_env  # noqa: E402  (no Prefect import inside)
+
+use_local_env(PREFECT_LOGGING_LEVEL="WARNING")  # before anything imports Prefect or transformers
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
-
-from newspulse.settings import LOCAL_PREFECT_SERVER_ENV  # noqa: E402
-
-for _k, _v in LOCAL_PREFECT_SERVER_ENV.items():  # before any Prefect server starts
-    os.environ.setdefault(_k, _v)
 
 console = Console(width=160)
 SOURCE = "mind"

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from newspulse.settings import LOCAL_PREFECT_SERVER_ENV, get_settings
+from newspulse.settings import get_settings, use_local_env
 
 app = typer.Typer(help="NewsPulse: news and finance text -> sentiment alerts and recommendation features.",
                   no_args_is_help=True, add_completion=False)
@@ -38,9 +38,7 @@ BATCH_COLUMNS = ["source", "input", "rows_read", "rows_inserted", "rows_duplicat
 def _offline_env() -> None:
     # Nothing here may phone home: no hub downloads, no telemetry. The ephemeral Prefect server
     # gets the local-server tuning (LOCAL_PREFECT_SERVER_ENV).
-    for key, value in {"HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                       "TOKENIZERS_PARALLELISM": "false", **LOCAL_PREFECT_SERVER_ENV}.items():
-        os.environ.setdefault(key, value)
+    use_local_env()
 
 
 def _pairs(values: list[str] | None, what: str) -> dict[str, str] | None:

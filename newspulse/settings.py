@@ -7,6 +7,7 @@ as an argument; nothing deep inside reads ``os.environ`` itself.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,6 +23,24 @@ LOCAL_PREFECT_SERVER_ENV: dict[str, str] = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "50",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
 }
+
+
+# What a local process (the CLI, the tests, the benchmarks) sets before anything imports Prefect or
+# transformers: no hub downloads, no telemetry, quiet tokenizers. Only where the environment has
+# no value yet, so a user can still point HF_HUB_OFFLINE=0 at the hub.
+OFFLINE_ENV: dict[str, str] = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def use_local_env(**extra: str) -> None:
+    """Set :data:`OFFLINE_ENV`, :data:`LOCAL_PREFECT_SERVER_ENV` and ``extra`` where still unset."""
+    for key, value in {**OFFLINE_ENV, **LOCAL_PREFECT_SERVER_ENV, **extra}.items():
+        os.environ.setdefault(key, value)
 
 
 class Settings(BaseSettings):

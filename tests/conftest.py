@@ -14,17 +14,10 @@ import pytest
 import hypothesis  # noqa: F401
 
 # Offline and quiet before anything imports prefect / transformers.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-# The test server keeps task runs in SQLite: batch its task-run recorder (see the constant).
-from newspulse.settings import LOCAL_PREFECT_SERVER_ENV  # noqa: E402  (no Prefect import inside)
+# The test server keeps task runs in SQLite: batch its task-run recorder (LOCAL_PREFECT_SERVER_ENV).
+from newspulse.settings import use_local_env  # noqa: E402  (no Prefect import inside)
 
-for _key, _value in LOCAL_PREFECT_SERVER_ENV.items():
-    os.environ.setdefault(_key, _value)
+use_local_env(PREFECT_LOGGING_LEVEL="WARNING")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
