@@ -34,6 +34,7 @@ from warehouse.connection import connect
 from warehouse.recommend import click_log_sources, commit_recommendations, export_rec_inputs, newest_impression, \
     record_rec_run
 
+CLICK_MODELS_KEPT = 5  # per source; the newest is the one the rankers load
 _CLICK_MODELS: dict[str, Any] = {}
 _LOCK = threading.Lock()
 
@@ -175,9 +176,19 @@ def train_click_model_task(settings: Settings, plan: dict[str, Any], retrain: bo
     if out.exists():
         shutil.rmtree(out)
     tmp.replace(out)
+    _prune_click_models(out.parent, keep=CLICK_MODELS_KEPT)
     logger.info("click model %s: valid AUC %.3f (popularity %.3f, cosine %.3f)", out.name,
                 metrics["click_model"]["auc"], metrics["popularity"]["auc"], metrics["cosine"]["auc"])
     return {"click_model": str(out), "metrics": metrics, "reused": False}
+
+
+def _prune_click_models(folder: Path, keep: int) -> list[str]:
+    """Delete all but the ``keep`` newest click models of one source (older log states are never reused)."""
+    models = sorted((p for p in folder.iterdir() if p.is_dir() and ".tmp-" not in p.name),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in models[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return [p.name for p in models[keep:]]
 
 
 def _click_model(path: str):

@@ -172,3 +172,17 @@ def test_recommend_flow_embeds_missing_items_and_ranks_without_a_click_model(set
                             "WHERE NOT cold_start").fetchone()
     assert scored == 240  # every article now has the champion's scores and embedding
     assert probs[0] == 0 and probs[1] == probs[2] > 0
+
+
+def test_old_click_models_are_pruned_newest_kept(tmp_path):
+    import os
+
+    from tasks.recommend import _prune_click_models
+
+    for i in range(7):
+        (tmp_path / f"m-{i}").mkdir()
+        os.utime(tmp_path / f"m-{i}", (1_000_000 + i, 1_000_000 + i))
+    (tmp_path / "m-7.tmp-abc123").mkdir()  # a model being written right now
+    removed = _prune_click_models(tmp_path, keep=5)
+    assert sorted(removed) == ["m-0", "m-1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m-2", "m-3", "m-4", "m-5", "m-6", "m-7.tmp-abc123"]
