@@ -301,8 +301,9 @@ def _nan_none(x: float) -> float | None:
 # --------------------------------------------------------------------------- offline baselines
 
 def popularity_scores(imps: Impressions) -> list[np.ndarray]:
-    """Baseline: each candidate's clicks in the log before the impression (``imps.features`` column 0),
-    ties broken by the smoothed click rate (column 1)."""
+    """Baseline: each candidate's clicks as its side features count them (``imps.features`` column 0:
+    before the impression's nightly cut, or before the impression with live features), ties broken
+    by the smoothed click rate (column 1)."""
     if imps.features is None:
         raise ValueError("popularity needs the impressions' streaming features")
     return [f[:, 0].astype(np.float64) + 1e-4 * f[:, 1] for f in imps.features]

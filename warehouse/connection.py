@@ -111,6 +111,16 @@ def connect_memory(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
         con.close()
 
 
+def sql_literal(value: object) -> str:
+    """``value`` as a quoted SQL string literal (for file paths in COPY / read_parquet, which take no parameters)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def parquet_list(paths: list[str] | list[Path]) -> str:
+    """A SQL list literal of file paths, for ``read_parquet([...])``."""
+    return "[" + ", ".join(sql_literal(p) for p in paths) + "]"
+
+
 @contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
     """``BEGIN`` ... ``COMMIT``, or ``ROLLBACK`` and re-raise if the block fails."""

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import numpy as np
 
-from warehouse.connection import transaction
+from warehouse.connection import sql_literal, transaction
 
 GRANULARITIES: dict[str, tuple[str, timedelta]] = {
     "15m": ("INTERVAL 15 MINUTE", timedelta(minutes=15)),
@@ -73,13 +73,12 @@ def create_monitor_input(con: duckdb.DuckDBPyConnection, model_version: str) -> 
     Columns: article_id, ts (published_at, else ingested_at), source, topic (the model's topic
     head), tickers, neg, pos (booleans from the sentiment head), score, title.
     """
-    safe = model_version.replace("'", "''")
     con.execute(
         "CREATE OR REPLACE TEMP VIEW monitor_input AS "
         "SELECT s.article_id, coalesce(a.published_at, a.ingested_at) AS ts, a.source, s.topic_label AS topic, "
         "a.tickers, s.sentiment_label = 'negative' AS neg, s.sentiment_label = 'positive' AS pos, "
         "s.sentiment_score AS score, a.title "
-        f"FROM scores s JOIN articles a USING (article_id) WHERE s.model_version = '{safe}'"
+        f"FROM scores s JOIN articles a USING (article_id) WHERE s.model_version = {sql_literal(model_version)}"
     )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import duckdb
 
-from warehouse.connection import scalar, transaction
+from warehouse.connection import parquet_list, scalar, sql_literal, transaction
 
 REC_COLUMNS = [
     "source", "user_id", "article_id", "model_version", "score", "rank", "click_prob", "similarity",
@@ -32,10 +32,6 @@ PROFILE_COLUMNS = [
     "source", "user_id", "model_version", "n_clicks", "last_seen_at", "profile", "topic_affinity",
     "sentiment_affinity", "rec_run_id", "as_of",
 ]
-
-
-def _sql_path(path: Path | str) -> str:
-    return str(path).replace("'", "''")
 
 
 def click_log_sources(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -89,7 +85,7 @@ def export_rec_inputs(con: duckdb.DuckDBPyConnection, *, source: str, model_vers
         "CREATE OR REPLACE TEMP TABLE rec_ev_mapped AS SELECT e.impression_id, e.user_id, e.time, e.kind, e.pos, "
         "m.article_id, e.clicked FROM rec_ev e JOIN rec_map m USING (item)")
     con.execute(f"COPY (SELECT * FROM rec_ev_mapped ORDER BY time, impression_id, kind, pos) "
-                f"TO '{_sql_path(events_path)}' (FORMAT parquet)")
+                f"TO {sql_literal(events_path)} (FORMAT parquet)")
     con.execute(f"""
         COPY (
             WITH first_shown AS (SELECT article_id, min(time) AS first_shown FROM rec_ev_mapped
@@ -106,7 +102,7 @@ def export_rec_inputs(con: duckdb.DuckDBPyConnection, *, source: str, model_vers
             LEFT JOIN embeddings e ON e.article_id = i.article_id AND e.model_version = $model
             LEFT JOIN scores s ON s.article_id = i.article_id AND s.model_version = $model
             ORDER BY i.article_id
-        ) TO '{_sql_path(items_path)}' (FORMAT parquet)""",
+        ) TO {sql_literal(items_path)} (FORMAT parquet)""",
         {"as_of": as_of, "cand_s": int(candidate_hours * 3600), "model": model_version})
     counts = con.execute(
         "SELECT (SELECT count(*) FROM rec_beh), (SELECT count(DISTINCT user_id) FROM rec_beh), "
@@ -131,9 +127,8 @@ def commit_recommendations(con: duckdb.DuckDBPyConnection, rec_paths: list[str],
     profiles = [p for p in profile_paths if Path(p).exists()]
     if not profiles:
         return {"users": 0, "rows_inserted": 0, "rows_replaced": 0}
-    as_list = lambda paths: "[" + ", ".join(f"'{_sql_path(p)}'" for p in paths) + "]"  # noqa: E731
-    con.execute(f"CREATE OR REPLACE TEMP VIEW staged_profiles AS SELECT * FROM read_parquet({as_list(profiles)})")
-    rec_source = f"read_parquet({as_list(recs)})" if recs else \
+    con.execute(f"CREATE OR REPLACE TEMP VIEW staged_profiles AS SELECT * FROM read_parquet({parquet_list(profiles)})")
+    rec_source = f"read_parquet({parquet_list(recs)})" if recs else \
         "(SELECT * FROM rec_features WHERE false)"  # every staged user is new and has no candidates
     con.execute(f"CREATE OR REPLACE TEMP VIEW staged_recs AS SELECT * FROM {rec_source}")
     params = {"source": source, "model": model_version}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 
-from warehouse.connection import scalar, transaction
+from warehouse.connection import parquet_list, scalar, sql_literal, transaction
 
 SCORE_COLUMNS = [
     "article_id", "model_version", "sentiment_label", "sentiment_p_negative", "sentiment_p_neutral",
@@ -70,14 +70,10 @@ def export_unscored(con: duckdb.DuckDBPyConnection, model_version: str, out_dir:
     for i in range(n_shards):
         path = out_dir / f"input-{i:05d}.parquet"
         con.execute(f"COPY (SELECT article_id, text FROM to_score WHERE shard = {i} ORDER BY article_id) "
-                    f"TO '{_sql_path(path)}' (FORMAT parquet)")
+                    f"TO {sql_literal(path)} (FORMAT parquet)")
         paths.append(str(path))
     con.execute("DROP TABLE to_score")
     return paths
-
-
-def _sql_path(path: Path) -> str:
-    return str(path).replace("'", "''")
 
 
 def commit_scores(con: duckdb.DuckDBPyConnection, output_paths: list[str], model_version: str) -> CommitResult:
@@ -89,8 +85,7 @@ def commit_scores(con: duckdb.DuckDBPyConnection, output_paths: list[str], model
     files = [p for p in output_paths if Path(p).exists()]
     if not files:
         return CommitResult(0, 0, 0, 0)
-    file_list = "[" + ", ".join(f"'{_sql_path(Path(p))}'" for p in files) + "]"
-    con.execute(f"CREATE OR REPLACE TEMP VIEW staged_scores AS SELECT * FROM read_parquet({file_list})")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW staged_scores AS SELECT * FROM read_parquet({parquet_list(files)})")
     staged = int(scalar(con, "SELECT count(*) FROM staged_scores"))
     cols = ", ".join(SCORE_COLUMNS)
     select = ", ".join(

@@ -26,7 +26,7 @@ import duckdb
 import pandas as pd
 
 from sources.records import BEHAVIOR_COLUMNS, RECORD_COLUMNS, map_columns
-from warehouse.connection import scalar
+from warehouse.connection import scalar, sql_literal
 
 Target = Literal["articles", "behaviors"]
 NORMALIZE_SQL = Path(__file__).with_name("normalize.sql")
@@ -93,11 +93,11 @@ def _finish(con: duckdb.DuckDBPyConnection, batch_dir: Path, manifest: Manifest)
     if manifest.label_map and manifest.target == "articles":
         # Map the user's label names onto the head's classes before validation sees them
         # (case-insensitive); unmapped labels pass through and are judged by the suite.
-        cases = " ".join(f"WHEN {_quote_literal(k.lower())} THEN {_quote_literal(v)}" for k, v in manifest.label_map.items())
+        cases = " ".join(f"WHEN {sql_literal(k.lower())} THEN {sql_literal(v)}" for k, v in manifest.label_map.items())
         con.execute(f"UPDATE staged SET label = CASE lower(trim(label)) {cases} ELSE label END WHERE label IS NOT NULL")
     sql_file = NORMALIZE_SQL if manifest.target == "articles" else NORMALIZE_BEHAVIORS_SQL
     # A view cannot take parameters: the default source goes in as an escaped literal.
-    sql = sql_file.read_text(encoding="utf-8").replace("$default_source", _quote_literal(manifest.source))
+    sql = sql_file.read_text(encoding="utf-8").replace("$default_source", sql_literal(manifest.source))
     con.execute(sql)
     # `normalized` is a view: it streams straight into the Parquet file (COPY returns the count).
     out = batch_dir / "normalized.parquet"
@@ -140,14 +140,10 @@ def _select_records(
         elif col in available:
             parts.append(f"CAST({expr.format(available[col])} AS VARCHAR) AS {col}")
         elif col in defaults:
-            parts.append(f"{_quote_literal(defaults[col])} AS {col}")
+            parts.append(f"{sql_literal(defaults[col])} AS {col}")
         else:
             parts.append(f"NULL::VARCHAR AS {col}")
     return ", ".join(parts)
-
-
-def _quote_literal(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _quote_ident(name: str) -> str:
@@ -196,7 +192,7 @@ def stage_jsonl(
     # Record fields are read as text; other keys keep their JSON type for `meta` (as on the
     # exact path, where json_extract keeps types).
     unmapped = [k for k in keys if k not in mapping.values()]
-    typed = ", ".join(f"{_quote_literal(k)}: '{'JSON' if k in unmapped else 'VARCHAR'}'" for k in keys)
+    typed = ", ".join(f"{sql_literal(k)}: '{'JSON' if k in unmapped else 'VARCHAR'}'" for k in keys)
     extra = {}
     if unmapped and "meta" not in mapping:
         pairs = ", ".join(f"{_quote_ident(k)} := {_quote_ident(k)}" for k in unmapped)
@@ -210,7 +206,7 @@ def stage_jsonl(
         con.execute(
             f"""CREATE OR REPLACE TABLE staged AS
                 SELECT row_number() OVER () AS record_no, {raw} AS raw, {select}, NULL::VARCHAR AS error
-                FROM read_json({_quote_literal(str(path))}, format='newline_delimited',
+                FROM read_json({sql_literal(str(path))}, format='newline_delimited',
                     ignore_errors=true, columns={{{typed}}}, maximum_object_size=268435456)"""
         )
         unreadable = scalar(con, "SELECT count(*) FROM staged WHERE raw = ?", [all_null])
@@ -274,7 +270,7 @@ def _stage_jsonl_exact(
         # json_object takes keys as strings, so odd keys are fine; the key "" has no JSON path
         # and stays in raw only.
         pairs = ", ".join(
-            f"{_quote_literal(k)}, json_extract(line, {_quote_literal(chr(36) + '.' + json.dumps(k))})"
+            f"{sql_literal(k)}, json_extract(line, {sql_literal(chr(36) + '.' + json.dumps(k))})"
             for k in unmapped
         )
         extra["meta"] = f"json_object({pairs})"
@@ -282,7 +278,7 @@ def _stage_jsonl_exact(
     # takes whichever the line has.
     for field, column in mapping.items():
         variants = [k for k in keys if k.lower() == column.lower()] or [column]
-        paths = [_quote_literal(chr(36) + "." + json.dumps(v)) for v in variants if v]
+        paths = [sql_literal(chr(36) + "." + json.dumps(v)) for v in variants if v]
         if paths:
             extra.setdefault(field, "coalesce(" + ", ".join(f"json_extract_string(line, {p})" for p in paths) + ")")
     select = _select_records(mapping, "json_extract_string(line, '$.\"{}\"')", defaults, extra)
@@ -314,7 +310,7 @@ def stage_parquet(
 ) -> Manifest:
     """Stage a Parquet file of article records; an unreadable file becomes one quarantined record."""
     defaults = defaults or {}
-    src = _quote_literal(str(path))
+    src = sql_literal(str(path))
     try:
         names = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({src})").fetchall()]
     except duckdb.Error as exc:
