@@ -500,17 +500,27 @@ def score(
     model_version: Annotated[str, typer.Option(help="A registered version, or `champion`.")] = "champion",
     shard_size: Annotated[int | None, typer.Option(help="Articles per shard (one task each).")] = None,
     limit: Annotated[int | None, typer.Option(help="Score at most this many articles.")] = None,
+    runner: Annotated[str | None, typer.Option(help="Where shards run: `threads` (one at a time, here) or `dask` "
+                                                    "(default: NEWSPULSE_SCORE_TASK_RUNNER, else threads).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes of the local Dask cluster (default: "
+                                                     "NEWSPULSE_SCORE_DASK_WORKERS, else 2).")] = None,
+    dask_address: Annotated[str | None, typer.Option(help="Scheduler of an existing Dask cluster to use instead "
+                                                          "of a local one (implies --runner dask).")] = None,
 ) -> None:
     """Score every article the model has not scored yet (all heads + embedding in one pass)."""
     _offline_env()
     from flows.score import score_flow
 
-    out = _run_flow(score_flow, model_version=model_version, shard_size=shard_size, limit=limit)
+    if runner not in (None, "threads", "dask"):
+        console.print(f"[red]--runner must be `threads` or `dask`, not {runner!r}")
+        raise typer.Exit(2)
+    out = _run_flow(score_flow, model_version=model_version, shard_size=shard_size, limit=limit,
+                    task_runner=runner, workers=workers, dask_address=dask_address)
     if not out.get("rows_inserted"):
         console.print(f"nothing scored: {out.get('reason', 'nothing new')}")
         return
     console.print(f"scored {out['rows_inserted']} articles with {out['model_version']} "
-                  f"({out['shards']} shard(s), {out['docs_per_s']} docs/s)")
+                  f"({out['shards']} shard(s) on {out['task_runner']}, {out['docs_per_s']} docs/s)")
 
 
 @app.command()

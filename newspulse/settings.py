@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -101,6 +102,16 @@ class Settings(BaseSettings):
     )
     score_batch_size: int = Field(32, ge=1, description="Texts per forward pass (length-bucketed; 32 was "
                                   "fastest on CPU in bench/score.py).")
+    score_task_runner: Literal["threads", "dask"] = Field(
+        "threads", description="Where score shards run: 'threads' (one shard at a time in the flow's process, "
+        "torch on every core) or 'dask' (a local Dask cluster, or the one at score_dask_address)."
+    )
+    score_dask_workers: int = Field(2, ge=1, description="Worker processes of the local Dask cluster "
+                                    "(task runner 'dask'); each uses cpu_count // workers torch threads.")
+    score_dask_address: str | None = Field(
+        None, description="Scheduler address of an existing Dask cluster (e.g. tcp://10.0.0.5:8786) for "
+        "task runner 'dask'; None starts a local cluster for the run."
+    )
 
     # --- monitoring and alerts -----------------------------------------------------------------
     monitor_granularities: list[str] = Field(

@@ -8,6 +8,7 @@ single writer (DESIGN.md).
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import uuid
 from datetime import UTC, datetime
@@ -47,8 +48,8 @@ def served_model(artifact_path: str):
 def plan_score_shards(settings: Settings, model_version: str, shard_size: int, limit: int | None = None) -> dict[str, Any]:
     """Resolve the model and stage the articles it has not scored as Parquet shards.
 
-    Returns ``{score_run_id, model_version, artifact_path, run_dir, inputs, started_at}``; ``inputs``
-    is empty when there is nothing to score (or no champion yet, with ``reason`` set).
+    Returns ``{score_run_id, model_version, artifact_path, run_dir, inputs, started_at, flow_run_id}``;
+    ``inputs`` is empty when there is nothing to score (or no champion yet, with ``reason`` set).
     """
     started = datetime.now(UTC)
     run_id = f"s{started:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
@@ -64,27 +65,36 @@ def plan_score_shards(settings: Settings, model_version: str, shard_size: int, l
         inputs = export_unscored(con, row["model_version"], run_dir, shard_size, limit)
     get_run_logger().info("%s: %d shard(s) to score with %s", run_id, len(inputs), row["model_version"])
     return {"score_run_id": run_id, "model_version": row["model_version"], "artifact_path": row["artifact_path"],
-            "run_dir": str(run_dir), "inputs": inputs, "started_at": started.isoformat(), "reason": None}
+            "run_dir": str(run_dir), "inputs": inputs, "started_at": started.isoformat(), "reason": None,
+            "flow_run_id": str(flow_run.get_id()) if flow_run.get_id() else None}
 
 
 @task(name="score-shard", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def score_shard_task(settings: Settings, plan: dict[str, Any], input_path: str, batch_size: int = 64) -> dict[str, Any]:
-    """Score one staged shard with every head (one forward pass) into ``output-NNNNN.parquet``."""
+def score_shard_task(settings: Settings, plan: dict[str, Any], input_path: str, batch_size: int = 64,
+                     torch_threads: int | None = None) -> dict[str, Any]:
+    """Score one staged shard with every head (one forward pass) into ``output-NNNNN.parquet``.
+
+    ``torch_threads`` (default ``settings.torch_threads``, else every core) caps torch's intra-op
+    threads in this process: several scorer processes on one machine each get their share. The
+    returned stats name the process (``host``, ``pid``) that scored the shard.
+    """
     import torch
 
     from models.serving import score_shard
 
-    threads = settings.torch_threads or os.cpu_count() or 1
+    threads = torch_threads or settings.torch_threads or os.cpu_count() or 1
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+    where = {"host": socket.gethostname(), "pid": os.getpid(), "torch_threads": threads}
     out = Path(input_path).with_name(Path(input_path).name.replace("input-", "output-"))
     if out.exists():  # a retried or resumed task: the shard is already scored
-        return {"path": str(out), "rows": None, "seconds": 0.0, "tokens": 0, "skipped": True}
-    extra = {"scored_at": datetime.now(UTC), "score_run_id": plan["score_run_id"],
-             "flow_run_id": str(flow_run.get_id()) if flow_run.get_id() else None}
+        return {"path": str(out), "rows": None, "seconds": 0.0, "tokens": 0, "skipped": True, **where}
+    # Lineage names the score flow run that planned the shard, whichever (sub)flow or worker scores it.
+    run_id = plan.get("flow_run_id") or (str(flow_run.get_id()) if flow_run.get_id() else None)
+    extra = {"scored_at": datetime.now(UTC), "score_run_id": plan["score_run_id"], "flow_run_id": run_id}
     stats = score_shard(served_model(plan["artifact_path"]), Path(input_path), out, batch_size=batch_size,
                         device=settings.score_device, extra=extra)
-    return {"path": str(out), **stats, "skipped": False}
+    return {"path": str(out), **stats, "skipped": False, **where}
 
 
 @task(name="commit-scores", cache_policy=NO_CACHE)
