@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from newspulse.serve_cli import register as register_serve_commands
 from newspulse.settings import get_settings, use_local_env
 
 app = typer.Typer(help="NewsPulse: news and finance text -> sentiment alerts and recommendation features.",
@@ -28,6 +29,7 @@ models_app = typer.Typer(help="The model registry: list, show, promote, roll bac
 app.add_typer(models_app, name="models")
 alerts_app = typer.Typer(help="Sentiment spike alerts: list, show, ack, resolve.", no_args_is_help=True)
 app.add_typer(alerts_app, name="alerts")
+register_serve_commands(app)  # newspulse serve | stop | provision (newspulse/serve_cli.py)
 # Wide enough for the batch tables when output is piped (CI logs, `make demo | tee`).
 console = Console(width=None if sys.stdout.isatty() else 140)
 

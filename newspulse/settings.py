@@ -165,6 +165,18 @@ class Settings(BaseSettings):
     )
     alert_delivery_attempts: int = Field(3, ge=1, description="Tries per alert within one monitor run.")
     alert_retry_backoff_s: float = Field(1.0, description="First retry delay; doubles each try.")
+    alert_delivery: Literal["flow", "automation"] = Field(
+        "flow", description="'flow': the monitor flow sends each alert through the block itself (retried, "
+        "tracked per alert). 'automation': it only emits the events and the Prefect automation "
+        "'newspulse-sentiment-spike' (enabled by `newspulse serve`) sends them through the same block.",
+    )
+
+    # --- a served deployment (`newspulse serve`, `make serve`) ----------------------------------
+    serve_host: str = Field("127.0.0.1", description="Address `newspulse serve` binds the Prefect server to.")
+    serve_port: int = Field(4200, description="Port of the served Prefect API and UI.")
+    serve_cpu_workers: int = Field(1, ge=0, description="Process workers `newspulse serve` starts for the cpu pool.")
+    serve_gpu_workers: int = Field(1, ge=0, description="Workers for the gpu pool (0 when the GPU hosts run their own).")
+    serve_gpu_pool_limit: int = Field(1, ge=1, description="Flow runs at once in the gpu pool (one per GPU).")
 
     # --- recommendations ----------------------------------------------------------------------
     rec_history_days: float = Field(
@@ -229,6 +241,11 @@ class Settings(BaseSettings):
     def click_models_dir(self) -> Path:
         """Trained click models (safetensors + JSON), one folder per source, backbone and log state."""
         return self.home / "click_models"
+
+    @property
+    def serve_dir(self) -> Path:
+        """What `newspulse serve` owns: the server's PREFECT_HOME, pid files and process logs."""
+        return self.home / "serve"
 
     @property
     def demo_dir(self) -> Path:

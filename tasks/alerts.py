@@ -31,39 +31,56 @@ _URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
 _EVENT_NS = uuid.UUID("6f1c2f0e-3d7a-4c55-9a51-5e2b8c1d0a77")
 
 
-def ensure_alert_block(settings: Settings):
-    """Load the configured notification block; create or update the webhook block from the URL if set.
+AUTOMATION = "newspulse-sentiment-spike"
+
+
+def save_webhook_block(settings: Settings) -> bool:
+    """Create or update the webhook block named by ``alert_block`` from ``alert_webhook_url``.
 
     The URL may carry a token, so it goes into the block's ``secrets`` (shown masked in the UI)
-    and the block's ``url`` is only the ``{{webhook_url}}`` template. Returns the block, or None
-    when it does not exist or is not a notification block (alerts then wait as 'pending').
+    and the block's ``url`` is only the ``{{webhook_url}}`` template. Returns whether it saved one
+    (only a custom-webhook block with a URL configured is managed here).
     """
-    from prefect.blocks.abstract import NotificationBlock
-    from prefect.blocks.core import Block
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
-    log = get_run_logger()
+    slug, _, name = settings.alert_block.partition("/")
+    if settings.alert_webhook_url is None or not name or slug != CustomWebhookNotificationBlock.get_block_type_slug():
+        return False
+    CustomWebhookNotificationBlock(
+        name="newspulse", url="{{webhook_url}}", method="POST",
+        secrets={"webhook_url": settings.alert_webhook_url.get_secret_value()},
+        json_data={"subject": "{{subject}}", "text": "{{body}}", "source": "{{name}}"},
+        allow_private_urls=settings.alert_allow_private_urls, timeout=10.0,
+    ).save(name, overwrite=True)
+    return True
+
+
+def load_alert_block(settings: Settings) -> tuple[Any, str | None]:
+    """``(block, None)`` for the configured notification block, or ``(None, why not)``."""
+    from prefect.blocks.abstract import NotificationBlock
+    from prefect.blocks.core import Block
+
     slug, _, name = settings.alert_block.partition("/")
     if not slug or not name:
-        log.warning("NEWSPULSE_ALERT_BLOCK must look like <block-type-slug>/<name>: alerts stay pending")
-        return None
-    if settings.alert_webhook_url is not None and slug == CustomWebhookNotificationBlock.get_block_type_slug():
-        CustomWebhookNotificationBlock(
-            name="newspulse", url="{{webhook_url}}", method="POST",
-            secrets={"webhook_url": settings.alert_webhook_url.get_secret_value()},
-            json_data={"subject": "{{subject}}", "text": "{{body}}", "source": "{{name}}"},
-            allow_private_urls=settings.alert_allow_private_urls, timeout=10.0,
-        ).save(name, overwrite=True)
+        return None, "NEWSPULSE_ALERT_BLOCK must look like <block-type-slug>/<name>"
+    save_webhook_block(settings)
     try:
         block = Block.load(settings.alert_block)
     except (ValueError, KeyError) as exc:
-        log.warning("notification block %r not found (%s): alerts stay pending", settings.alert_block,
-                    type(exc).__name__)
-        return None
+        return None, f"notification block {settings.alert_block!r} not found ({type(exc).__name__})"
     if not isinstance(block, NotificationBlock):
-        log.warning("block %r is a %s, not a notification block: alerts stay pending", settings.alert_block,
-                    type(block).__name__)
-        return None
+        return None, f"block {settings.alert_block!r} is a {type(block).__name__}, not a notification block"
+    return block, None
+
+
+def ensure_alert_block(settings: Settings):
+    """The configured notification block (saved from the webhook URL first if one is set), or None.
+
+    When None, the reason is logged and alerts wait as 'pending'.
+    """
+    block, why = load_alert_block(settings)
+    if block is None:
+        get_run_logger().warning("%s: alerts stay pending", why)
     return block
 
 
@@ -81,18 +98,27 @@ def alert_message(alert: dict[str, Any]) -> tuple[str, str]:
     return subject, "\n".join(lines)
 
 
-def _emit(alert: dict[str, Any]) -> str | None:
+def _emit(alert: dict[str, Any], notify: bool) -> str | None:
+    """Emit the alert's ``newspulse.sentiment.spike`` event; returns its id (None without an API).
+
+    ``newspulse.notify`` says whether the alert should page anyone (false for stale backfill); the
+    automation matches on it. The payload carries the rendered subject and body, so a notification
+    sent by the automation reads exactly like one the flow sends.
+    """
     from prefect.events import emit_event
 
+    subject, body = alert_message(alert)
     event = emit_event(
         event=EVENT,
         resource={"prefect.resource.id": f"newspulse.{alert['dimension']}.{alert['key']}",
                   "prefect.resource.name": f"{alert['dimension']} {alert['key']}",
-                  "newspulse.dimension": alert["dimension"], "newspulse.key": alert["key"]},
+                  "newspulse.dimension": alert["dimension"], "newspulse.key": alert["key"],
+                  "newspulse.notify": "true" if notify else "false"},
         payload={"alert_id": alert["alert_id"], "severity": alert["severity"], "observed": alert["observed"],
                  "baseline": alert["baseline"], "n_articles": alert["n_articles"], "n_negative": alert["n_negative"],
                  "p_value": alert["p_value"], "granularity": alert["granularity"],
-                 "window_start": str(alert["window_start"]), "window_end": str(alert["window_end"])},
+                 "window_start": str(alert["window_start"]), "window_end": str(alert["window_end"]),
+                 "subject": subject, "body": body},
         # The same alert always gets the same event id, so a retried run does not double it.
         id=uuid.uuid5(_EVENT_NS, alert["alert_id"]),
     )
@@ -107,16 +133,20 @@ def notify_alerts(settings: Settings, notify_backfill: bool = False) -> dict[str
     a new champion re-scoring the past) are opened without paging anyone, unless
     ``notify_backfill`` (a replay, like the demo). After an alert fails every attempt the run stops
     delivering (the receiver is down: the rest wait for the next run instead of each timing out).
+    With ``alert_delivery='automation'`` the event is the delivery: the automation sends it.
     """
     log = get_run_logger()
     claimer = str(flow_run.get_id() or uuid.uuid4())
+    cutoff = datetime.now(UTC) - timedelta(hours=settings.alert_max_age_h)
     with writer_slot(settings), connect(settings) as con:
         no_event = db_alerts.alerts_without_event(con)
         claimed = db_alerts.claim_pending(con, claimer, settings.alert_claim_timeout_s)
-    emitted = {a["alert_id"]: eid for a in no_event if (eid := _emit(a))}
-    cutoff = datetime.now(UTC) - timedelta(hours=settings.alert_max_age_h)
+    emitted = {a["alert_id"]: eid for a in no_event
+               if (eid := _emit(a, notify=notify_backfill or a["window_end"] >= cutoff))}
     stale = [a for a in claimed if not notify_backfill and a["window_end"] < cutoff]
     fresh = [a for a in claimed if a not in stale]
+    if settings.alert_delivery == "automation":
+        return _handed_to_automation(settings, claimer, emitted, stale, fresh)
     block = ensure_alert_block(settings) if fresh and settings.alert_block else None
     with writer_slot(settings), connect(settings) as con:
         for aid, eid in emitted.items():
@@ -149,6 +179,25 @@ def notify_alerts(settings: Settings, notify_backfill: bool = False) -> dict[str
         log.info("delivered %d alert(s) through %s", len(delivered), settings.alert_block)
     return {"events": len(emitted), "delivered": delivered, "failed": failed, "stale": len(stale),
             "pending": len(fresh) - len(delivered) if settings.alert_block else 0}
+
+
+def _handed_to_automation(settings: Settings, claimer: str, emitted: dict[str, str],
+                          stale: list[dict[str, Any]], fresh: list[dict[str, Any]]) -> dict[str, Any]:
+    """Automation mode: an alert whose event reached Prefect is handed over ('open', channel
+    ``automation:<name>``); one whose event could not be emitted stays pending for the next run."""
+    handed = [a["alert_id"] for a in fresh if a["alert_id"] in emitted or a.get("event_id")]
+    with writer_slot(settings), connect(settings) as con:
+        for aid, eid in emitted.items():
+            db_alerts.mark_event(con, aid, eid)
+        db_alerts.mark_not_sent(con, [a["alert_id"] for a in stale], "not sent (stale)")
+        for aid in handed:
+            db_alerts.mark_delivered(con, aid, f"automation:{AUTOMATION}", 1)
+        db_alerts.release_claims(con, claimer)
+    if len(handed) < len(fresh):
+        get_run_logger().warning("%d alert(s) have no event yet (no Prefect API?): left pending",
+                                 len(fresh) - len(handed))
+    return {"events": len(emitted), "delivered": handed, "failed": [], "stale": len(stale),
+            "pending": len(fresh) - len(handed)}
 
 
 def _deliver(block, alert: dict[str, Any], settings: Settings) -> tuple[str | None, int]:

@@ -1,0 +1,138 @@
+"""Make a Prefect server ready for NewsPulse's deployments: pools, limits, blocks, automation.
+
+Everything here is idempotent: each object is read first and only created when missing, or
+updated when it differs from what the settings ask for, so running it twice changes nothing
+(``tests/e2e`` checks that). ``newspulse serve`` calls :func:`provision` before ``prefect deploy``;
+against a shared server run ``newspulse provision`` with ``PREFECT_API_URL`` pointing at it.
+
+- work pools ``cpu`` and ``gpu`` (process type; the gpu pool runs one flow run at a time and its
+  workers live on the GPU hosts; ``deploy/k8s-gpu-job-template.json`` is the Kubernetes variant);
+- the global concurrency limit that serialises DuckDB writers (``Settings.writer_limit``, 1 slot);
+- the alert notification block when a webhook URL is configured (its URL kept in the block's
+  secrets);
+- the automation ``newspulse-sentiment-spike``: ``newspulse.sentiment.spike`` events that should
+  page someone -> ``SendNotification`` through that block. It is enabled only when
+  ``alert_delivery='automation'``; otherwise the monitor flow sends alerts itself and the
+  automation stays paused, so nobody is paged twice.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from newspulse.settings import Settings
+from tasks.alerts import AUTOMATION, EVENT, load_alert_block
+
+POOLS: dict[str, str] = {
+    "cpu": "Ingest, validation, monitoring, recommendations and CPU scoring (process workers).",
+    "gpu": "Pretraining, fine-tuning and GPU scoring: run its workers on the GPU hosts.",
+}
+
+
+def provision(settings: Settings) -> dict[str, str]:
+    """Create or update every server-side object; returns ``{object: 'created'|'updated'|'ok'|why}``."""
+    from prefect import get_client
+
+    report: dict[str, str] = {}
+    with get_client(sync_client=True) as client:
+        for name, description in POOLS.items():
+            limit = settings.serve_gpu_pool_limit if name == "gpu" else None
+            report[f"work-pool/{name}"] = _ensure_pool(client, name, description, limit)
+        report[f"concurrency-limit/{settings.writer_limit}"] = _ensure_limit(client, settings.writer_limit, 1)
+    report[f"block/{settings.alert_block}"], block_id = _ensure_block(settings)
+    report[f"automation/{AUTOMATION}"] = _ensure_automation(settings, block_id)
+    return report
+
+
+def _ensure_pool(client: Any, name: str, description: str, limit: int | None) -> str:
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    try:
+        pool = client.read_work_pool(name)
+    except ObjectNotFound:
+        client.create_work_pool(WorkPoolCreate(
+            name=name, type="process", description=description, concurrency_limit=limit,
+            base_job_template=ProcessWorker.get_default_base_job_template()))
+        return "created"
+    if pool.concurrency_limit == limit and pool.description == description:
+        return "ok"
+    client.update_work_pool(name, WorkPoolUpdate(description=description, concurrency_limit=limit))
+    return "updated"
+
+
+def _ensure_limit(client: Any, name: str, limit: int) -> str:
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        current = client.read_global_concurrency_limit_by_name(name)
+    except ObjectNotFound:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
+        return "created"
+    if current.limit == limit and current.active:
+        return "ok"
+    client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=limit, active=True))
+    return "updated"
+
+
+def _ensure_block(settings: Settings) -> tuple[str, Any]:
+    """The notification block (saved from the webhook URL when one is set); returns (status, id)."""
+    if not settings.alert_block:
+        return "alert delivery switched off (NEWSPULSE_ALERT_BLOCK is empty)", None
+    block, why = load_alert_block(settings)
+    if block is None:
+        return f"missing: {why}; create it in the UI (Blocks) or set NEWSPULSE_ALERT_WEBHOOK_URL", None
+    return "ok", block._block_document_id
+
+
+def automation_spec(settings: Settings, block_id: Any) -> Any:
+    """The spike automation: page-worthy spike events -> the notification block, one per event."""
+    from prefect.automations import AutomationCore, EventTrigger, Posture, SendNotification
+
+    return AutomationCore(
+        name=AUTOMATION,
+        description=f"Routes {EVENT} events that should page someone to {settings.alert_block}.",
+        enabled=settings.alert_delivery == "automation",
+        trigger=EventTrigger(
+            expect={EVENT},
+            match={"prefect.resource.id": "newspulse.*", "newspulse.notify": "true"},
+            posture=Posture.Reactive, threshold=1, within=timedelta(0),
+        ),
+        actions=[SendNotification(block_document_id=block_id, subject="{{ event.payload.subject }}",
+                                  body="{{ event.payload.body }}")],
+    )
+
+
+def _ensure_automation(settings: Settings, block_id: Any) -> str:
+    from prefect import get_client
+    from prefect.automations import AutomationCore
+
+    if block_id is None:
+        return "skipped: no notification block to route to"
+    spec = automation_spec(settings, block_id)
+    with get_client(sync_client=True) as client:
+        found = client.read_automations_by_name(AUTOMATION)
+        if not found:
+            client.create_automation(spec)
+            return "created"
+        current = found[0]
+        for extra in found[1:]:  # a name should mean one automation
+            client.delete_automation(extra.id)
+        same = AutomationCore.model_validate(current.model_dump(include=set(AutomationCore.model_fields)))
+        if _without_ids(same.model_dump(mode="json")) == _without_ids(spec.model_dump(mode="json")):
+            return "ok"
+        client.update_automation(current.id, spec)
+        return "updated"
+
+
+
+def _without_ids(value: Any) -> Any:
+    """A model dump without its generated ``id`` fields (each new trigger gets a fresh one)."""
+    if isinstance(value, dict):
+        return {k: _without_ids(v) for k, v in value.items() if k != "id"}
+    if isinstance(value, list):
+        return [_without_ids(v) for v in value]
+    return value
