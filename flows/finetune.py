@@ -16,11 +16,11 @@ from prefect import flow
 
 from flows.ingest import ingest_flow
 from newspulse.settings import get_settings
-from tasks.train import export_training_data, finetune_and_evaluate, register_model
+from tasks.train import export_training_data, finetune_and_evaluate, register_model, resolve_base
 from tasks.warehouse import migrate_warehouse
 
 
-@flow(name="finetune", log_prints=True)
+@flow(name="finetune", flow_run_name="finetune-{run_name}", log_prints=True)
 def finetune_flow(
     sentiment_datasets: list[str] | None = None,
     topic_datasets: list[str] | None = None,
@@ -41,9 +41,11 @@ def finetune_flow(
     label_column: str = "label",
     label_map: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune, evaluate, register; ``base`` is a preset, a checkpoint dir or a hub id."""
+    """Fine-tune, evaluate, register; ``base`` is a preset, a checkpoint dir, a hub id, or
+    ``pretrain:<run_name>`` for the backbone the pretrain flow of that run name wrote last."""
     settings = get_settings()
     migrate_warehouse(settings)
+    base = resolve_base(settings, base)
     sentiment_datasets = list(sentiment_datasets or [])
     topic_datasets = list(topic_datasets or [])
     if labelled_files:

@@ -47,7 +47,20 @@ def _validate_and_commit(settings: Settings, batch_dir: str) -> dict[str, Any]:
     return commit_staged(settings, batch_dir)
 
 
-@flow(name="ingest", log_prints=True)
+def _run_name() -> str:
+    """``ingest-<what>-<UTC time>``: the source of the files, or the datasets, and when."""
+    from datetime import UTC, datetime
+
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters or {}
+    what = "+".join(params.get("datasets") or []) or params.get("source") or "files"
+    if params.get("feeds"):
+        what = "feeds-" + "+".join(params["feeds"])
+    return f"ingest-{what[:60]}-{datetime.now(UTC):%Y%m%d-%H%M}"
+
+
+@flow(name="ingest", flow_run_name=_run_name, log_prints=True)
 def ingest_flow(
     files: list[str] | None = None,
     source: str = "files",

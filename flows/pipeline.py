@@ -29,7 +29,7 @@ DEFAULT_DATASETS = [
 ]
 
 
-@flow(name="pipeline", log_prints=True)
+@flow(name="pipeline", flow_run_name="pipeline-seed{seed}-{days}d-{preset}", log_prints=True)
 def pipeline_flow(
     seed: int = 7,
     days: int = 28,

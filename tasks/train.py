@@ -72,6 +72,19 @@ def pretrain_backbone(corpus_path: str, run_dir: str, preset: str, vocab_size: i
 
 
 @task(name="finetune-and-evaluate", cache_policy=NO_CACHE)
+def resolve_base(settings: Settings, base: str) -> str:
+    """``pretrain:<run_name>`` -> that pretrain run's backbone directory; anything else unchanged.
+
+    Lets a scheduled fine-tune name "whatever the weekly pretraining produced" without a path.
+    """
+    if not base.startswith("pretrain:"):
+        return base
+    model_dir = settings.runs_dir / base.removeprefix("pretrain:") / "checkpoint" / "model"
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"{base}: no pretrained backbone at {model_dir}; run that pretrain first")
+    return str(model_dir)
+
+
 def finetune_and_evaluate(examples_path: str, out_dir: str, base: str, train_config: dict[str, Any]) -> dict[str, Any]:
     """Fine-tune the heads, evaluate next to the TF-IDF baseline; returns the experiment info."""
     from models.experiment import run_experiment
@@ -117,11 +130,29 @@ def register_model(settings: Settings, info: dict[str, Any], out_dir: str, data:
             db_registry.promote(con, version, reason)
         else:
             db_registry.refuse(con, version, reason)
-    create_markdown_artifact(key="model-card", markdown=card, description=f"Model card {version}")
+    create_markdown_artifact(key="model-card", markdown=card_with_pictures(card, version_dir),
+                             description=f"Model card {version}")
     shutil.rmtree(Path(out_dir) / "work", ignore_errors=True)
     get_run_logger().info("registered %s: %s", version, reason)
     return {"model_version": version, "promoted": promote, "reason": reason, "path": str(version_dir),
             "card": card, "val_scores": info["val_scores"], "served": info["served"]}
+
+
+def card_with_pictures(card: str, version_dir: Path) -> str:
+    """The model card with its confusion-matrix PNGs inlined (data URIs), for the Prefect UI.
+
+    MODEL_CARD.md links the PNGs beside it; an artifact has no "beside", so it carries them.
+    """
+    import base64
+    import re
+
+    def inline(match: re.Match[str]) -> str:
+        png = version_dir / match.group(2)
+        if not png.is_file():
+            return match.group(0)
+        return f"![{match.group(1)}](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode('ascii')})"
+
+    return re.sub(r"!\[([^\]]*)\]\(([\w.-]+\.png)\)", inline, card)
 
 
 def dump(obj: Any) -> str:

@@ -219,3 +219,38 @@ def test_alert_block_of_the_wrong_type_is_refused(settings, monkeypatch: pytest.
     assert probe("secret/np-test-secret") is None
     assert probe("no-slash") is None
     assert probe("custom-webhook/does-not-exist") is None
+
+
+def test_automation_mode_hands_alerts_to_the_automation(settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """alert_delivery='automation': events carry the notify label and the message; the flow sends nothing."""
+    import time
+    import uuid
+
+    from prefect import get_client
+    from prefect.events.filters import EventFilter, EventIDFilter, EventNameFilter
+
+    from flows.monitor import monitor_flow
+    from tasks.alerts import AUTOMATION, EVENT
+
+    _load(settings, _stream(9, seed=5, spikes=[("ZZZ", START + timedelta(days=8, hours=10), 40, 32)]))
+    monkeypatch.setenv("NEWSPULSE_ALERT_DELIVERY", "automation")
+    with Receiver() as receiver:
+        _use_webhook(monkeypatch, receiver.port)
+        summary = monitor_flow(notify_backfill=True)
+        alerts = _alerts(settings)
+        assert alerts and not receiver.posts  # the automation (not here) would send them
+    assert sorted(summary["delivered"]) == sorted(a["alert_id"] for a in alerts) and summary["pending"] == 0
+    assert all(a["status"] == "open" and a["delivery_channel"] == f"automation:{AUTOMATION}" and a["event_id"]
+               for a in alerts)
+    ours: dict = {}
+    deadline = time.monotonic() + 30  # the server persists events asynchronously
+    while time.monotonic() < deadline and not {a["event_id"] for a in alerts} <= set(ours):
+        with get_client(sync_client=True) as client:
+            page = client.read_events(filter=EventFilter(event=EventNameFilter(name=[EVENT]), id=EventIDFilter(
+                id=[uuid.UUID(a["event_id"]) for a in alerts])), limit=50)
+        ours = {str(e.id): e for e in page.events}
+        time.sleep(0.5)
+    for a in alerts:
+        event = ours[a["event_id"]]
+        assert event.resource["newspulse.notify"] == "true"
+        assert event.payload["subject"].startswith("[") and a["alert_id"] in event.payload["body"]

@@ -1,0 +1,132 @@
+"""prefect.yaml and the served set-up, without a server: the file parses, every entrypoint imports,
+parameters fit the flows, schedules and pools follow DESIGN.md, the GPU job template asks for GPUs,
+and the spike automation routes what it should. (tests/e2e deploys it all on a real server.)"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOYMENTS = yaml.safe_load((REPO / "prefect.yaml").read_text(encoding="utf-8"))["deployments"]
+BY_NAME = {d["name"]: d for d in DEPLOYMENTS}
+
+
+def test_a_deployment_per_flow() -> None:
+    flows = {d["entrypoint"].split(":")[1].removesuffix("_flow") for d in DEPLOYMENTS}
+    assert flows == {"ingest", "pretrain", "finetune", "score", "monitor", "recommend", "pipeline"}
+    assert len(BY_NAME) == len(DEPLOYMENTS)  # names are unique
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=[d["name"] for d in DEPLOYMENTS])
+def test_entrypoint_imports_and_parameters_fit(deployment: dict) -> None:
+    from prefect.flows import Flow, load_flow_from_entrypoint
+
+    flow = load_flow_from_entrypoint(str(REPO / deployment["entrypoint"]))
+    assert isinstance(flow, Flow)
+    accepted = set(inspect.signature(flow.fn).parameters)
+    assert set(deployment.get("parameters") or {}) <= accepted, deployment["name"]
+    env = deployment["work_pool"]["job_variables"]["env"]
+    assert env["DO_NOT_TRACK"] == "1" and env["HF_HUB_OFFLINE"] == "1"
+
+
+@pytest.mark.parametrize(("name", "pool", "schedule"), [
+    ("ingest-every-15-min", "cpu", {"interval": 900}),
+    ("pretrain-weekly", "gpu", {"cron": "0 1 * * 0"}),
+    ("finetune-weekly", "gpu", {"cron": "0 6 * * 0"}),
+    ("score-hourly", "cpu", {"cron": "5 * * * *"}),
+    ("score-gpu", "gpu", None),
+    ("monitor-every-15-min", "cpu", {"interval": 900}),
+    ("recommend-nightly", "cpu", {"cron": "30 2 * * *"}),
+    ("pipeline-demo", "cpu", None),
+])
+def test_schedules_and_pools(name: str, pool: str, schedule: dict | None) -> None:
+    d = BY_NAME[name]
+    assert d["work_pool"]["name"] == pool
+    schedules = d.get("schedules") or []
+    if schedule is None:
+        assert not schedules
+        return
+    assert len(schedules) == 1 and schedules[0]["timezone"] == "UTC" and schedules[0]["active"]
+    assert {k: schedules[0][k] for k in schedule} == schedule
+    assert d["concurrency_limit"] == 1  # a slow run is never overtaken by the next one
+
+
+def test_gpu_deployments_pass_what_a_gpu_worker_needs() -> None:
+    for d in DEPLOYMENTS:
+        env = d["work_pool"]["job_variables"]["env"]
+        if d["work_pool"]["name"] == "gpu":
+            assert env["CUDA_VISIBLE_DEVICES"] == "0" and env["NEWSPULSE_SCORE_DEVICE"] == "cuda"
+        else:
+            assert "CUDA_VISIBLE_DEVICES" not in env
+
+
+def test_finetune_takes_the_weekly_backbone(tmp_path: Path) -> None:
+    from newspulse.settings import Settings
+    from tasks.train import resolve_base
+
+    assert BY_NAME["finetune-weekly"]["parameters"]["base"] == f"pretrain:{BY_NAME['pretrain-weekly']['parameters']['run_name']}"
+    settings = Settings(home=tmp_path)
+    with pytest.raises(FileNotFoundError, match="run that pretrain first"):
+        resolve_base(settings, "pretrain:pretrain-weekly")
+    backbone = settings.runs_dir / "pretrain-weekly" / "checkpoint" / "model"
+    backbone.mkdir(parents=True)
+    assert resolve_base(settings, "pretrain:pretrain-weekly") == str(backbone)
+    assert resolve_base(settings, "small") == "small"
+
+
+def test_kubernetes_gpu_template_requests_gpus() -> None:
+    template = json.loads((REPO / "deploy" / "k8s-gpu-job-template.json").read_text(encoding="utf-8"))
+    assert template["variables"]["properties"]["gpu_count"]["default"] == 1
+    pod = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpu_count }}"
+    assert pod["nodeSelector"] == "{{ node_selector }}"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+
+
+@pytest.mark.parametrize(("delivery", "enabled"), [("flow", False), ("automation", True)])
+def test_spike_automation(delivery: str, enabled: bool) -> None:
+    import uuid
+
+    from newspulse.provision import automation_spec
+    from newspulse.settings import Settings
+
+    block_id = uuid.uuid4()
+    spec = automation_spec(Settings(alert_delivery=delivery), block_id)
+    assert spec.name == "newspulse-sentiment-spike" and spec.enabled is enabled  # never page twice
+    assert spec.trigger.expect == {"newspulse.sentiment.spike"}
+    assert spec.trigger.match.model_dump() == {"prefect.resource.id": "newspulse.*", "newspulse.notify": "true"}
+    (action,) = spec.actions
+    assert action.block_document_id == block_id and "event.payload.subject" in action.subject
+
+
+def test_serve_env_switches_telemetry_off_and_pins_paths(tmp_path: Path) -> None:
+    from newspulse.serve import serve_env
+    from newspulse.settings import Settings
+
+    settings = Settings(home=Path("var"), serve_port=4999)
+    env = serve_env(settings, REPO)
+    assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false" and env["DO_NOT_TRACK"] == "1"
+    assert env["PREFECT_API_URL"] == env["PREFECT_SERVER_UI_API_URL"] == "http://127.0.0.1:4999/api"
+    assert env["NEWSPULSE_ROOT"] == str(REPO)
+    assert Path(env["NEWSPULSE_HOME"]).is_absolute() and Path(env["NEWSPULSE_WAREHOUSE_PATH"]).is_absolute()
+
+
+def test_stop_ends_only_what_serve_recorded(tmp_path: Path) -> None:
+    """A pid file whose process is gone (or was recycled) is never signalled; a live one is."""
+    import subprocess
+
+    from newspulse.serve import _spawn, status, stop
+    from newspulse.settings import Settings
+
+    settings = Settings(home=tmp_path)
+    _spawn(settings, "sleeper", ["sleep", "60"], {"PATH": "/usr/bin:/bin"}, tmp_path)
+    (settings.serve_dir / "pids" / "ghost.pid").write_text("1 12345\n")  # pid 1 with a wrong start time
+    assert status(settings)["sleeper"] is not None and status(settings)["ghost"] is None
+    assert stop(settings, timeout_s=5) == ["sleeper"]
+    assert status(settings) == {}
+    assert subprocess.run(["kill", "-0", "1"], capture_output=True).returncode == 0  # init untouched
