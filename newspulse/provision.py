@@ -13,7 +13,12 @@ against a shared server run ``newspulse provision`` with ``PREFECT_API_URL`` poi
 - the automation ``newspulse-sentiment-spike``: ``newspulse.sentiment.spike`` events that should
   page someone -> ``SendNotification`` through that block. It is enabled only when
   ``alert_delivery='automation'``; otherwise the monitor flow sends alerts itself and the
-  automation stays paused, so nobody is paged twice.
+  automation stays paused, so nobody is paged twice;
+- the automation ``newspulse-reschedule-lost-runs``: a run of a NewsPulse deployment (tag
+  ``newspulse``) that stops sending heartbeats without reaching a final state lost its worker or
+  machine (``kill -9``, OOM, a reboot); it is put back to Scheduled ("AwaitingRetry") so the next
+  worker re-runs it. Every flow is safe to re-run (no duplicates, nothing lost), which is what
+  makes this automatic retry sound.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from typing import Any
 
 from newspulse.settings import Settings
 from tasks.alerts import AUTOMATION, EVENT, load_alert_block
+
+LOST_RUNS = "newspulse-reschedule-lost-runs"
 
 POOLS: dict[str, str] = {
     "cpu": "Ingest, validation, monitoring, recommendations and CPU scoring (process workers).",
@@ -41,7 +48,9 @@ def provision(settings: Settings) -> dict[str, str]:
             report[f"work-pool/{name}"] = _ensure_pool(client, name, description, limit)
         report[f"concurrency-limit/{settings.writer_limit}"] = _ensure_limit(client, settings.writer_limit, 1)
     report[f"block/{settings.alert_block}"], block_id = _ensure_block(settings)
-    report[f"automation/{AUTOMATION}"] = _ensure_automation(settings, block_id)
+    report[f"automation/{AUTOMATION}"] = (_ensure_automation(automation_spec(settings, block_id)) if block_id
+                                          else "skipped: no notification block to route to")
+    report[f"automation/{LOST_RUNS}"] = _ensure_automation(lost_run_spec(settings))
     return report
 
 
@@ -106,15 +115,39 @@ def automation_spec(settings: Settings, block_id: Any) -> Any:
     )
 
 
-def _ensure_automation(settings: Settings, block_id: Any) -> str:
+def lost_run_spec(settings: Settings) -> Any:
+    """Reschedule a NewsPulse run whose heartbeats stopped before it reached a final state."""
+    from prefect.automations import AutomationCore, ChangeFlowRunState, EventTrigger, Posture
+    from prefect.client.schemas.objects import StateType
+
+    final = [f"prefect.flow-run.{s}" for s in ("Completed", "Failed", "Cancelled", "Crashed", "Cancelling")]
+    return AutomationCore(
+        name=LOST_RUNS,
+        description=f"Runs of deployments tagged 'newspulse' silent for {settings.serve_lost_run_after_s:.0f} s "
+                    "(worker or machine lost) go back to Scheduled for the next worker.",
+        enabled=True,
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", *final},
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            match_related={"prefect.resource.id": "prefect.tag.newspulse"},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive, threshold=1,
+            within=timedelta(seconds=settings.serve_lost_run_after_s),
+        ),
+        actions=[ChangeFlowRunState(state=StateType.SCHEDULED, name="AwaitingRetry", force=True,
+                                    message="no heartbeat: its worker was lost; rescheduled by "
+                                            f"{LOST_RUNS}")],
+    )
+
+
+def _ensure_automation(spec: Any) -> str:
+    """Create the automation named ``spec.name``, or update it when it differs."""
     from prefect import get_client
     from prefect.automations import AutomationCore
 
-    if block_id is None:
-        return "skipped: no notification block to route to"
-    spec = automation_spec(settings, block_id)
     with get_client(sync_client=True) as client:
-        found = client.read_automations_by_name(AUTOMATION)
+        found = client.read_automations_by_name(spec.name)
         if not found:
             client.create_automation(spec)
             return "created"
@@ -133,6 +166,7 @@ def _without_ids(value: Any) -> Any:
     """A model dump without its generated ``id`` fields (each new trigger gets a fresh one)."""
     if isinstance(value, dict):
         return {k: _without_ids(v) for k, v in value.items() if k != "id"}
-    if isinstance(value, list):
-        return [_without_ids(v) for v in value]
+    if isinstance(value, list):  # sets (expect, after) come back in any order
+        items = [_without_ids(v) for v in value]
+        return sorted(items) if all(isinstance(v, str) for v in items) else items
     return value

@@ -67,6 +67,8 @@ def serve_env(settings: Settings, root: Path = ROOT) -> dict[str, str]:
         "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
         "DO_NOT_TRACK": "1",
         "NEWSPULSE_ROOT": str(root),
+        # Heartbeats let the lost-run automation notice a run whose worker died (newspulse/provision.py).
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(settings.serve_heartbeat_s),
     })
     # Relative paths would point elsewhere once the flow run's pull step changes directory.
     env["NEWSPULSE_HOME"] = str(settings.home.resolve())

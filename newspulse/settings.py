@@ -177,6 +177,11 @@ class Settings(BaseSettings):
     serve_cpu_workers: int = Field(1, ge=0, description="Process workers `newspulse serve` starts for the cpu pool.")
     serve_gpu_workers: int = Field(1, ge=0, description="Workers for the gpu pool (0 when the GPU hosts run their own).")
     serve_gpu_pool_limit: int = Field(1, ge=1, description="Flow runs at once in the gpu pool (one per GPU).")
+    serve_heartbeat_s: int = Field(30, ge=30, description="Served flow runs send a heartbeat event this often.")
+    serve_lost_run_after_s: float = Field(
+        120.0, description="A served run silent this long (its worker or machine died) is rescheduled by the "
+        "'newspulse-reschedule-lost-runs' automation; every flow is safe to re-run.",
+    )
 
     # --- recommendations ----------------------------------------------------------------------
     rec_history_days: float = Field(
