@@ -59,6 +59,6 @@ def finetune_flow(
     data = export_training_data(settings, str(run_dir), sentiment_datasets, topic_datasets, topic_top_k, seed)
     config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "max_length": max_length, "lora": lora,
               "time_budget_s": time_budget_s, "seed": seed}
-    info = finetune_and_evaluate(data["path"], str(run_dir), base, config)
+    info = finetune_and_evaluate(data["path"], str(run_dir), base, config, settings.train_processes)
     pretrained_from = base if Path(base).is_dir() else None
     return register_model(settings, info, str(run_dir), data, pretrained_from)

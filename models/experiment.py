@@ -24,15 +24,22 @@ from models.evaluate import classification_metrics, plot_confusion_matrix
 from models.multihead import SENTIMENT_LABELS, HeadsConfig, from_backbone
 from models.predict import predict
 from models.tokenizer import load_tokenizer, train_tokenizer
-from models.train import TrainConfig, finetune
+from models.train import TrainConfig, distributed_state, finetune
 
 HEADS = ("sentiment", "topic")
 
 
 def _backbone(base: str, texts: list[str], out_dir: Path, vocab_size: int):
-    """(lm_model, tokenizer, description) from a preset name or a checkpoint directory / hub id."""
+    """(lm_model, tokenizer, description) from a preset name or a checkpoint directory / hub id.
+
+    Under a launcher (torchrun / accelerate) the main process trains the tokenizer and the
+    others load what it wrote, so every process has the same vocabulary.
+    """
     if base in PRESETS:
-        tok = train_tokenizer(texts, out_dir / "tokenizer", vocab_size=vocab_size)
+        state = distributed_state()
+        with state.main_process_first():
+            tok = (train_tokenizer(texts, out_dir / "tokenizer", vocab_size=vocab_size) if state.is_main_process
+                   else load_tokenizer(out_dir / "tokenizer"))
         return build_backbone(base, tok), tok, f"preset:{base}"
     tok = load_tokenizer(base)
     return load_backbone(base, tok), tok, f"checkpoint:{base}"
@@ -62,13 +69,16 @@ def run_experiment(
     t0 = time.perf_counter()
     result = finetune(model, tok, train, val, config, out_dir / "model", progress=progress)
     train_s = time.perf_counter() - t0
+    if not distributed_state().is_main_process:
+        return {}  # data-parallel helpers are done: the main process evaluates and writes
 
     kind, _, where = backbone.partition(":")
     info: dict[str, Any] = {
         "backbone": {"preset": where if kind == "preset" else None, "checkpoint": where if kind == "checkpoint" else None},
         "backbone_name": backbone, "parameters": count_parameters(model), "heads": asdict(heads),
         "training": {**asdict(config), "best_epoch": result.best_epoch, "time_s": round(train_s, 1),
-                     "tokens_per_s": round(result.tokens_per_s), "device": result.device, "history": result.history},
+                     "tokens_per_s": round(result.tokens_per_s), "device": result.device,
+                     "processes": result.processes, "history": result.history},
         "data": {"datasets": sorted(set("+".join(df.dataset.astype(str)).split("+"))) if "dataset" in df else [],
                  "split_sizes": {s: int((df.split == s).sum()) for s in ("train", "validation", "test")},
                  "label_counts": {h: {str(k): int(v) for k, v in df[h].value_counts().items()} for h in HEADS}},
@@ -118,3 +128,41 @@ def served_summary(info: dict[str, Any]) -> str:
     """One word for the registry row: gpt, ensemble, or mixed (per head)."""
     kinds = set(info.get("served", {}).values())
     return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "gpt")
+
+
+def _jsonable(value: Any) -> Any:
+    """``info`` with numpy scalars and arrays made plain, for JSON."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``torchrun --nproc_per_node N -m models.experiment EXAMPLES OUT_DIR --base B --config JSON``.
+
+    One experiment trained data-parallel over N processes (GPUs); the main process evaluates and
+    writes ``OUT_DIR/info.json``. The finetune task launches this when ``train_processes > 1``.
+    """
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("examples", type=Path)
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--base", default="small")
+    parser.add_argument("--config", default="{}", help="TrainConfig fields as JSON")
+    args = parser.parse_args(argv)
+    info = run_experiment(args.examples, args.out_dir, base=args.base, config=TrainConfig(**json.loads(args.config)),
+                          progress=False)
+    if distributed_state().is_main_process:
+        (args.out_dir / "info.json").write_text(json.dumps(_jsonable(info)), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -73,6 +73,21 @@ class TrainResult:
     tokens_per_s: float
     device: str
     out_dir: str
+    processes: int = 1  # data-parallel processes (GPUs) that trained
+
+
+def distributed_state():
+    """accelerate's process state, on CPU when CUDA is absent (or ACCELERATE_USE_CPU is set).
+
+    Under torchrun that is NCCL DDP over the GPUs, or gloo DDP over CPU processes; alone, one
+    process. Create it before anything else asks accelerate (the state is a singleton).
+    """
+    import os
+
+    from accelerate import PartialState
+
+    forced = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return PartialState(cpu=forced or not torch.cuda.is_available())
 
 
 def encode_labels(values: pd.Series | list, labels: list[str]) -> np.ndarray:
@@ -176,7 +191,9 @@ def finetune(
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     set_seed(config.seed)  # python, numpy, torch (+ CUDA) RNGs
+    on_cpu = distributed_state().device.type == "cpu"
     accelerator = Accelerator(
+        cpu=on_cpu,
         mixed_precision="bf16" if torch.cuda.is_available() else "no",  # bf16 on CPU is ~80x slower
         # A batch may carry no label for one head: its parameters then get no gradient under DDP.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
@@ -258,7 +275,9 @@ def finetune(
         model.transformer = model.transformer.merge_and_unload()
         for p in model.parameters():  # peft froze the base weights; a plain model trains fully
             p.requires_grad_(True)
-    model.load_state_dict(load_file(str(out_dir / "model.safetensors"), device=str(accelerator.device)))
+    # safetensors names devices "cpu" or "cuda:N"; gloo DDP on CPU reports "cpu:0".
+    device = "cpu" if accelerator.device.type == "cpu" else str(accelerator.device)
+    model.load_state_dict(load_file(str(out_dir / "model.safetensors"), device=device))
     model.eval()
     if accelerator.num_processes > 1:  # throughput of the whole job, not of one process
         train_tokens = accelerator.reduce(train_tokens, "sum")
@@ -266,4 +285,5 @@ def finetune(
     return TrainResult(best_epoch=best_epoch, best_score=float(best_score), history=history,
                        seconds=time.perf_counter() - t_start,
                        tokens_per_s=int(train_tokens) / max(train_seconds, 1e-9),
-                       device=str(accelerator.device), out_dir=str(out_dir))
+                       device=str(accelerator.device), out_dir=str(out_dir),
+                       processes=accelerator.num_processes)

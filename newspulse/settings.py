@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     http_max_bytes: int = Field(20_000_000, description="Largest feed body accepted.")
     user_agent: str = Field("NewsPulse/0.1 (+https://github.com/newspulse)", description="HTTP UA.")
 
+    # --- training ------------------------------------------------------------------------------
+    train_processes: int = Field(
+        1, ge=1, description="Data-parallel processes for fine-tuning (one per GPU); >1 launches torchrun.",
+    )
+
     # --- scoring -------------------------------------------------------------------------------
     torch_threads: int | None = Field(None, description="torch CPU threads for scoring (default: all cores).")
     score_device: str | None = Field(None, description="'cuda', 'cpu' or None for CUDA when available.")

@@ -71,7 +71,6 @@ def pretrain_backbone(corpus_path: str, run_dir: str, preset: str, vocab_size: i
     return {**asdict(result), "model_dir": str(run / "checkpoint" / "model"), "preset": preset}
 
 
-@task(name="finetune-and-evaluate", cache_policy=NO_CACHE)
 def resolve_base(settings: Settings, base: str) -> str:
     """``pretrain:<run_name>`` -> that pretrain run's backbone directory; anything else unchanged.
 
@@ -85,16 +84,42 @@ def resolve_base(settings: Settings, base: str) -> str:
     return str(model_dir)
 
 
-def finetune_and_evaluate(examples_path: str, out_dir: str, base: str, train_config: dict[str, Any]) -> dict[str, Any]:
-    """Fine-tune the heads, evaluate next to the TF-IDF baseline; returns the experiment info."""
+@task(name="finetune-and-evaluate", cache_policy=NO_CACHE)
+def finetune_and_evaluate(examples_path: str, out_dir: str, base: str, train_config: dict[str, Any],
+                          processes: int = 1) -> dict[str, Any]:
+    """Fine-tune the heads, evaluate next to the TF-IDF baseline; returns the experiment info.
+
+    ``processes > 1`` trains data-parallel on that many processes (one per GPU) through
+    ``torchrun``; the flow stays one process, so exporting, registering and promoting happen once.
+    """
     from models.experiment import run_experiment
     from models.train import TrainConfig
 
-    info = run_experiment(Path(examples_path), Path(out_dir), base=base, config=TrainConfig(**train_config))
+    if processes > 1:
+        info = _launch_experiment(Path(examples_path), Path(out_dir), base, train_config, processes)
+    else:
+        info = run_experiment(Path(examples_path), Path(out_dir), base=base, config=TrainConfig(**train_config))
     get_run_logger().info("val macro-F1: GPT %.3f, baseline %.3f, ensemble %.3f (serving %s)",
                           info["val_scores"]["gpt"], info["val_scores"]["baseline"], info["val_scores"]["ensemble"],
                           info["served"])
     return info
+
+
+def _launch_experiment(examples: Path, out_dir: Path, base: str, train_config: dict[str, Any],
+                       processes: int) -> dict[str, Any]:
+    """``torchrun --standalone --nproc_per_node N -m models.experiment ...``; returns its info.json."""
+    import subprocess
+    import sys
+
+    info_path = out_dir / "info.json"
+    info_path.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+           "-m", "models.experiment", str(examples), str(out_dir), "--base", base, "--config", json.dumps(train_config)]
+    get_run_logger().info("training on %d processes: %s", processes, " ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 or not info_path.exists():
+        raise RuntimeError(f"data-parallel training failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(info_path.read_text(encoding="utf-8"))
 
 
 @task(name="register-model", cache_policy=NO_CACHE)
