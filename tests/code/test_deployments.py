@@ -130,3 +130,21 @@ def test_stop_ends_only_what_serve_recorded(tmp_path: Path) -> None:
     assert stop(settings, timeout_s=5) == ["sleeper"]
     assert status(settings) == {}
     assert subprocess.run(["kill", "-0", "1"], capture_output=True).returncode == 0  # init untouched
+
+
+def test_lost_run_automation_reschedules_only_our_silent_runs() -> None:
+    from prefect.client.schemas.objects import StateType
+
+    from newspulse.provision import lost_run_spec
+    from newspulse.settings import Settings
+
+    spec = lost_run_spec(Settings(serve_lost_run_after_s=90))
+    trigger = spec.trigger
+    assert trigger.posture == "Proactive" and trigger.within.total_seconds() == 90
+    assert trigger.after == {"prefect.flow-run.heartbeat"}
+    assert {"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+            "prefect.flow-run.Crashed", "prefect.flow-run.Cancelled"} <= trigger.expect
+    assert trigger.match_related.model_dump() == {"prefect.resource.id": "prefect.tag.newspulse"}
+    (action,) = spec.actions
+    assert action.state == StateType.SCHEDULED and action.name == "AwaitingRetry"
+    assert all("newspulse" in d["tags"] for d in DEPLOYMENTS)  # every deployment's runs are covered
