@@ -418,6 +418,48 @@ def _flow_vs_direct(settings, version: str, n_docs: int, repeats: int, shard_siz
             "rerun_nothing_new_s": idle, "rerun_rows": nothing["rows_inserted"], "last_full_s": full}
 
 
+def section_runners(results: dict, model, tok, texts: list[str], work: Path, repeats: int, shard_size: int,
+                    workers: int) -> None:
+    """The score flow with its shards on threads (one process) vs a local Dask cluster of ``workers``."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    import tasks.score as score_tasks
+
+    settings, _ = _flow_warehouse(work / "runners", texts, model, tok)
+    os.environ.update(LOCAL_PREFECT_SERVER_ENV)
+    times: dict[str, list[float]] = {"threads": [], f"dask x{workers}": []}
+    processes: dict[str, int] = {}
+    with prefect_test_harness(server_startup_timeout=180):
+        from flows.score import score_flow
+
+        for _ in range(repeats):  # interleaved; the Dask cluster starts afresh each run (as in production)
+            for name in times:
+                _reset_scores(settings)
+                score_tasks._MODELS.clear()
+                t0 = time.perf_counter()
+                out = score_flow(shard_size=shard_size, task_runner=name.split()[0], workers=workers)
+                times[name].append(time.perf_counter() - t0)
+                assert out["rows_inserted"] == len(texts), (name, out)
+                processes[name] = out.get("shard_processes")
+    best = {k: min(v) for k, v in times.items()}
+    results["runners"] = {"docs": len(texts), "shard_size": shard_size, "workers": workers, "seconds": best,
+                          "all_seconds": times, "docs_per_s": {k: len(texts) / v for k, v in best.items()},
+                          "shard_processes": processes,
+                          "ratio_dask_vs_threads": best[f"dask x{workers}"] / best["threads"]}
+
+
+def print_runners(r: dict) -> None:
+    x = r["runners"]
+    t = Table(title=f"Score flow: shards on threads vs a local Dask cluster ({x['docs']:,} docs, "
+                    f"shards of {x['shard_size']:,}, best of {len(next(iter(x['all_seconds'].values())))})")
+    for col in ("runner", "seconds", "docs/s", "processes that scored"):
+        t.add_column(col, justify="left" if col == "runner" else "right")
+    for name, s in x["seconds"].items():
+        t.add_row(name, f"{s:.1f}", f"{x['docs_per_s'][name]:.0f}", str(x["shard_processes"].get(name)))
+    console.print(t)
+    console.print(f"dask / threads time: {x['ratio_dask_vs_threads']:.2f}x (one machine: the same cores either way)")
+
+
 def print_flow(r: dict) -> None:
     f = r["flow"]
     t = Table(title=f"Score flow under Prefect vs the same calls made directly ({f['docs']:,} articles, "
@@ -441,7 +483,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default $NEWSPULSE_TORCH_THREADS or cpu count)")
     ap.add_argument("--data-dir", default=None, help="datasets root (default $NEWSPULSE_DATA_DIR or ../shared/data)")
     ap.add_argument("--pipeline-batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16, 32, 64])
-    ap.add_argument("--skip", nargs="*", default=[], choices=["scoring", "flow"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["scoring", "flow", "runners"])
+    ap.add_argument("--dask-workers", type=int, default=2, help="runners section: local Dask workers")
     ap.add_argument("--shard-size", type=int, default=5_000, help="flow section: articles per shard")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "score.json")
     args = ap.parse_args(argv)
@@ -460,10 +503,15 @@ def main(argv: list[str] | None = None) -> dict:
                             sweep_docs=min(len(texts), 2_000))
         if "flow" not in args.skip:
             section_flow(results, model, tok, texts, Path(work), args.repeats, args.shard_size)
+        if "runners" not in args.skip:
+            section_runners(results, model, tok, texts, Path(work), args.repeats, args.shard_size,
+                            args.dask_workers)
     if "scoring" in results:
         print_scoring(results)
     if "flow" in results:
         print_flow(results)
+    if "runners" in results:
+        print_runners(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, default=float), encoding="utf-8")
     console.print(f"wrote {args.out}")

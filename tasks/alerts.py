@@ -98,17 +98,18 @@ def alert_message(alert: dict[str, Any]) -> tuple[str, str]:
     return subject, "\n".join(lines)
 
 
-def _emit(alert: dict[str, Any], notify: bool) -> str | None:
-    """Emit the alert's ``newspulse.sentiment.spike`` event; returns its id (None without an API).
+def spike_event(alert: dict[str, Any], notify: bool):
+    """The alert's ``newspulse.sentiment.spike`` event (a ``prefect.events.Event``).
 
     ``newspulse.notify`` says whether the alert should page anyone (false for stale backfill); the
     automation matches on it. The payload carries the rendered subject and body, so a notification
-    sent by the automation reads exactly like one the flow sends.
+    sent by the automation reads exactly like one the flow sends. The same alert always gets the
+    same event id, so a retried run does not double it.
     """
-    from prefect.events import emit_event
+    from prefect.events import Event
 
     subject, body = alert_message(alert)
-    event = emit_event(
+    return Event(
         event=EVENT,
         resource={"prefect.resource.id": f"newspulse.{alert['dimension']}.{alert['key']}",
                   "prefect.resource.name": f"{alert['dimension']} {alert['key']}",
@@ -119,10 +120,17 @@ def _emit(alert: dict[str, Any], notify: bool) -> str | None:
                  "p_value": alert["p_value"], "granularity": alert["granularity"],
                  "window_start": str(alert["window_start"]), "window_end": str(alert["window_end"]),
                  "subject": subject, "body": body},
-        # The same alert always gets the same event id, so a retried run does not double it.
         id=uuid.uuid5(_EVENT_NS, alert["alert_id"]),
     )
-    return str(event.id) if event is not None else None
+
+
+def _emit(alert: dict[str, Any], notify: bool) -> str | None:
+    """Emit :func:`spike_event` to the Prefect API; returns its id (None without an API)."""
+    from prefect.events import emit_event
+
+    event = spike_event(alert, notify)
+    sent = emit_event(event=event.event, resource=dict(event.resource), payload=event.payload, id=event.id)
+    return str(sent.id) if sent is not None else None
 
 
 @task(name="notify-alerts", cache_policy=NO_CACHE)

@@ -203,9 +203,18 @@ def test_only_page_worthy_events_are_routed(stack: dict[str, Any]) -> None:
     """A spike event marked notify=false (stale backfill) is not sent; a fresh one is, in seconds."""
     from datetime import UTC, datetime, timedelta
 
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    import asyncio
 
-    from tasks.alerts import _emit
+    from prefect.events.clients import PrefectEventsClient
+
+    from tasks.alerts import spike_event
+
+    async def send(*events) -> None:
+        # Our own client on the served API: the process-wide events worker may be bound to the
+        # session's test server already.
+        async with PrefectEventsClient(api_url=stack["served"].api_url) as client:
+            for event in events:
+                await client.emit(event)
 
     receiver = stack["receiver"]
     before = len(receiver.posts)
@@ -213,10 +222,9 @@ def test_only_page_worthy_events_are_routed(stack: dict[str, Any]) -> None:
     alert = {"alert_id": "a-e2e-stale", "dimension": "ticker", "key": "ZZZT", "severity": "high", "observed": 0.9,
              "baseline": 0.2, "n_articles": 40, "n_negative": 36, "p_value": 1e-9, "granularity": "1h",
              "window_start": now - timedelta(hours=1), "window_end": now, "evidence": []}
-    with temporary_settings({PREFECT_API_URL: stack["served"].api_url}):
-        assert _emit(alert, notify=False)
-        sent = time.monotonic()
-        assert _emit({**alert, "alert_id": "a-e2e-fresh", "key": "ZZZF"}, notify=True)
+    sent = time.monotonic()
+    asyncio.run(send(spike_event(alert, notify=False),
+                     spike_event({**alert, "alert_id": "a-e2e-fresh", "key": "ZZZF"}, notify=True)))
     deadline = time.monotonic() + 60
     while len(receiver.posts) == before and time.monotonic() < deadline:
         time.sleep(0.2)
