@@ -42,7 +42,7 @@ serve: install
 
 ## stop: end exactly the server and workers `make serve` started
 stop:
-	@test -x $(VENV)/bin/newspulse && $(VENV)/bin/newspulse stop || echo "nothing to stop (no .venv)"
+	@if [ -x $(VENV)/bin/newspulse ]; then $(VENV)/bin/newspulse stop; else echo "nothing to stop (no .venv)"; fi
 
 ## test: the whole suite (code, data and model tests)
 test: install

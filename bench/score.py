@@ -51,7 +51,7 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from newspulse.settings import LOCAL_PREFECT_SERVER_ENV  # noqa: E402
+from newspulse.settings import LOCAL_PREFECT_SERVER_ENV, use_local_env  # noqa: E402
 from sources import datasets as ds  # noqa: E402
 
 console = Console(width=160)
@@ -426,7 +426,7 @@ def section_runners(results: dict, model, tok, texts: list[str], work: Path, rep
     import tasks.score as score_tasks
 
     settings, _ = _flow_warehouse(work / "runners", texts, model, tok)
-    os.environ.update(LOCAL_PREFECT_SERVER_ENV)
+    use_local_env()  # the batched task-run recorder, as the CLI and the tests use
     times: dict[str, list[float]] = {"threads": [], f"dask x{workers}": []}
     processes: dict[str, int] = {}
     with prefect_test_harness(server_startup_timeout=180):

@@ -72,7 +72,7 @@ def pipeline_flow(
 
 def _train(preset: str, pretrain_budget_s: float, finetune_budget_s: float, seed: int, real: bool) -> dict[str, Any]:
     """A short domain-adaptive pretraining, then the heads on top of it (subflows)."""
-    pre = pretrain_flow(run_name=f"demo-pretrain-{preset}", preset=preset, max_steps=400,
+    pre = pretrain_flow(run_name=f"demo-{preset}", preset=preset, max_steps=400,
                         time_budget_s=pretrain_budget_s, seed=seed)
     model = finetune_flow(
         # With the public datasets the heads learn PhraseBank sentiment and AG News topics *and* the

@@ -15,7 +15,7 @@ from tasks.train import export_corpus, pretrain_backbone
 from tasks.warehouse import migrate_warehouse
 
 
-@flow(name="pretrain", flow_run_name="pretrain-{run_name}-{preset}", log_prints=True)
+@flow(name="pretrain", flow_run_name="pretrain-{run_name}", log_prints=True)
 def pretrain_flow(
     run_name: str = "pretrain",
     preset: str = "small",

@@ -23,6 +23,7 @@ from models.baseline import TfidfLogReg, fit_ensemble_weight
 from models.evaluate import classification_metrics, plot_confusion_matrix
 from models.multihead import SENTIMENT_LABELS, HeadsConfig, from_backbone
 from models.predict import predict
+from models.registry import jsonable
 from models.tokenizer import load_tokenizer, train_tokenizer
 from models.train import TrainConfig, distributed_state, finetune
 
@@ -130,19 +131,6 @@ def served_summary(info: dict[str, Any]) -> str:
     return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "gpt")
 
 
-def _jsonable(value: Any) -> Any:
-    """``info`` with numpy scalars and arrays made plain, for JSON."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
 def main(argv: list[str] | None = None) -> None:
     """``torchrun --nproc_per_node N -m models.experiment EXAMPLES OUT_DIR --base B --config JSON``.
 
@@ -161,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     info = run_experiment(args.examples, args.out_dir, base=args.base, config=TrainConfig(**json.loads(args.config)),
                           progress=False)
     if distributed_state().is_main_process:
-        (args.out_dir / "info.json").write_text(json.dumps(_jsonable(info)), encoding="utf-8")
+        (args.out_dir / "info.json").write_text(json.dumps(jsonable(info)), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -127,14 +127,14 @@ def should_promote(
                    f"{float(champ):.4f} by more than {min_delta:+.4f} (difference {delta:+.4f}).")
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Convert numpy scalars/arrays, paths and datetimes to JSON; non-finite floats become None."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, (np.ndarray, np.generic)):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, (datetime, date, Path)):
@@ -146,7 +146,7 @@ def write_manifest(version_dir: Path, info: dict[str, Any]) -> Path:
     """Write ``info`` as ``card.json`` in ``version_dir`` (atomic replace). Returns its path."""
     path = Path(version_dir) / MANIFEST
     tmp = path.with_name(f".{MANIFEST}.{secrets.token_hex(4)}.tmp")
-    tmp.write_text(json.dumps(_jsonable(info), indent=2, allow_nan=False), encoding="utf-8")
+    tmp.write_text(json.dumps(jsonable(info), indent=2, allow_nan=False), encoding="utf-8")
     os.replace(tmp, path)
     return path
 

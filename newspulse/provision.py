@@ -1,7 +1,8 @@
 """Make a Prefect server ready for NewsPulse's deployments: pools, limits, blocks, automation.
 
 Everything here is idempotent: each object is read first and only created when missing, or
-updated when it differs from what the settings ask for, so running it twice changes nothing
+updated when it differs from what the settings and this module define (so edits made in the UI
+to these objects last until the next provision), and running it twice changes nothing
 (``tests/e2e`` checks that). ``newspulse serve`` calls :func:`provision` before ``prefect deploy``;
 against a shared server run ``newspulse provision`` with ``PREFECT_API_URL`` pointing at it.
 
@@ -27,7 +28,7 @@ from datetime import timedelta
 from typing import Any
 
 from newspulse.settings import Settings
-from tasks.alerts import AUTOMATION, EVENT, load_alert_block
+from tasks.alerts import AUTOMATION, EVENT, load_alert_block, save_webhook_block
 
 LOST_RUNS = "newspulse-reschedule-lost-runs"
 
@@ -66,6 +67,8 @@ def _ensure_pool(client: Any, name: str, description: str, limit: int | None) ->
             name=name, type="process", description=description, concurrency_limit=limit,
             base_job_template=ProcessWorker.get_default_base_job_template()))
         return "created"
+    if pool.type != "process":  # e.g. a Kubernetes gpu pool made from deploy/k8s-gpu-job-template.json
+        return f"kept: a {pool.type} pool (its own workers; no process worker started here)"
     if pool.concurrency_limit == limit and pool.description == description:
         return "ok"
     client.update_work_pool(name, WorkPoolUpdate(description=description, concurrency_limit=limit))
@@ -91,10 +94,11 @@ def _ensure_block(settings: Settings) -> tuple[str, Any]:
     """The notification block (saved from the webhook URL when one is set); returns (status, id)."""
     if not settings.alert_block:
         return "alert delivery switched off (NEWSPULSE_ALERT_BLOCK is empty)", None
-    block, why = load_alert_block(settings)
+    saved = save_webhook_block(settings)
+    block, why = load_alert_block(settings, save=False)
     if block is None:
         return f"missing: {why}; create it in the UI (Blocks) or set NEWSPULSE_ALERT_WEBHOOK_URL", None
-    return "ok", block._block_document_id
+    return saved or "ok", block._block_document_id
 
 
 def automation_spec(settings: Settings, block_id: Any) -> Any:

@@ -57,6 +57,10 @@ def serve_env(settings: Settings, root: Path = ROOT) -> dict[str, str]:
     API URL, telemetry switches and the repository root (read by prefect.yaml's pull step) are set.
     """
     env = {**OFFLINE_ENV, **LOCAL_PREFECT_SERVER_ENV, **os.environ}
+    if not _is_loopback(settings.serve_host) and not env.get("PREFECT_SERVER_API_AUTH_STRING"):
+        # A process worker runs whatever a deployment says: an open API is remote code execution.
+        raise ValueError(f"refusing to serve on {settings.serve_host}: set PREFECT_SERVER_API_AUTH_STRING "
+                         "(and PREFECT_API_AUTH_STRING for clients) or keep NEWSPULSE_SERVE_HOST on loopback")
     url = api_url(settings)
     env.update({
         "PREFECT_HOME": str((settings.serve_dir / "prefect").resolve()),
@@ -66,6 +70,10 @@ def serve_env(settings: Settings, root: Path = ROOT) -> dict[str, str]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
         "DO_NOT_TRACK": "1",
+        # Only the UI's own origin may call the API from a browser, with CSRF tokens: another page
+        # open in the same browser cannot create deployments for the worker to run.
+        "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": url.removesuffix("/api"),
+        "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true",
         "NEWSPULSE_ROOT": str(root),
         # Heartbeats let the lost-run automation notice a run whose worker died (newspulse/provision.py).
         "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(settings.serve_heartbeat_s),
@@ -90,23 +98,34 @@ def serve(settings: Settings, root: Path = ROOT, deploy: bool = True, log=print)
     served = Served(api_url=env["PREFECT_API_URL"], ui_url=env["PREFECT_API_URL"].removesuffix("/api"))
     (settings.serve_dir / "prefect").mkdir(parents=True, exist_ok=True)
     if _alive(settings, "server") is None:
+        if _port_taken(settings.serve_host, settings.serve_port):
+            raise RuntimeError(f"{settings.serve_host}:{settings.serve_port} is in use by a process `newspulse serve` "
+                               "did not start: stop it, or choose another NEWSPULSE_SERVE_PORT")
         _spawn(settings, "server", [_prefect(), "server", "start", "--host", settings.serve_host,
                                     "--port", str(settings.serve_port), "--analytics-off"], env, root)
         served.started.append("server")
         log(f"starting the Prefect server on {served.ui_url} ...")
     else:
         served.running.append("server")
-    wait_healthy(served.api_url)
+    wait_healthy(served.api_url, alive=lambda: _alive(settings, "server") is not None,
+                 log_path=settings.serve_dir / "logs" / "server.log")
     with temporary_settings({PREFECT_API_URL: served.api_url}):
         served.provisioned = provision(settings)
     for name, status in served.provisioned.items():
         log(f"  {name}: {status}")
     if deploy:
-        served.deployments = deploy_all(env, root, settings.serve_dir / "logs" / "deploy.log")
+        with temporary_settings({PREFECT_API_URL: served.api_url}):
+            served.deployments = deploy_all(env, root, settings.serve_dir / "logs" / "deploy.log")
         log(f"deployed {len(served.deployments)} deployment(s) from prefect.yaml")
-    workers = [("cpu", i) for i in range(settings.serve_cpu_workers)] + \
-              [("gpu", i) for i in range(settings.serve_gpu_workers)]
+    gpu_workers = settings.serve_gpu_workers if settings.serve_gpu_workers is not None else int(_has_nvidia_gpu())
+    if gpu_workers == 0:
+        log("gpu pool: no worker here (no NVIDIA GPU); its runs wait for a GPU host's worker "
+            "(NEWSPULSE_SERVE_GPU_WORKERS=1 runs them on this machine)")
+    workers = [("cpu", i) for i in range(settings.serve_cpu_workers)] + [("gpu", i) for i in range(gpu_workers)]
     for pool, i in workers:
+        if not served.provisioned.get(f"work-pool/{pool}", "").startswith(("ok", "created", "updated")):
+            log(f"no process worker for pool {pool}: {served.provisioned.get(f'work-pool/{pool}')}")
+            continue
         name = f"worker-{pool}-{i + 1}"
         if _alive(settings, name) is not None:
             served.running.append(name)
@@ -120,22 +139,34 @@ def serve(settings: Settings, root: Path = ROOT, deploy: bool = True, log=print)
 
 
 def deploy_all(env: dict[str, str], root: Path, log_path: Path) -> list[str]:
-    """``prefect --no-prompt deploy --all`` from ``root``; returns the deployment names it applied."""
+    """``prefect --no-prompt deploy --all`` from ``root``; returns ``flow/deployment`` names on the server.
+
+    Call with the served API in the Prefect settings (the names are read back from it).
+    """
+    from prefect import get_client
+
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([_prefect(), "--no-prompt", "deploy", "--all"], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300)
+    try:
+        proc = subprocess.run([_prefect(), "--no-prompt", "deploy", "--all"], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired as exc:
+        log_path.write_text(f"{exc.stdout or ''}{exc.stderr or ''}\ntimed out after 300 s", encoding="utf-8")
+        raise RuntimeError(f"prefect deploy timed out; see {log_path}") from exc
     log_path.write_text(proc.stdout + proc.stderr, encoding="utf-8")
     if proc.returncode != 0:
         raise RuntimeError(f"prefect deploy failed (exit {proc.returncode}); see {log_path}:\n{proc.stderr[-2000:]}")
-    import re
+    with get_client(sync_client=True) as client:
+        flows = {f.id: f.name for f in client.read_flows()}
+        return sorted(f"{flows.get(d.flow_id, '?')}/{d.name}" for d in client.read_deployments())
 
-    return sorted(set(re.findall(r"Deployment '([^']+)' successfully created", proc.stdout + proc.stderr)))
 
-
-def wait_healthy(url: str, timeout_s: float = 180.0) -> None:
-    """Poll ``<api>/health`` until the server answers (raises TimeoutError)."""
+def wait_healthy(url: str, timeout_s: float = 180.0, alive=None, log_path: Path | None = None) -> None:
+    """Poll ``<api>/health`` until the server answers (raises TimeoutError, or RuntimeError as soon
+    as ``alive()`` says the server process has exited)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise RuntimeError(f"the Prefect server exited while starting; see {log_path}")
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=5) as resp:
                 if resp.status == 200:
@@ -147,7 +178,11 @@ def wait_healthy(url: str, timeout_s: float = 180.0) -> None:
 
 
 def stop(settings: Settings, names: list[str] | None = None, timeout_s: float = 30.0) -> list[str]:
-    """End the process groups ``serve`` started (all, or ``names``), workers before the server."""
+    """End the process groups ``serve`` started (all, or ``names``), workers before the server.
+
+    A worker's flow runs live in sessions of their own: they are ended with it (a worker that
+    shuts down cleanly ends them itself; whatever is left is signalled after it).
+    """
     pid_dir = settings.serve_dir / "pids"
     found = sorted(p.stem for p in pid_dir.glob("*.pid")) if pid_dir.exists() else []
     order = [n for n in found if n != "server"] + (["server"] if "server" in found else [])
@@ -157,7 +192,10 @@ def stop(settings: Settings, names: list[str] | None = None, timeout_s: float = 
             continue
         pid = _alive(settings, name)
         if pid is not None:
+            children = _descendants(pid)
             _end_group(pid, timeout_s)
+            for child in children:  # flow-run processes in their own sessions, if still there
+                _end_group(child, min(timeout_s, 10.0), group=False)
             stopped.append(name)
         (pid_dir / f"{name}.pid").unlink(missing_ok=True)
     return stopped
@@ -202,25 +240,79 @@ def _start_time(pid: int) -> str:
     return "" if fields[0] == "Z" else fields[19]
 
 
-def _end_group(pid: int, timeout_s: float) -> None:
-    """SIGTERM the process group led by ``pid``; SIGKILL what is left after ``timeout_s``."""
+def _end_group(pid: int, timeout_s: float, group: bool = True) -> None:
+    """SIGTERM the process group led by ``pid`` (or the process alone); SIGKILL what is left after
+    ``timeout_s``."""
+    kill = os.killpg if group else os.kill
     try:
-        os.killpg(pid, signal.SIGTERM)
+        kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            os.killpg(pid, 0)
+            kill(pid, 0)
         except ProcessLookupError:
             return
         _reap(pid)
         time.sleep(0.2)
     try:
-        os.killpg(pid, signal.SIGKILL)
+        kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     _reap(pid)
+
+
+def kill_tree(pid: int, sig: int = signal.SIGKILL) -> list[int]:
+    """Signal ``pid`` and every descendant at once (what a lost machine looks like); returns the pids."""
+    pids = [pid, *_descendants(pid)]
+    for p in pids:
+        try:
+            os.kill(p, sig)
+        except ProcessLookupError:
+            pass
+    _reap(pid)
+    return pids
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (from /proc), children before grandchildren."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(0), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _port_taken(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex((host, port)) == 0
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _has_nvidia_gpu() -> bool:
+    """An NVIDIA driver is loaded here (no torch import: serve stays quick)."""
+    return Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia/gpus").is_dir()
 
 
 def _reap(pid: int) -> None:

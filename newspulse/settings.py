@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -180,13 +180,24 @@ class Settings(BaseSettings):
     serve_host: str = Field("127.0.0.1", description="Address `newspulse serve` binds the Prefect server to.")
     serve_port: int = Field(4200, description="Port of the served Prefect API and UI.")
     serve_cpu_workers: int = Field(1, ge=0, description="Process workers `newspulse serve` starts for the cpu pool.")
-    serve_gpu_workers: int = Field(1, ge=0, description="Workers for the gpu pool (0 when the GPU hosts run their own).")
+    serve_gpu_workers: int | None = Field(
+        None, ge=0, description="Workers for the gpu pool: default one if this machine has an NVIDIA GPU, else "
+        "none (gpu runs wait for the GPU hosts' workers; 1 runs them on this CPU).",
+    )
     serve_gpu_pool_limit: int = Field(1, ge=1, description="Flow runs at once in the gpu pool (one per GPU).")
     serve_heartbeat_s: int = Field(30, ge=30, description="Served flow runs send a heartbeat event this often.")
     serve_lost_run_after_s: float = Field(
         120.0, description="A served run silent this long (its worker or machine died) is rescheduled by the "
-        "'newspulse-reschedule-lost-runs' automation; every flow is safe to re-run.",
+        "'newspulse-reschedule-lost-runs' automation; every flow is safe to re-run. At least 2 heartbeats.",
     )
+
+    @model_validator(mode="after")
+    def _lost_run_window_spans_heartbeats(self) -> Settings:
+        # A window of about one heartbeat would reschedule healthy runs whose beat came late.
+        if self.serve_lost_run_after_s < 2 * self.serve_heartbeat_s:
+            raise ValueError(f"serve_lost_run_after_s ({self.serve_lost_run_after_s}) must be at least twice "
+                             f"serve_heartbeat_s ({self.serve_heartbeat_s})")
+        return self
 
     # --- recommendations ----------------------------------------------------------------------
     rec_history_days: float = Field(

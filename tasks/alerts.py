@@ -34,36 +34,56 @@ _EVENT_NS = uuid.UUID("6f1c2f0e-3d7a-4c55-9a51-5e2b8c1d0a77")
 AUTOMATION = "newspulse-sentiment-spike"
 
 
-def save_webhook_block(settings: Settings) -> bool:
+def save_webhook_block(settings: Settings) -> str | None:
     """Create or update the webhook block named by ``alert_block`` from ``alert_webhook_url``.
 
     The URL may carry a token, so it goes into the block's ``secrets`` (shown masked in the UI)
-    and the block's ``url`` is only the ``{{webhook_url}}`` template. Returns whether it saved one
-    (only a custom-webhook block with a URL configured is managed here).
+    and the block's ``url`` is only the ``{{webhook_url}}`` template. Only a custom-webhook block
+    with a URL configured is managed here; it is written only when it differs. Returns
+    'created', 'updated', or None when nothing was written.
     """
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
     slug, _, name = settings.alert_block.partition("/")
     if settings.alert_webhook_url is None or not name or slug != CustomWebhookNotificationBlock.get_block_type_slug():
-        return False
-    CustomWebhookNotificationBlock(
+        return None
+    wanted = CustomWebhookNotificationBlock(
         name="newspulse", url="{{webhook_url}}", method="POST",
         secrets={"webhook_url": settings.alert_webhook_url.get_secret_value()},
         json_data={"subject": "{{subject}}", "text": "{{body}}", "source": "{{name}}"},
         allow_private_urls=settings.alert_allow_private_urls, timeout=10.0,
-    ).save(name, overwrite=True)
-    return True
+    )
+    try:
+        current = CustomWebhookNotificationBlock.load(name)
+    except (ValueError, KeyError):
+        current = None
+    if current is not None and _block_fields(current) == _block_fields(wanted):
+        return None
+    wanted.save(name, overwrite=True)
+    return "created" if current is None else "updated"
 
 
-def load_alert_block(settings: Settings) -> tuple[Any, str | None]:
-    """``(block, None)`` for the configured notification block, or ``(None, why not)``."""
+def _block_fields(block: Any) -> dict[str, Any]:
+    """A webhook block's settings with its secrets revealed, for comparison only (never logged)."""
+    data = block.model_dump(include=set(type(block).model_fields) - {"block_type_slug", "secrets"})
+    data["secrets"] = block.secrets.get_secret_value() if block.secrets is not None else None
+    return data
+
+
+def load_alert_block(settings: Settings, save: bool = True) -> tuple[Any, str | None]:
+    """``(block, None)`` for the configured notification block, or ``(None, why not)``.
+
+    With ``save`` the webhook block is first brought in line with the settings (see
+    :func:`save_webhook_block`).
+    """
     from prefect.blocks.abstract import NotificationBlock
     from prefect.blocks.core import Block
 
     slug, _, name = settings.alert_block.partition("/")
     if not slug or not name:
         return None, "NEWSPULSE_ALERT_BLOCK must look like <block-type-slug>/<name>"
-    save_webhook_block(settings)
+    if save:
+        save_webhook_block(settings)
     try:
         block = Block.load(settings.alert_block)
     except (ValueError, KeyError) as exc:
@@ -98,13 +118,14 @@ def alert_message(alert: dict[str, Any]) -> tuple[str, str]:
     return subject, "\n".join(lines)
 
 
-def spike_event(alert: dict[str, Any], notify: bool):
+def spike_event(alert: dict[str, Any], notify: bool, handoff: bool = False):
     """The alert's ``newspulse.sentiment.spike`` event (a ``prefect.events.Event``).
 
     ``newspulse.notify`` says whether the alert should page anyone (false for stale backfill); the
     automation matches on it. The payload carries the rendered subject and body, so a notification
     sent by the automation reads exactly like one the flow sends. The same alert always gets the
-    same event id, so a retried run does not double it.
+    same event id, so a retried run does not double it; ``handoff`` is the second event of an
+    alert whose first one was not meant for the automation (see ``_handed_to_automation``).
     """
     from prefect.events import Event
 
@@ -120,15 +141,15 @@ def spike_event(alert: dict[str, Any], notify: bool):
                  "p_value": alert["p_value"], "granularity": alert["granularity"],
                  "window_start": str(alert["window_start"]), "window_end": str(alert["window_end"]),
                  "subject": subject, "body": body},
-        id=uuid.uuid5(_EVENT_NS, alert["alert_id"]),
+        id=uuid.uuid5(_EVENT_NS, alert["alert_id"] + (":handoff" if handoff else "")),
     )
 
 
-def _emit(alert: dict[str, Any], notify: bool) -> str | None:
-    """Emit :func:`spike_event` to the Prefect API; returns its id (None without an API)."""
+def _emit(alert: dict[str, Any], notify: bool, handoff: bool = False) -> str | None:
+    """Queue :func:`spike_event` for the Prefect API; returns its id (None without an API)."""
     from prefect.events import emit_event
 
-    event = spike_event(alert, notify)
+    event = spike_event(alert, notify, handoff)
     sent = emit_event(event=event.event, resource=dict(event.resource), payload=event.payload, id=event.id)
     return str(sent.id) if sent is not None else None
 
@@ -149,12 +170,13 @@ def notify_alerts(settings: Settings, notify_backfill: bool = False) -> dict[str
     with writer_slot(settings), connect(settings) as con:
         no_event = db_alerts.alerts_without_event(con)
         claimed = db_alerts.claim_pending(con, claimer, settings.alert_claim_timeout_s)
-    emitted = {a["alert_id"]: eid for a in no_event
-               if (eid := _emit(a, notify=notify_backfill or a["window_end"] >= cutoff))}
+    notify = {a["alert_id"]: notify_backfill or a["window_end"] >= cutoff for a in no_event}
+    emitted = {a["alert_id"]: eid for a in no_event if (eid := _emit(a, notify=notify[a["alert_id"]]))}
     stale = [a for a in claimed if not notify_backfill and a["window_end"] < cutoff]
     fresh = [a for a in claimed if a not in stale]
     if settings.alert_delivery == "automation":
-        return _handed_to_automation(settings, claimer, emitted, stale, fresh)
+        routed = {aid for aid in emitted if notify[aid]}
+        return _handed_to_automation(settings, claimer, emitted, routed, stale, fresh)
     block = ensure_alert_block(settings) if fresh and settings.alert_block else None
     with writer_slot(settings), connect(settings) as con:
         for aid, eid in emitted.items():
@@ -189,11 +211,14 @@ def notify_alerts(settings: Settings, notify_backfill: bool = False) -> dict[str
             "pending": len(fresh) - len(delivered) if settings.alert_block else 0}
 
 
-def _handed_to_automation(settings: Settings, claimer: str, emitted: dict[str, str],
+def _handed_to_automation(settings: Settings, claimer: str, emitted: dict[str, str], routed: set[str],
                           stale: list[dict[str, Any]], fresh: list[dict[str, Any]]) -> dict[str, Any]:
-    """Automation mode: an alert whose event reached Prefect is handed over ('open', channel
-    ``automation:<name>``); one whose event could not be emitted stays pending for the next run."""
-    handed = [a["alert_id"] for a in fresh if a["alert_id"] in emitted or a.get("event_id")]
+    """Automation mode: a fresh alert whose page-worthy event was queued for Prefect this run is
+    handed over ('open', channel ``automation:<name>``). One whose event went out earlier without
+    the automation in mind (flow mode then, or marked not to notify) gets a hand-off event first;
+    one with no event (no API) stays pending for the next run."""
+    handed = [a["alert_id"] for a in fresh
+              if a["alert_id"] in routed or _emit(a, notify=True, handoff=True)]
     with writer_slot(settings), connect(settings) as con:
         for aid, eid in emitted.items():
             db_alerts.mark_event(con, aid, eid)

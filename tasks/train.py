@@ -108,17 +108,33 @@ def finetune_and_evaluate(examples_path: str, out_dir: str, base: str, train_con
 def _launch_experiment(examples: Path, out_dir: Path, base: str, train_config: dict[str, Any],
                        processes: int) -> dict[str, Any]:
     """``torchrun --standalone --nproc_per_node N -m models.experiment ...``; returns its info.json."""
+    import os
+    import signal
     import subprocess
     import sys
 
-    info_path = out_dir / "info.json"
+    info_path, log_path = out_dir / "info.json", out_dir / "torchrun.log"
     info_path.unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
            "-m", "models.experiment", str(examples), str(out_dir), "--base", base, "--config", json.dumps(train_config)]
-    get_run_logger().info("training on %d processes: %s", processes, " ".join(cmd))
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0 or not info_path.exists():
-        raise RuntimeError(f"data-parallel training failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    get_run_logger().info("training on %d processes (log: %s): %s", processes, log_path, " ".join(cmd))
+    # Its own session: a cancelled or crashed flow run ends every rank (they hold the GPUs), not
+    # only torchrun. Output goes to a file, not memory: training can run for hours.
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            code = proc.wait()
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    if code != 0 or not info_path.exists():
+        tail = log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
+        raise RuntimeError(f"data-parallel training failed (exit {code}); {log_path} ends with:\n{tail}")
     return json.loads(info_path.read_text(encoding="utf-8"))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -59,10 +60,11 @@ def test_schedules_and_pools(name: str, pool: str, schedule: dict | None) -> Non
 def test_gpu_deployments_pass_what_a_gpu_worker_needs() -> None:
     for d in DEPLOYMENTS:
         env = d["work_pool"]["job_variables"]["env"]
+        # The worker picks the devices: a job env value would override every worker's own.
+        assert "CUDA_VISIBLE_DEVICES" not in env
+        assert env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"  # the lost-run automation needs beats
         if d["work_pool"]["name"] == "gpu":
-            assert env["CUDA_VISIBLE_DEVICES"] == "0" and env["NEWSPULSE_SCORE_DEVICE"] == "cuda"
-        else:
-            assert "CUDA_VISIBLE_DEVICES" not in env
+            assert env["NEWSPULSE_SCORE_DEVICE"] == env["NEWSPULSE_REC_DEVICE"] == "cuda"
 
 
 def test_finetune_takes_the_weekly_backbone(tmp_path: Path) -> None:
@@ -72,10 +74,10 @@ def test_finetune_takes_the_weekly_backbone(tmp_path: Path) -> None:
     assert BY_NAME["finetune-weekly"]["parameters"]["base"] == f"pretrain:{BY_NAME['pretrain-weekly']['parameters']['run_name']}"
     settings = Settings(home=tmp_path)
     with pytest.raises(FileNotFoundError, match="run that pretrain first"):
-        resolve_base(settings, "pretrain:pretrain-weekly")
-    backbone = settings.runs_dir / "pretrain-weekly" / "checkpoint" / "model"
+        resolve_base(settings, "pretrain:weekly")
+    backbone = settings.runs_dir / "weekly" / "checkpoint" / "model"
     backbone.mkdir(parents=True)
-    assert resolve_base(settings, "pretrain:pretrain-weekly") == str(backbone)
+    assert resolve_base(settings, "pretrain:weekly") == str(backbone)
     assert resolve_base(settings, "small") == "small"
 
 
@@ -117,19 +119,32 @@ def test_serve_env_switches_telemetry_off_and_pins_paths(tmp_path: Path) -> None
 
 
 def test_stop_ends_only_what_serve_recorded(tmp_path: Path) -> None:
-    """A pid file whose process is gone (or was recycled) is never signalled; a live one is."""
+    """A recorded process and its descendants end; a pid file whose pid now belongs to another
+    process (recycled: its start time differs) is never signalled."""
     import subprocess
 
-    from newspulse.serve import _spawn, status, stop
+    from newspulse.serve import _descendants, _spawn, status, stop
     from newspulse.settings import Settings
 
     settings = Settings(home=tmp_path)
-    _spawn(settings, "sleeper", ["sleep", "60"], {"PATH": "/usr/bin:/bin"}, tmp_path)
-    (settings.serve_dir / "pids" / "ghost.pid").write_text("1 12345\n")  # pid 1 with a wrong start time
-    assert status(settings)["sleeper"] is not None and status(settings)["ghost"] is None
-    assert stop(settings, timeout_s=5) == ["sleeper"]
-    assert status(settings) == {}
-    assert subprocess.run(["kill", "-0", "1"], capture_output=True).returncode == 0  # init untouched
+    # A "worker" whose child runs in a session of its own, like a flow-run process.
+    _spawn(settings, "worker", ["bash", "-c", "setsid sleep 60 & sleep 60"], {"PATH": "/usr/bin:/bin"}, tmp_path)
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    (settings.serve_dir / "pids" / "recycled.pid").write_text(f"{bystander.pid} 12345\n")  # wrong start time
+    try:
+        time.sleep(0.3)
+        worker = status(settings)["worker"]
+        assert worker is not None and status(settings)["recycled"] is None
+        child = _descendants(worker)
+        assert child
+        assert stop(settings, timeout_s=5) == ["worker"]
+        assert status(settings) == {}
+        assert all(not Path(f"/proc/{p}").exists() or "Z" in Path(f"/proc/{p}/stat").read_text().split()[2]
+                   for p in child)  # the setsid'd grandchild ended too
+        assert bystander.poll() is None  # the recycled pid was left alone
+    finally:
+        bystander.kill()
+        bystander.wait()
 
 
 def test_lost_run_automation_reschedules_only_our_silent_runs() -> None:

@@ -15,12 +15,14 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+# A pipeline run on a slow CI machine may take minutes: more than the suite's 600 s per test.
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 REPO = Path(__file__).resolve().parents[2]
 OUTPUT = REPO / "test-output" / "e2e"  # screenshots and page dumps (gitignored)
@@ -53,7 +55,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "NEWSPULSE_SERVE_PORT": str(_free_port()), "NEWSPULSE_SERVE_GPU_WORKERS": "0",
             "NEWSPULSE_ALERT_DELIVERY": "automation", "NEWSPULSE_ALERT_WEBHOOK_URL": receiver.url,
             "NEWSPULSE_ALERT_ALLOW_PRIVATE_URLS": "true",
-            "NEWSPULSE_SERVE_LOST_RUN_AFTER_S": "40",  # 120 s in production; the test waits for it
+            # 120 s in production; the kill test waits for it. Two and a half heartbeats (30 s each),
+            # so a late beat on a busy machine does not reschedule the healthy pipeline run.
+            "NEWSPULSE_SERVE_LOST_RUN_AFTER_S": "75",
             # Schedules are deployed active, but nothing may fire on its own during the test.
             "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
             "PREFECT_LOGGING_LEVEL": "INFO",  # flow-run logs for the UI
@@ -83,23 +87,14 @@ def _write_measurements(info: dict[str, Any]) -> None:
     (OUTPUT / "measurements.json").write_text(json.dumps({k: info.get(k) for k in keys}, indent=2, default=str))
 
 
-def _client(stack: dict[str, Any]):
+@contextmanager
+def _client(stack: dict[str, Any]) -> Iterator[Any]:
     """A sync client on the served API (not the session's test harness)."""
     from prefect import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    class _Ctx:
-        def __enter__(self):
-            self._settings = temporary_settings({PREFECT_API_URL: stack["served"].api_url})
-            self._settings.__enter__()
-            self._client = get_client(sync_client=True)
-            return self._client.__enter__()
-
-        def __exit__(self, *exc):
-            self._client.__exit__(*exc)
-            self._settings.__exit__(*exc)
-
-    return _Ctx()
+    with temporary_settings({PREFECT_API_URL: stack["served"].api_url}), get_client(sync_client=True) as client:
+        yield client
 
 
 def _snapshot(stack: dict[str, Any]) -> dict[str, Any]:
@@ -148,7 +143,6 @@ def test_pipeline_deployment_runs_the_whole_chain(stack: dict[str, Any]) -> None
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tasks.alerts import EVENT
     from warehouse.query import run_readonly
 
     settings, receiver = stack["settings"], stack["receiver"]
@@ -168,7 +162,7 @@ def test_pipeline_deployment_runs_the_whole_chain(stack: dict[str, Any]) -> None
     names = sorted(r.name for r in children)
     stack["subflows"] = names
     assert all(r.state.is_completed() for r in children), [(r.name, r.state.type) for r in children]
-    for prefix in ("ingest-synthetic-", "pretrain-demo-pretrain-tiny-tiny", "finetune-demo-finetune",
+    for prefix in ("ingest-synthetic-", "pretrain-demo-tiny", "finetune-demo-finetune",
                    "score-champion", "monitor-", "recommend-"):
         assert any(n.startswith(prefix) for n in names), (prefix, names)
     for key in ("demo-stream", "ingest-summary", "ingest-batches", "validation-synthetic", "pretrain-history",
@@ -196,7 +190,6 @@ def test_pipeline_deployment_runs_the_whole_chain(stack: dict[str, Any]) -> None
         time.sleep(0.5)
     assert len(receiver.posts) == alerts, f"{len(receiver.posts)} of {alerts} alerts reached the webhook"
     assert all("Negative sentiment spike" in p.get("subject", "") for p in receiver.posts)
-    assert EVENT  # the automation matched newspulse.sentiment.spike events
 
 
 def test_only_page_worthy_events_are_routed(stack: dict[str, Any]) -> None:
@@ -242,11 +235,13 @@ def _browse(url: str, name: str, tmp: Path) -> str:
     """Render ``url`` in headless Chromium: save a screenshot, return the rendered DOM."""
     exe = _chromium()
     OUTPUT.mkdir(parents=True, exist_ok=True)
+    (OUTPUT / f"{name}.png").unlink(missing_ok=True)  # never judge an earlier run's picture
     for what in ("screenshot", "dom"):
         profile = tmp / f"profile-{name}-{what}"  # a fresh profile every time
         mode = [f"--screenshot={OUTPUT / f'{name}.png'}"] if what == "screenshot" else ["--dump-dom"]
         proc = subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *mode, url],
                               capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, f"chromium failed on {url}: {proc.stderr[-1000:]}"
         if what == "dom":
             (OUTPUT / f"{name}.html").write_text(proc.stdout, encoding="utf-8")
             return proc.stdout
@@ -279,15 +274,15 @@ def test_ui_renders_the_run_and_our_artifacts(stack: dict[str, Any], tmp_path: P
 
 
 def test_worker_killed_mid_run_is_rescheduled_and_finishes(stack: dict[str, Any], tmp_path: Path) -> None:
-    """Kill the cpu worker mid-ingest (its flow-run process dies with it): the run goes silent, the
-    lost-run automation reschedules it, the restarted worker re-runs it, and the warehouse holds
-    every record once."""
+    """``kill -9`` the cpu worker and its flow-run process mid-ingest (a lost machine: nobody tells
+    the server): the run goes silent, the lost-run automation reschedules it, the restarted worker
+    re-runs it, and the warehouse holds every record once."""
     from prefect.client.schemas.objects import StateType
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from newspulse.provision import LOST_RUNS
-    from newspulse.serve import serve, stop
+    from newspulse.serve import _alive, kill_tree, serve
     from sources.synthetic import SyntheticConfig, generate_stream
     from warehouse.query import run_readonly
 
@@ -300,7 +295,10 @@ def test_worker_killed_mid_run_is_rescheduled_and_finishes(stack: dict[str, Any]
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not c.read_task_runs(flow_run_filter=_run_filter(run.id)):
             time.sleep(0.2)  # wait until the run is really working (a task has started)
-    assert stop(settings, ["worker-cpu-1"]) == ["worker-cpu-1"]
+    worker = _alive(settings, "worker-cpu-1")
+    assert worker is not None
+    killed = kill_tree(worker)
+    assert len(killed) >= 2  # the worker and the flow-run process it started
     killed_at = time.monotonic()
     with _client(stack) as c:
         assert c.read_flow_run(run.id).state.type == StateType.RUNNING  # nobody told the server

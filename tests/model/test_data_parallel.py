@@ -8,7 +8,6 @@ the same launch uses NCCL, one process per GPU.)
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -49,7 +48,7 @@ def test_two_process_training_gives_one_model_and_one_info(tmp_path: Path, monke
         info = finetune_and_evaluate.fn(str(examples), str(tmp_path / "ddp"), "tiny", config, processes=2)
 
     assert info["training"]["processes"] == 2 and info["training"]["device"].startswith("cpu")
-    assert json.loads((tmp_path / "ddp" / "info.json").read_text())["val_scores"] == info["val_scores"]
+    assert "nproc_per_node" not in info and (tmp_path / "ddp" / "torchrun.log").exists()
     model_dir = tmp_path / "ddp" / "model"
     assert (model_dir / "model.safetensors").exists() and (model_dir / "confusion_sentiment.png").exists()
     assert set(info["metrics"]) == {"sentiment", "topic"}
