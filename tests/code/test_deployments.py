@@ -116,6 +116,12 @@ def test_serve_env_switches_telemetry_off_and_pins_paths(tmp_path: Path) -> None
     assert env["PREFECT_API_URL"] == env["PREFECT_SERVER_UI_API_URL"] == "http://127.0.0.1:4999/api"
     assert env["NEWSPULSE_ROOT"] == str(REPO)
     assert Path(env["NEWSPULSE_HOME"]).is_absolute() and Path(env["NEWSPULSE_WAREHOUSE_PATH"]).is_absolute()
+    assert env["PREFECT_SERVER_CSRF_PROTECTION_ENABLED"] == "true"
+    assert env["PREFECT_SERVER_CORS_ALLOWED_ORIGINS"] == "http://127.0.0.1:4999"  # the UI only
+    with pytest.raises(ValueError, match="PREFECT_SERVER_API_AUTH_STRING"):  # an open API runs code
+        serve_env(Settings(serve_host="0.0.0.0"), REPO)
+    with pytest.raises(ValueError, match="at least twice"):  # a window of one beat reschedules healthy runs
+        Settings(serve_heartbeat_s=30, serve_lost_run_after_s=45)
 
 
 def test_stop_ends_only_what_serve_recorded(tmp_path: Path) -> None:
