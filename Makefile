@@ -16,7 +16,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export TOKENIZERS_PARALLELISM ?= false
 SHARED_DATA := $(abspath ../shared/data)
 
-.PHONY: install demo demo-real serve stop test test-fast bench-ingest bench-score bench-monitor bench-recommend bench-gpu lock clean
+.PHONY: install demo demo-real serve stop test test-fast bench-ingest bench-score bench-monitor bench-recommend bench-gpu bench-reliability lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,10 @@ bench-recommend: install
 ## bench-gpu: fine-tune and scoring on CUDA with bf16: tokens/s, docs/s, MFU vs a measured bf16 matmul
 bench-gpu: install
 	$(PY) bench/gpu.py --device cuda
+
+## bench-reliability: fuzzing, SIGKILL trials, concurrent flows, alert delivery under failure, security
+bench-reliability: install
+	$(PY) bench/reliability.py
 
 ## lock: refresh constraints.txt from the current virtualenv
 lock: install
