@@ -75,5 +75,6 @@ def test_security(prefect_harness, tmp_path: Path) -> None:
     assert sql["warehouse_unchanged"]
     secrets = result["secrets"]
     assert secrets["alerts_delivered"] >= 1  # the secret really travelled through the flow
+    assert secrets["control_token_in_block_secrets"] >= 1  # the grep can see the token where it belongs
     assert secrets["total_occurrences"] == 0, secrets
     assert result["code"]["findings"] == 0, result["code"]["hits"]
