@@ -119,7 +119,11 @@ def map_columns(names: Iterable[str], overrides: Mapping[str, str] | None = None
     Returns ``{field: column}`` for every field found; each input column is used at most once.
     """
     names = list(names)
-    lower = {n.lower().strip(): n for n in names}
+    lower: dict[str, str] = {}
+    for n in names:  # the exact spelling wins over case/whitespace variants ("title" over "title ")
+        key = n.lower().strip()
+        if key not in lower or n == key:
+            lower[key] = n
     mapping: dict[str, str] = {}
     used: set[str] = set()
     for field, col in (overrides or {}).items():

@@ -150,6 +150,18 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _nameable(key: str) -> bool:
+    """A JSON key DuckDB can name: not empty, and valid UTF-8 (``"\\ud800"`` decodes to a lone
+    surrogate, which no UTF-8 text can hold)."""
+    if not key:
+        return False
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _sample_keys(path: Path) -> list[str]:
     """Keys seen in the first JSON objects of a JSONL file, in first-seen order."""
     keys: dict[str, None] = {}
@@ -178,11 +190,12 @@ def stage_jsonl(
     """Stage a JSON Lines file of article records."""
     defaults = defaults or {}
     keys = _sample_keys(path)
-    mapping = map_columns(keys, column_map)
-    manifest.input_columns, manifest.column_map = keys, mapping
-    if not keys or "" in keys or len({k.lower() for k in keys}) < len(keys):
-        # No object to learn the keys from, or keys DuckDB cannot name as columns: "" or
-        # twins that differ only in case (DuckDB names are case-insensitive).
+    mapping = map_columns([k for k in keys if _nameable(k)], column_map)
+    manifest.input_columns = [k if _nameable(k) else k.encode("utf-8", "backslashreplace").decode() for k in keys]
+    manifest.column_map = mapping
+    if not keys or not all(_nameable(k) for k in keys) or len({k.lower() for k in keys}) < len(keys):
+        # No object to learn the keys from, or keys DuckDB cannot name as columns: "", a lone
+        # surrogate, or twins that differ only in case (DuckDB names are case-insensitive).
         manifest.notes.append("reading line by line (no usable JSON keys in the first lines)")
         return _stage_jsonl_exact(con, batch_dir, manifest, path, mapping, defaults, keys)
     # Fast path: one DuckDB pass reads every line with typed columns straight into `staged`.
@@ -264,7 +277,7 @@ def _stage_jsonl_exact(
     con.unregister("lines_in")
     # ``keys``: the JSON keys the caller sampled from the first lines (sampled here if not given).
     keys = _sample_keys(path) if keys is None else keys
-    unmapped = [k for k in keys if k not in mapping.values() and k != ""]
+    unmapped = [k for k in keys if k not in mapping.values() and _nameable(k)]
     extra = {}
     if unmapped and "meta" not in mapping:
         # json_object takes keys as strings, so odd keys are fine; the key "" has no JSON path
