@@ -42,7 +42,7 @@ console = Console(width=140)
 SECTIONS: dict[str, tuple[str, dict, dict]] = {
     "fuzz": ("reliability_fuzz", {"n_records": 10_000}, {"n_records": 1_000}),
     "crash": ("reliability_crash", {"trials": 20}, {"trials": 3}),
-    "concurrency": ("reliability_concurrency", {"seconds": 180.0}, {"seconds": 20.0}),
+    "concurrency": ("reliability_concurrency", {"seconds": 120.0}, {"seconds": 20.0}),
     "alerts": ("reliability_alerts", {}, {}),
     "security": ("reliability_security", {}, {}),
 }

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     )
     writer_timeout_s: float = Field(900.0, description="Longest wait for the writer slot.")
     reader_retries: int = Field(8, description="Read-only connections retry this often on a lock.")
+    writer_lock_wait_s: float = Field(
+        60.0, description="A writer waits this long (jittered backoff) for readers in other processes to "
+        "let go of the file before its run fails.",
+    )
 
     staging_retention_h: float = Field(
         24.0, description="Staging folders older than this (left by crashed runs) are removed."

@@ -56,11 +56,25 @@ def _is_lock_error(exc: Exception) -> bool:
 def connect(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the warehouse read-write (creating the file if needed) and close it afterwards.
 
-    Callers must hold the writer slot (Prefect ``duckdb-writer`` limit) when they write.
+    Callers must hold the writer slot (Prefect ``duckdb-writer`` limit) when they write. That slot
+    orders writers only: an analyst's read-only connection in another process also locks the file
+    (DuckDB allows one process to write, or several to read). Its reads are short, so the writer
+    waits for it with jittered backoff, up to ``writer_lock_wait_s``, instead of failing the run.
     """
     path = Path(settings.warehouse_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = _session(duckdb.connect(str(path), config=_base_config(settings)))
+    deadline = time.monotonic() + settings.writer_lock_wait_s
+    delay = 0.05
+    while True:
+        try:
+            raw = duckdb.connect(str(path), config=_base_config(settings))
+            break
+        except duckdb.IOException as exc:
+            if not _is_lock_error(exc) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 1.0)
+    con = _session(raw)
     try:
         yield con
     finally:
