@@ -40,6 +40,9 @@ from typing import Any
 os.environ.setdefault("DO_NOT_TRACK", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # reliability_common beside this file
+
+from reliability_common import load_scored, settings_env  # noqa: E402
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
 MODEL = "m20261001-000000-bench"
@@ -142,68 +145,18 @@ def _stream(days: int, seed: int, spikes: list[tuple[str, datetime, int, int]]):
 
 def load_warehouse(settings, seed: int = 1) -> None:
     """Scored articles with spikes on three tickers (several alerts) and a champion."""
-    import numpy as np
-    import pandas as pd
-
-    from warehouse import registry as db_registry
-    from warehouse.connection import connect
-    from warehouse.migrate import migrate
-
     at = START + timedelta(days=8, hours=10)
     df = _stream(9, seed, [("ZZZ", at, 40, 32), ("YYY", at + timedelta(hours=6), 40, 32),
                            ("XXX", at + timedelta(hours=12), 40, 32)])
-    arts = pd.DataFrame({
-        "article_id": df.article_id, "source": df.source, "title": [f"headline {a}" for a in df.article_id],
-        "body": "", "published_at": df.ts, "ingested_at": df.ts, "tickers": df.tickers, "batch_id": "bench"})
-    scores = pd.DataFrame({
-        "article_id": df.article_id, "model_version": MODEL,
-        "sentiment_label": np.where(df.neg, "negative", "neutral"),
-        "sentiment_p_negative": np.where(df.neg, 0.8, 0.1), "sentiment_p_neutral": np.where(df.neg, 0.1, 0.8),
-        "sentiment_p_positive": 0.1, "sentiment_score": np.where(df.neg, -0.7, 0.0), "topic_label": "markets",
-        "n_tokens": 5, "truncated": False, "scored_at": datetime.now(UTC), "score_run_id": "bench"})
-    with connect(settings) as con:
-        migrate(con)
-        db_registry.record_model(con, {"model_version": MODEL, "backbone": "tiny", "heads": {}, "metrics": {},
-                                       "val_score": 0.0, "served": "gpt", "val_split_id": "t",
-                                       "artifact_path": "/nonexistent"})
-        db_registry.promote(con, MODEL, "bench")
-        con.register("arts", arts)
-        con.execute("INSERT INTO articles BY NAME SELECT * FROM arts")
-        con.register("sc", scores)
-        con.execute("INSERT INTO scores BY NAME SELECT * FROM sc")
+    load_scored(settings, df, MODEL, "bench", source=df.source)
 
 
-class _Env:
-    """Point get_settings() at a case's warehouse and webhook; restore the environment after."""
-
-    KEYS = ("NEWSPULSE_WAREHOUSE_PATH", "NEWSPULSE_HOME", "NEWSPULSE_ALERT_WEBHOOK_URL",
-            "NEWSPULSE_ALERT_RETRY_BACKOFF_S", "NEWSPULSE_ALERT_ALLOW_PRIVATE_URLS")
-
-    def __init__(self, folder: Path, port: int) -> None:
-        self.values = {"NEWSPULSE_WAREHOUSE_PATH": str(folder / "wh.duckdb"), "NEWSPULSE_HOME": str(folder / "var"),
-                       "NEWSPULSE_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{port}/hook",
-                       "NEWSPULSE_ALERT_RETRY_BACKOFF_S": str(BACKOFF_S),
-                       "NEWSPULSE_ALERT_ALLOW_PRIVATE_URLS": "true"}
-
-    def __enter__(self):
-        from newspulse.settings import get_settings
-
-        self.saved = {k: os.environ.get(k) for k in self.KEYS}
-        os.environ.update(self.values)
-        get_settings.cache_clear()
-        settings = get_settings()
-        settings.ensure_dirs()
-        return settings
-
-    def __exit__(self, *exc: object) -> None:
-        from newspulse.settings import get_settings
-
-        for k, v in self.saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
+def _env(folder: Path, port: int):
+    """Settings on the case's own warehouse, with the webhook at ``port`` (restored after)."""
+    return settings_env({"NEWSPULSE_WAREHOUSE_PATH": str(folder / "wh.duckdb"), "NEWSPULSE_HOME": str(folder / "var"),
+                         "NEWSPULSE_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{port}/hook",
+                         "NEWSPULSE_ALERT_RETRY_BACKOFF_S": str(BACKOFF_S),
+                         "NEWSPULSE_ALERT_ALLOW_PRIVATE_URLS": "true"})
 
 
 def _alerts(settings) -> list[dict[str, Any]]:
@@ -236,7 +189,7 @@ def run_case(case: str, work: Path, fail_first: int = 4, max_runs: int = 4) -> d
     folder.mkdir(parents=True)
     port = free_port()
     out: dict[str, Any] = {"case": case}
-    with _Env(folder, port) as settings, ExitStack() as stack:
+    with _env(folder, port) as settings, ExitStack() as stack:
         load_warehouse(settings)
         attempts_per_run = settings.alert_delivery_attempts
         # Phase 1: the receiver fails.

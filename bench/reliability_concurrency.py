@@ -38,6 +38,9 @@ from typing import Any
 os.environ.setdefault("DO_NOT_TRACK", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # reliability_common beside this file
+
+from reliability_common import settings_env  # noqa: E402
 
 WORDS = "shares fell rose profit loss bank market oil said growth warns record deal cut the in on".split()
 TICKERS = ["AAA", "BBB", "CCC", "DDD"]
@@ -90,32 +93,10 @@ ANALYST = textwrap.dedent(
 )
 
 
-class _Env:
-    KEYS = ("NEWSPULSE_WAREHOUSE_PATH", "NEWSPULSE_HOME", "NEWSPULSE_ALERT_BLOCK")
-
-    def __init__(self, folder: Path) -> None:
-        self.values = {"NEWSPULSE_WAREHOUSE_PATH": str(folder / "wh.duckdb"), "NEWSPULSE_HOME": str(folder / "var"),
-                       "NEWSPULSE_ALERT_BLOCK": ""}
-
-    def __enter__(self):
-        from newspulse.settings import get_settings
-
-        self.saved = {k: os.environ.get(k) for k in self.KEYS}
-        os.environ.update(self.values)
-        get_settings.cache_clear()
-        settings = get_settings()
-        settings.ensure_dirs()
-        return settings
-
-    def __exit__(self, *exc: object) -> None:
-        from newspulse.settings import get_settings
-
-        for k, v in self.saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
+def _env(folder: Path):
+    """Settings on the run's own warehouse; alert delivery off (this section measures writes)."""
+    return settings_env({"NEWSPULSE_WAREHOUSE_PATH": str(folder / "wh.duckdb"), "NEWSPULSE_HOME": str(folder / "var"),
+                         "NEWSPULSE_ALERT_BLOCK": ""})
 
 
 @contextmanager
@@ -174,7 +155,7 @@ def run(seconds: float = 120, work: Path | None = None, rows_per_file: int = 200
 
                 os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(work / "prefect-results"))
                 stack.enter_context(prefect_test_harness(server_startup_timeout=120))
-            settings = stack.enter_context(_Env(folder))
+            settings = stack.enter_context(_env(folder))
             return _run(settings, seconds, folder, rows_per_file, rnd)
     finally:
         if own:

@@ -38,6 +38,9 @@ from typing import Any
 os.environ.setdefault("DO_NOT_TRACK", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # reliability_common beside this file
+
+from reliability_common import load_scored  # noqa: E402
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -201,10 +204,6 @@ def _load_spike(settings: Any) -> None:
     import numpy as np
     import pandas as pd
 
-    from warehouse import registry as db_registry
-    from warehouse.connection import connect
-    from warehouse.migrate import migrate
-
     start = datetime(2026, 10, 1, tzinfo=UTC)
     rng = np.random.default_rng(7)
     days = 9
@@ -217,25 +216,7 @@ def _load_spike(settings: Any) -> None:
     df = pd.DataFrame(rows)
     df["article_id"] = [f"s{i:06d}" for i in range(len(df))]
     model = "m20261001-000000-sec"
-    arts = pd.DataFrame({"article_id": df.article_id, "source": "outlet0", "title": "headline " + df.article_id,
-                         "body": "", "published_at": df.ts, "ingested_at": df.ts, "tickers": df.tickers,
-                         "batch_id": "sec"})
-    scores = pd.DataFrame({
-        "article_id": df.article_id, "model_version": model,
-        "sentiment_label": np.where(df.neg, "negative", "neutral"),
-        "sentiment_p_negative": np.where(df.neg, 0.8, 0.1), "sentiment_p_neutral": np.where(df.neg, 0.1, 0.8),
-        "sentiment_p_positive": 0.1, "sentiment_score": np.where(df.neg, -0.7, 0.0), "topic_label": "markets",
-        "n_tokens": 5, "truncated": False, "scored_at": datetime.now(UTC), "score_run_id": "sec"})
-    with connect(settings) as con:
-        migrate(con)
-        db_registry.record_model(con, {"model_version": model, "backbone": "tiny", "heads": {}, "metrics": {},
-                                       "val_score": 0.0, "served": "gpt", "val_split_id": "t",
-                                       "artifact_path": "/nonexistent"})
-        db_registry.promote(con, model, "security bench")
-        con.register("arts", arts)
-        con.execute("INSERT INTO articles BY NAME SELECT * FROM arts")
-        con.register("sc", scores)
-        con.execute("INSERT INTO scores BY NAME SELECT * FROM sc")
+    load_scored(settings, df, model, "sec")
 
 
 class _Capture(logging.Handler):
