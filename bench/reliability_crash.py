@@ -6,9 +6,10 @@ random delay, checks that the warehouse opens cleanly and holds whole batches on
 ingest to completion and checks exactly-once: rows == distinct valid ids in the files, no
 duplicate ``article_id``, every line accounted for (inserted + duplicate + quarantined == lines).
 Staging folders left by the killed run are listed: committed ones (the kill landed between the
-commit and the folder's removal) and uncommitted ones (a crash before the commit); neither is
-read again, and ``prune_staging`` (run by ``migrate_warehouse`` at the start of every flow)
-removes them once older than ``staging_retention_h``.
+commit and the folder's removal) and uncommitted ones (a crash before the commit). Neither is
+read again; the re-run starts, as every flow does (``migrate_warehouse``), with ``prune_staging``,
+which removes the folders whose owner process is gone, so after the re-run the staging
+directory must be empty: staged files are committed or cleaned.
 
 Each scoring trial does the same with the export / score_shard / commit_scores loop of the score
 flow (``KILL_SCRIPT`` of ``tests/model/test_score_flow.py``) against a tiny untrained champion:
@@ -57,6 +58,8 @@ INGEST_SCRIPT = textwrap.dedent(
     settings.ensure_dirs()
     with connect(settings) as con:
         migrate(con)
+    # What migrate_warehouse does at the start of every flow: folders of killed runs go.
+    staging.prune_staging(settings.staging_dir, settings.staging_retention_h * 3600)
     print("migrated", flush=True)
     for i, name in enumerate(sys.argv[3:]):
         path = Path(name)
@@ -81,6 +84,7 @@ INGEST_SCRIPT = textwrap.dedent(
 
 SCORE_SCRIPT = textwrap.dedent(
     """
+    import shutil
     import sys
     from datetime import UTC, datetime
     from pathlib import Path
@@ -88,8 +92,11 @@ SCORE_SCRIPT = textwrap.dedent(
     from models.serving import ServedModel, score_shard
     from warehouse.connection import connect
     from warehouse.scores import commit_scores, export_unscored, staged_outputs
+    from warehouse.staging import prune_staging
 
     settings = Settings(warehouse_path=Path(sys.argv[1]), home=Path(sys.argv[2]))
+    settings.ensure_dirs()
+    prune_staging(settings.staging_dir, settings.staging_retention_h * 3600)  # as migrate_warehouse does
     version, artifact, run = sys.argv[3], sys.argv[4], sys.argv[5]
     run_dir = settings.staging_dir / f"score-{run}"
     with connect(settings) as con:
@@ -107,6 +114,7 @@ SCORE_SCRIPT = textwrap.dedent(
             print(f"committed {i}", flush=True)
     with connect(settings) as con:
         commit_scores(con, staged_outputs(run_dir), version)
+    shutil.rmtree(run_dir, ignore_errors=True)  # as the score flow's commit task does
     print("done", flush=True)
     """
 )
@@ -237,19 +245,17 @@ def ingest_trial(work: Path, inputs: dict[str, Any], delay_s: float) -> dict[str
     finally:
         con.close()
     still = [name for name in left if (staging_dir / name).exists()]
+    after = sorted(p.name for p in staging_dir.glob("*") if p.is_dir())
     out.update(
         articles=n, duplicates=n - distinct, losses=max(0, inputs["distinct_valid"] - distinct),
         extra_rows=max(0, distinct - inputs["distinct_valid"]),
         accounted=int(inserted + dup + quar) if read is not None else 0, lines=inputs["lines"],
         identity=bool(identity) and read == inputs["lines"] and quarantined == inputs["bad_lines"],
         quarantined=quarantined,
-        staging_left=len(still), staging_left_committed=sum(n in committed for n in still),
-        staging_left_uncommitted=sum(n not in committed for n in still),
+        staging_after_kill=len(left), staging_after_kill_committed=sum(n in committed for n in left),
+        staging_after_kill_uncommitted=sum(n not in committed for n in left),
+        staging_left=len(after), staging_left_names=after, staging_cleaned=len(left) - len(still),
     )
-    # Leftovers are never read again; prune_staging (older than the retention) removes them.
-    from warehouse.staging import prune_staging
-
-    out["staging_pruned"] = len(prune_staging(staging_dir, 0)) if staging_dir.exists() else 0
     return out
 
 
@@ -296,6 +302,7 @@ def score_trial(work: Path, base: dict[str, Any], delay_s: float, name: str) -> 
     shutil.copy(base["db"], db)
     cmd = [sys.executable, "-c", SCORE_SCRIPT, str(db), str(home), base["version"], base["artifact"]]
     out = _kill_after([*cmd, f"{name}-killed"], delay_s)
+    left = [p.name for p in (home / "staging").glob("*") if p.is_dir()] if (home / "staging").exists() else []
     ok, rows, err = _open_cleanly(db, "SELECT count(*) FROM scores")
     out.update(dirty_open=0 if ok else 1, open_error=err, partial_scores=rows[0][0] if ok else None)
     t0 = time.perf_counter()
@@ -314,13 +321,11 @@ def score_trial(work: Path, base: dict[str, Any], delay_s: float, name: str) -> 
         emb_n, emb_distinct = con.execute("SELECT count(*), count(DISTINCT article_id) FROM embeddings").fetchall()[0]
     finally:
         con.close()
-    staging = home / "staging"
-    # The killed run's shard folder (never read again; prune_staging removes it after the retention).
-    # The script, unlike the score flow, does not remove its own folder after the last commit.
-    left = sorted(p.name for p in staging.glob("*") if p.is_dir() and not p.name.endswith("-rerun")) \
-        if staging.exists() else []
+    # Everything the killed run staged must be gone (pruned by the re-run, whose own folder is
+    # removed after its last commit).
+    after = sorted(p.name for p in (home / "staging").glob("*") if p.is_dir())
     out.update(scores=n, duplicates=(n - distinct) + (emb_n - emb_distinct), losses=missing,
-               embeddings=emb_n, staging_left=len(left), staging_left_names=left)
+               embeddings=emb_n, staging_after_kill=len(left), staging_left=len(after), staging_left_names=after)
     return out
 
 
@@ -382,16 +387,18 @@ def run(trials: int = 20, seed: int = 0, work: Path | None = None, score_trials:
                 "dirty_opens": sum(r.get("dirty_open", 0) for r in rows),
                 "rerun_failures": sum(r.get("rerun_rc", 0) != 0 for r in rows),
                 "phases": sorted({r["phase"] for r in rows}),
+                "staging_after_kill": sum(r.get("staging_after_kill", 0) for r in rows),
                 "staging_left": sum(r.get("staging_left", 0) for r in rows),
                 "detail": rows,
             }
         result["ingest"]["partial_batches"] = sum(r.get("partial_batches", 0) for r in ingest)
         result["ingest"]["identity_failures"] = sum(not r.get("identity", False) for r in ingest)
         result["ingest"]["extra_rows"] = sum(r.get("extra_rows", 0) for r in ingest)
-        result["ingest"]["staging_left_committed"] = sum(r.get("staging_left_committed", 0) for r in ingest)
-        result["ingest"]["staging_left_uncommitted"] = sum(r.get("staging_left_uncommitted", 0) for r in ingest)
+        result["ingest"]["staging_after_kill_committed"] = sum(r.get("staging_after_kill_committed", 0) for r in ingest)
+        result["ingest"]["staging_after_kill_uncommitted"] = sum(r.get("staging_after_kill_uncommitted", 0)
+                                                                 for r in ingest)
         result["ok"] = all(result[k][m] == 0 for k in ("ingest", "scoring")
-                           for m in ("duplicates", "losses", "dirty_opens", "rerun_failures")) \
+                           for m in ("duplicates", "losses", "dirty_opens", "rerun_failures", "staging_left")) \
             and result["ingest"]["identity_failures"] == 0 and result["ingest"]["partial_batches"] == 0
         return result
     finally:
@@ -406,13 +413,13 @@ def report(result: dict[str, Any]) -> None:
 
     table = Table(title="Crash safety: SIGKILL at a random moment, then re-run (exactly-once)")
     for col in ("path", "trials", "killed mid-work", "finished first", "duplicates", "losses", "dirty opens",
-                "re-run failures", "staging left (pruned later)"):
+                "re-run failures", "staged folders after kill", "left after re-run"):
         table.add_column(col, justify="right" if col != "path" else "left")
     for name in ("ingest", "scoring"):
         r = result[name]
         table.add_row(name, str(r["trials"]), str(r["kills_mid_work"]), str(r["finished_before_kill"]),
                       str(r["duplicates"]), str(r["losses"]), str(r["dirty_opens"]), str(r["rerun_failures"]),
-                      str(r["staging_left"]))
+                      str(r["staging_after_kill"]), str(r["staging_left"]))
     console = Console(width=140)
     console.print(table)
     console.print(f"kill phases seen: ingest {result['ingest']['phases']}; scoring {result['scoring']['phases']}")

@@ -72,7 +72,8 @@ class Settings(BaseSettings):
     )
 
     staging_retention_h: float = Field(
-        24.0, description="Staging folders older than this (left by crashed runs) are removed."
+        24.0, description="Staging folders of crashed runs whose owner process this machine cannot check "
+        "(another host, no owner file) are removed when older than this; a gone local owner's at once."
     )
 
     # --- validation (Great Expectations) -----------------------------------------------------

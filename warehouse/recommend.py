@@ -23,6 +23,7 @@ from typing import Any
 import duckdb
 
 from warehouse.connection import parquet_list, scalar, sql_literal, transaction
+from warehouse.staging import claim
 
 REC_COLUMNS = [
     "source", "user_id", "article_id", "model_version", "score", "rank", "click_prob", "similarity",
@@ -60,6 +61,7 @@ def export_rec_inputs(con: duckdb.DuckDBPyConnection, *, source: str, model_vers
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    claim(out_dir)  # a killed run's folder is pruned by the next flow (staging.prune_staging)
     params = {"source": source, "as_of": as_of, "hist_s": int(history_days * 86400)}
     con.execute(
         "CREATE OR REPLACE TEMP TABLE rec_beh AS SELECT impression_id, user_id, time, history, impressions "

@@ -21,6 +21,7 @@ from pathlib import Path
 import duckdb
 
 from warehouse.connection import parquet_list, scalar, sql_literal, transaction
+from warehouse.staging import claim
 
 SCORE_COLUMNS = [
     "article_id", "model_version", "sentiment_label", "sentiment_p_negative", "sentiment_p_neutral",
@@ -67,6 +68,7 @@ def export_unscored(con: duckdb.DuckDBPyConnection, model_version: str, out_dir:
     paths = []
     if n_shards:
         out_dir.mkdir(parents=True, exist_ok=True)
+        claim(out_dir)  # a killed run's folder is pruned by the next flow (staging.prune_staging)
     for i in range(n_shards):
         path = out_dir / f"input-{i:05d}.parquet"
         con.execute(f"COPY (SELECT article_id, text FROM to_score WHERE shard = {i} ORDER BY article_id) "

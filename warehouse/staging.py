@@ -5,6 +5,13 @@ A batch is a folder ``<staging>/<batch_id>/`` with ``manifest.json`` and ``norma
 validation adds ``failures.parquet`` and ``validation.json``; the commit loads all of it in one
 transaction and then removes the folder. Tasks pass the folder path, never the data.
 
+Every staging folder (ingest batches here, score and recommendation run folders in
+``scores.py`` / ``recommend.py``) carries ``owner.json``: the host, pid and start time of the
+process that made it. A run killed before its commit leaves its folder behind; the next flow on
+any machine sharing the staging directory calls ``prune_staging``, which removes at once every
+folder whose owner was on this host and is gone, and falls back to an age limit for folders it
+cannot judge (another host, no owner file). Live runs' folders are never touched.
+
 Inputs: a records frame from any Python reader (CSV, RSS, public datasets), or a JSONL / Parquet
 file read natively by DuckDB. JSONL has a fast path (``read_json`` with typed columns) and an
 exact path (line by line, so every malformed line is kept with its reason); the exact path runs
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -24,6 +32,7 @@ from typing import Any, Literal
 
 import duckdb
 import pandas as pd
+import psutil
 
 from sources.records import BEHAVIOR_COLUMNS, RECORD_COLUMNS, map_columns
 from warehouse.connection import scalar, sql_literal
@@ -68,21 +77,65 @@ def new_batch(staging_dir: Path, source: str, target: Target, input_name: str) -
     batch_id = f"{now:%Y%m%dT%H%M%S}-{source[:24]}-{uuid.uuid4().hex[:8]}"
     batch_dir = Path(staging_dir) / batch_id
     batch_dir.mkdir(parents=True, exist_ok=False)
+    claim(batch_dir)
     manifest = Manifest(batch_id, source, target, input_name, now.isoformat())
     return batch_dir, manifest
 
 
-def prune_staging(staging_dir: Path, older_than_s: float) -> list[str]:
-    """Remove batch folders older than ``older_than_s`` (left behind by crashed runs).
+OWNER_FILE = "owner.json"
 
-    A crash before the commit leaves a folder that nothing will commit: the re-run stages the
-    input again under a new batch id. Folders are only removed when old enough that no live run
-    can still be using them. Returns the removed batch ids.
+
+def _process_started(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds), or None when there is no such process."""
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def claim(folder: Path) -> None:
+    """Record in ``folder/owner.json`` that this process owns the staging folder.
+
+    Host, pid and the pid's start time: a pid recycled by a later process is not taken for the
+    owner. Written before any data, so a folder with data always names its owner.
+    """
+    owner = {"host": socket.gethostname(), "pid": psutil.Process().pid,
+             "started": _process_started(psutil.Process().pid)}
+    (Path(folder) / OWNER_FILE).write_text(json.dumps(owner), encoding="utf-8")
+
+
+def owner_gone(folder: Path) -> bool | None:
+    """True when the folder's owner ran on this host and has exited (its run was killed or
+    crashed); False when it is alive; None when this host cannot tell (no owner file, unreadable
+    file, another host)."""
+    try:
+        owner = json.loads((Path(folder) / OWNER_FILE).read_text(encoding="utf-8"))
+        host, pid, started = owner["host"], int(owner["pid"]), owner["started"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if host != socket.gethostname():
+        return None
+    now_started = _process_started(pid)
+    # Start times go through JSON as floats: equal to well under a millisecond when it is the
+    # same process; a recycled pid started later.
+    return now_started is None or started is None or abs(now_started - float(started)) > 0.01
+
+
+def prune_staging(staging_dir: Path, older_than_s: float) -> list[str]:
+    """Remove staging folders left behind by crashed or killed runs; returns their names.
+
+    Nothing ever commits such a folder: the re-run stages its input again under a new id. A
+    folder goes at once when its owner (``owner.json``) ran on this host and is gone, and
+    otherwise only when older than ``older_than_s``, when no live run can still be using it.
+    A folder whose owner on this host is alive is kept whatever its age (a long run).
     """
     cutoff = time.time() - older_than_s
     removed = []
     for folder in Path(staging_dir).glob("*"):
-        if folder.is_dir() and folder.stat().st_mtime < cutoff:
+        if not folder.is_dir():
+            continue
+        gone = owner_gone(folder)
+        if gone or (gone is None and folder.stat().st_mtime < cutoff):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder.name)
     return sorted(removed)

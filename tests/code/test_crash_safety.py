@@ -116,3 +116,52 @@ def test_prune_staging_removes_only_old_folders(tmp_path: Path) -> None:
     os.utime(old, (past, past))
     assert prune_staging(tmp_path, 86400) == [old.name]
     assert not old.exists() and fresh.exists()
+
+
+def _owned_by(folder: Path, pid: int, started: float | None, host: str | None = None) -> Path:
+    import socket
+
+    folder.mkdir()
+    (folder / "normalized.parquet").write_bytes(b"x")
+    (folder / "owner.json").write_text(json.dumps({"host": host or socket.gethostname(), "pid": pid,
+                                                   "started": started}))
+    return folder
+
+
+def test_prune_staging_removes_folders_of_dead_owners_at_once(tmp_path: Path) -> None:
+    """A SIGKILLed run's folder goes at the next flow's start, however fresh; a live run's folder
+    stays however old; a folder owned on another host waits for the age limit."""
+    import psutil
+
+    from warehouse.staging import claim, owner_gone, prune_staging
+
+    killed = tmp_path / "20261129T100000-killed"
+    killed.mkdir()
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; from warehouse.staging import claim; "
+                              "from pathlib import Path; claim(Path(sys.argv[1])); print('ok', flush=True); "
+                              "time.sleep(60)", str(killed)],
+                             stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[2])
+    assert child.stdout.readline().strip() == b"ok"
+    assert owner_gone(killed) is False  # alive: kept
+    assert prune_staging(tmp_path, 86400) == []
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+
+    live = tmp_path / "20260101T000000-live"
+    live.mkdir()
+    claim(live)
+    past = time.time() - 3 * 86400
+    os.utime(live, (past, past))
+    me = psutil.Process()
+    recycled = _owned_by(tmp_path / "20261129T100001-recycled", me.pid, me.create_time() - 100.0)
+    elsewhere = _owned_by(tmp_path / "20261129T100002-elsewhere", 1, 0.0, host="another-host")
+    unreadable = tmp_path / "20261129T100003-garbled"
+    unreadable.mkdir()
+    (unreadable / "owner.json").write_text("{not json")
+
+    assert owner_gone(killed) is True and owner_gone(recycled) is True
+    assert owner_gone(live) is False and owner_gone(elsewhere) is None and owner_gone(unreadable) is None
+    assert prune_staging(tmp_path, 86400) == sorted([killed.name, recycled.name])
+    assert live.exists() and elsewhere.exists() and unreadable.exists()
+    os.utime(elsewhere, (past, past))
+    assert prune_staging(tmp_path, 86400) == [elsewhere.name]  # unknown owner: the age limit applies

@@ -23,6 +23,7 @@ def test_sigkill_ingest_and_scoring_then_rerun_exactly_once(tmp_path: Path) -> N
         assert r["trials"] == (2 if name == "ingest" else 1)
         assert r["duplicates"] == 0 and r["losses"] == 0, r["detail"]
         assert r["dirty_opens"] == 0 and r["rerun_failures"] == 0, r["detail"]
+        assert r["staging_left"] == 0, r["detail"]  # the killed run's staged files were cleaned
     assert result["ingest"]["partial_batches"] == 0 and result["ingest"]["identity_failures"] == 0
     assert result["ok"]
 
