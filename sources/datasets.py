@@ -113,7 +113,8 @@ def _date_meta(raw: str, error: str) -> dict[str, str]:
 def _csv_rows(path: Path, delimiter: str = ",", encoding: str = "utf-8") -> Iterator[tuple[list[str], str]]:
     """Yield ``(fields, raw_text)`` per CSV record; ``raw_text`` is the record's exact text (CR/LF cut)."""
     consumed: list[str] = []
-    with open(path, encoding=encoding, newline="") as fh:
+    # surrogateescape: an undecodable byte costs its record (records_frame quarantines it), not the file.
+    with open(path, encoding=encoding, errors="surrogateescape", newline="") as fh:
         def lines() -> Iterator[str]:
             for line in fh:
                 consumed.append(line)
@@ -126,7 +127,7 @@ def _csv_rows(path: Path, delimiter: str = ",", encoding: str = "utf-8") -> Iter
 
 def _text_lines(path: Path, encoding: str = "utf-8") -> list[str]:
     """Split a file into lines (LF or CRLF); no phantom empty line for a trailing newline."""
-    lines = path.read_bytes().decode(encoding).split("\n")
+    lines = path.read_bytes().decode(encoding, "surrogateescape").split("\n")  # bad bytes: see _csv_rows
     if lines and lines[-1] == "":
         lines.pop()
     return [line.rstrip("\r") for line in lines]
@@ -397,7 +398,7 @@ def read_cnbc(path: Path | str) -> pd.DataFrame:
     """
     path = Path(path)
     it = _csv_rows(path)
-    header, _ = next(it)
+    header, _ = next(it, ([], ""))  # an empty file: no header, refused below
     col = _check_header(path, header, ["Headlines", "Time", "Description"])
     rows = []
     for no, (fields, raw) in enumerate(it, start=1):
@@ -428,7 +429,7 @@ def read_guardian(path: Path | str) -> pd.DataFrame:
     """
     path = Path(path)
     it = _csv_rows(path)
-    header, _ = next(it)
+    header, _ = next(it, ([], ""))  # an empty file: no header, refused below
     col = _check_header(path, header, ["Time", "Headlines"])
     rows = []
     for no, (fields, raw) in enumerate(it, start=1):
@@ -485,7 +486,7 @@ def read_gold_news(path: Path | str) -> pd.DataFrame:
     """
     path = Path(path)
     it = _csv_rows(path, delimiter="\t")
-    header, _ = next(it)
+    header, _ = next(it, ([], ""))  # an empty file: no header, refused below
     col = _check_header(path, header, GOLD_COLUMNS)
     rows = []
     for no, (fields, raw) in enumerate(it, start=1):

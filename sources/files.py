@@ -33,7 +33,7 @@ from typing import Any
 
 import pandas as pd
 
-from sources.records import FIELD_ALIASES, map_columns, records_frame, to_meta
+from sources.records import FIELD_ALIASES, InputConfigError, map_columns, records_frame, to_meta
 
 #: ``raw`` is cut to this many characters (the parsed fields themselves are not cut here).
 MAX_RAW_CHARS = 20_000
@@ -71,7 +71,7 @@ def _read_text(path: Path, encoding: str) -> tuple[str, str]:
     try:
         codec = codecs.lookup(encoding)
     except LookupError:
-        raise ValueError(f"unknown encoding {encoding!r} for {path}") from None
+        raise InputConfigError(f"unknown encoding {encoding!r} for {path}") from None
     if not path.exists():
         raise FileNotFoundError(f"CSV file not found: {path}")
     if path.is_dir():
@@ -220,16 +220,18 @@ def read_csv_records(
     last record are not records. NUL characters are stripped and counted in ``meta``. Empty cells are missing
     values; text is otherwise kept as is (``tickers`` included) for the warehouse to normalise.
 
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a directory, an
-    unreadable or empty file, a file without a header row, an unknown encoding, a bad
-    ``delimiter``, ``column_map`` naming a missing column, or ``defaults`` naming an unknown field.
+    Raises ``FileNotFoundError`` for a missing file, ``ValueError`` for a directory, an
+    unreadable or empty file or a file without a header row (the ingest task quarantines such a
+    file as one record, see :func:`sources.records.read_or_quarantine`), and its subclass
+    ``InputConfigError`` for an unknown encoding, a bad ``delimiter``, ``column_map`` naming a
+    missing column, or ``defaults`` naming an unknown field (raised: the call is wrong).
     """
     path = Path(path).expanduser()
     if delimiter is not None and len(delimiter) != 1:
-        raise ValueError(f"delimiter must be one character, got {delimiter!r}")
+        raise InputConfigError(f"delimiter must be one character, got {delimiter!r}")
     unknown = sorted(set(defaults or {}) - set(_DEFAULTABLE))
     if unknown:
-        raise ValueError(f"defaults for unknown record fields {unknown}; allowed: {list(_DEFAULTABLE)}")
+        raise InputConfigError(f"defaults for unknown record fields {unknown}; allowed: {list(_DEFAULTABLE)}")
     _raise_field_limit()
 
     text, enc_name = _read_text(path, encoding)

@@ -17,8 +17,9 @@ MIND click logs use :data:`BEHAVIOR_COLUMNS` instead (see :func:`behaviors_frame
 
 from __future__ import annotations
 
+import csv
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pandas as pd
@@ -58,8 +59,49 @@ TASKS = ("sentiment", "topic")
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
 
 
+NOT_UTF8 = "not valid UTF-8 text (undecodable bytes shown as \\xNN)"
+
+
+def _visible_bytes(value: Any) -> Any:
+    """A string holding lone surrogates (undecodable bytes read with ``surrogateescape``) with
+    each such byte written out as ``\\xNN``; anything else unchanged."""
+    if not isinstance(value, str):
+        return value
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") \
+            .encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _repair_not_utf8(rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Mark every row holding text that is not valid UTF-8 with an error and make it storable.
+
+    Readers decode with ``surrogateescape`` so one bad byte costs one record, not the file; such
+    a record cannot be stored as text, so its bytes are shown as ``\\xNN`` and it is quarantined.
+    Only called when the fast conversion failed: clean inputs pay nothing.
+    """
+    out = []
+    for row in rows:
+        fixed = {k: _visible_bytes(v) for k, v in row.items()}
+        if any(fixed[k] is not row[k] for k in row):
+            err = row.get("error")
+            fixed["error"] = NOT_UTF8 if not err else f"{err}; {NOT_UTF8}"
+        out.append(fixed)
+    return out
+
+
 def _frame(rows: Iterable[Mapping[str, Any]], columns: list[str]) -> pd.DataFrame:
-    df = pd.DataFrame.from_records(list(rows), columns=columns)
+    rows = list(rows)
+    try:
+        return _typed_frame(rows, columns)
+    except UnicodeEncodeError:  # a reader kept undecodable bytes (surrogateescape)
+        return _typed_frame(_repair_not_utf8(rows), columns)
+
+
+def _typed_frame(rows: list[Mapping[str, Any]], columns: list[str]) -> pd.DataFrame:
+    df = pd.DataFrame.from_records(rows, columns=columns)
     if df["record_no"].isna().any():
         df["record_no"] = range(1, len(df) + 1)
     df["record_no"] = df["record_no"].astype("int64")
@@ -81,6 +123,36 @@ def records_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 def behaviors_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """Build a click-log frame (:data:`BEHAVIOR_COLUMNS`) from dicts."""
     return _frame(rows, BEHAVIOR_COLUMNS)
+
+
+class InputConfigError(ValueError):
+    """The call, not the input, is wrong (an unknown encoding, a ``column_map`` naming a column
+    the input lacks, a bad delimiter): raised, never quarantined, so fixing the settings reads
+    the same file again."""
+
+
+# What a reader raises for a whole input it cannot read: a wrong or missing header, an encoding
+# it cannot decode, a broken side file (MIND's JSON id map). FileNotFoundError is not here: an
+# input that vanished is retried, not quarantined.
+UNREADABLE_INPUT_ERRORS: tuple[type[Exception], ...] = (ValueError, csv.Error)
+
+
+def read_or_quarantine(read: Callable[[], pd.DataFrame], input_name: str,
+                       behaviors: bool = False) -> pd.DataFrame:
+    """``read()``, or, when the input as a whole is unreadable, one record standing for it.
+
+    That record carries the input's name as ``raw`` and ``unreadable input: <why>`` as its error,
+    so the warehouse quarantines it with the reason and the batch commits like any other: the
+    run goes on with the next input, and the file's version is recorded (a fixed file, with a new
+    size or mtime, is read again). Bugs (any other exception) still raise.
+    """
+    try:
+        return read()
+    except (FileNotFoundError, InputConfigError):
+        raise
+    except UNREADABLE_INPUT_ERRORS as exc:
+        row = {"record_no": 1, "raw": input_name, "error": f"unreadable input: {type(exc).__name__}: {exc}"[:2000]}
+        return behaviors_frame([row]) if behaviors else records_frame([row])
 
 
 def to_meta(values: Mapping[str, Any]) -> str | None:
@@ -128,7 +200,7 @@ def map_columns(names: Iterable[str], overrides: Mapping[str, str] | None = None
     used: set[str] = set()
     for field, col in (overrides or {}).items():
         if col not in names:
-            raise ValueError(f"column {col!r} (for {field}) not in input columns {names}")
+            raise InputConfigError(f"column {col!r} (for {field}) not in input columns {names}")
         mapping[field] = col
         used.add(col)
     for field, aliases in FIELD_ALIASES.items():

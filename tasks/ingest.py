@@ -18,7 +18,7 @@ from newspulse.settings import Settings
 from sources.datasets import DATASETS, dataset_files, read_dataset_file
 from sources.feeds import fetch_feed, parse_feed
 from sources.files import expand_globs, file_fingerprint, read_csv_records
-from sources.records import records_frame
+from sources.records import read_or_quarantine, records_frame
 from tasks.warehouse import writer_slot
 from warehouse.commit import BatchSummary, already_ingested, commit_batch, source_state
 from warehouse.connection import connect, connect_memory
@@ -91,15 +91,15 @@ def stage_file(
         elif kind == "parquet":
             stage_parquet(mem, batch_dir, manifest, file, column_map=column_map, defaults=defaults)
         elif kind == "csv":
-            frame = read_csv_records(
+            frame = read_or_quarantine(lambda: read_csv_records(
                 file, source=source, encoding=encoding, column_map=column_map, defaults=defaults,
                 delimiter="\t" if file.suffix.lower() == ".tsv" else None,
-            )
+            ), str(file))
             stage_frame(mem, batch_dir, manifest, frame)
         else:
             from sources.datasets import read_mind_behaviors
 
-            frame = read_mind_behaviors(file)
+            frame = read_or_quarantine(lambda: read_mind_behaviors(file), str(file), behaviors=True)
             frame["source"] = source
             stage_frame(mem, batch_dir, manifest, frame)
     get_run_logger().info("staged %s rows from %s as batch %s", manifest.rows, file.name, manifest.batch_id)
@@ -165,7 +165,7 @@ def stage_dataset_file(settings: Settings, dataset: str, path: str) -> str:
     file = Path(path)
     batch_dir, manifest = new_batch(settings.staging_dir, dataset, spec.target, str(file))
     manifest.fingerprint, manifest.flow_run_id = _dataset_fingerprint(file), _run_id()
-    frame = read_dataset_file(spec, file)
+    frame = read_or_quarantine(lambda: read_dataset_file(spec, file), str(file), behaviors=spec.target == "behaviors")
     with connect_memory(settings) as mem:
         stage_frame(mem, batch_dir, manifest, frame)
     get_run_logger().info("staged %s rows of %s from %s", manifest.rows, dataset, file.name)

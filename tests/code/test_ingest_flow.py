@@ -150,3 +150,36 @@ def test_csv_batch_failing_validation_fails_the_run_but_keeps_rows(settings, tmp
     assert reasons[2] == ["empty text: no title and no body"]
     assert reasons[3] == ["unparseable published_at: not a date"]
     assert reasons[4][0].startswith("published_at in the future")
+
+
+def test_unreadable_files_are_quarantined_and_the_run_goes_on(settings, tmp_path: Path) -> None:
+    """An empty CSV, a CNBC file with the wrong header and one with a bad byte among good rows:
+    no task fails, each unreadable file is one quarantined record with its reason, the bad byte
+    costs only its row; a settings error (unknown encoding) still fails loudly."""
+    from flows.ingest import ingest_flow
+
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    good = tmp_path / "good.csv"
+    good.write_bytes(b"id,title\n1,Acme beats estimates\n2,Glob\xffex misses\n3,Initech rallies\n")
+    summaries = ingest_flow(files=[str(empty), str(good)], source="drops", fail_on_invalid_batch=False)
+    assert len(summaries) == 2, summaries
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    try:
+        quarantined = [list(r[0]) for r in con.execute("SELECT reasons FROM quarantine ORDER BY record_no").fetchall()]
+        titles = sorted(r[0] for r in con.execute("SELECT title FROM articles").fetchall())
+    finally:
+        con.close()
+    assert titles == ["Acme beats estimates", "Initech rallies"]
+    assert len(quarantined) == 2, quarantined  # the empty file, the row with the bad byte
+    assert any(r.startswith("unreadable input: ValueError") and "empty" in r for q in quarantined for r in q)
+    assert any("utf-8" in r.lower() for q in quarantined for r in q), quarantined
+
+    data = tmp_path / "data" / "financial_news_headlines"
+    data.mkdir(parents=True)
+    (data / "cnbc_headlines.csv").write_text("Title,When\nSomething,now\n", encoding="utf-8")
+    (summary,) = ingest_flow(datasets=["cnbc"], data_dir=str(tmp_path / "data"), fail_on_invalid_batch=False)
+    assert (summary["rows_read"], summary["rows_quarantined"]) == (1, 1)
+
+    with pytest.raises(Exception, match="unknown encoding"):
+        ingest_flow(files=[str(tmp_path / "good.csv")], source="other", encoding="no-such-codec")
