@@ -108,7 +108,9 @@ def summarize(sections: dict) -> None:
     t.add_row("fuzz", f"{get('fuzz', 'records_total')} records fuzzed in {get('fuzz', 'batches_total')} batches; "
               f"crashes {get('fuzz', 'crashes')}, identity violations {get('fuzz', 'identity_violations')}, "
               f"XXE leaks {get('fuzz', 'xxe_leaks')}, hostile XML not refused "
-              f"{len(get('fuzz', 'hostile_not_refused', default=[]) or [])}")
+              f"{len(get('fuzz', 'hostile_not_refused', default=[]) or [])}, probe findings "
+              f"{len(get('fuzz', 'probe_findings', default=[]) or [])}, staged folders left "
+              f"{get('fuzz', 'staging_left')}")
     for path in ("ingest", "scoring"):
         t.add_row(f"kills: {path}", f"{get('crash', path, 'trials')} SIGKILLs ({get('crash', path, 'kills_mid_work')} "
                   f"mid-work) survived; duplicates {get('crash', path, 'duplicates')}, losses "

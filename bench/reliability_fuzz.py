@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import json
 import math
 import os
@@ -122,8 +123,8 @@ def _commit_one(settings: Settings, stats: _Stats, path_kind: str, batch_dir: Pa
     with connect(settings) as con:
         s = commit.commit_batch(con, batch_dir)
         bad_reasons = con.execute(
-            "SELECT count(*) FILTER (WHERE reasons IS NULL OR len(reasons) = 0 OR list_contains(reasons, NULL) "
-            "OR list_contains(reasons, '') OR list_bool_or([trim(x) = '' FOR x IN reasons])), count(*) "
+            "SELECT count(*) FILTER (WHERE reasons IS NULL OR len(reasons) = 0 "
+            "OR list_bool_or([x IS NULL OR trim(x) = '' FOR x IN reasons])), count(*) "
             "FROM quarantine WHERE batch_id = ?", [s.batch_id]).fetchall()[0]
         in_articles = con.execute(f"SELECT count(*) FROM {manifest.target} WHERE batch_id = ?",
                                   [s.batch_id]).fetchall()[0][0]
@@ -219,20 +220,21 @@ def run_probes(settings: Settings, folder: Path) -> list[dict[str, Any]]:
 def _fill(quota: int, strategy: st.SearchStrategy, seed: int, body: Callable[[Any], int], per_example: int) -> None:
     """Run ``body`` on Hypothesis examples of ``strategy`` until ``quota`` records are done.
 
-    ``body`` returns the records of its example; examples beyond the quota are skipped (they
-    cost only their generation). Each round asks for twice the examples the remainder needs at
-    ``per_example`` records (the strategy's mean), and at least 50: Hypothesis starts every run
+    ``body`` returns the records of its example; the run stops at the quota. Each round asks for
+    twice the examples the remainder needs at
+    ``per_example`` records (the strategy's mean), and at least 25: Hypothesis starts every run
     with its simplest examples (empty lists, zeros), so many tiny rounds would be all simple.
     """
     done = [0]
 
     def once(example: Any) -> None:
-        if done[0] < quota:
-            done[0] += body(example)
+        if done[0] >= quota:
+            raise fs.Enough  # generating the rest of the round would cost more than ingesting
+        done[0] += body(example)
 
     rnd = 0
     while done[0] < quota:
-        fs.drive(strategy, max(50, 2 * math.ceil((quota - done[0]) / per_example)), seed * 1000 + rnd, once)
+        fs.drive(strategy, max(25, 2 * math.ceil((quota - done[0]) / per_example)), seed * 1000 + rnd, once)
         rnd += 1
 
 
@@ -265,9 +267,22 @@ def run(n_records: int = 10_000, seed: int = 0, work: Path | None = None, batch_
     counter = collections.Counter()
     mean = max(1, batch_size // 2)
 
+    digests: dict[str, set[str]] = collections.defaultdict(set)  # path -> sha256 of each input
+
     def input_path(kind: str, suffix: str) -> Path:
         counter[kind] += 1
         return inputs / f"{kind}{counter[kind]:05d}{suffix}"
+
+    def new(kind: str, data: bytes) -> bool:
+        """False for an input generated before: Hypothesis starts each run with its simplest
+        examples and mutates earlier ones, so exact repeats occur; they are skipped (neither
+        ingested nor counted), so every record counted comes from a distinct input."""
+        digest = hashlib.sha256(data).hexdigest()
+        if digest in digests[kind]:
+            counter[f"{kind}_repeats_skipped"] += 1
+            return False
+        digests[kind].add(digest)
+        return True
 
     def stage_and_commit(kind: str, source: str, path: Path, stage: Callable[[Any, Path, staging.Manifest], Any],
                          target: str = "articles") -> None:
@@ -279,6 +294,8 @@ def run(n_records: int = 10_000, seed: int = 0, work: Path | None = None, batch_
     # JSONL: the stage-file task for *.jsonl
     def jsonl_body(example: tuple[bytes, int]) -> int:
         data, n = example
+        if not new("jsonl", data):
+            return 0
         path = input_path("jsonl", ".jsonl")
         path.write_bytes(data)
         stats.records["jsonl"] += n
@@ -291,6 +308,8 @@ def run(n_records: int = 10_000, seed: int = 0, work: Path | None = None, batch_
     # CSV: the stage-file task for *.csv (an unreadable file becomes one quarantined record)
     def csv_body(example: tuple[bytes, str, int]) -> int:
         data, encoding, n = example
+        if not new("csv", data):
+            return 0
         path = input_path("csv", ".csv")
         path.write_bytes(data)
         stats.records["csv"] += n
@@ -307,6 +326,8 @@ def run(n_records: int = 10_000, seed: int = 0, work: Path | None = None, batch_
     # Parquet: the stage-file task for *.parquet (DuckDB reads it natively)
     def parquet_body(example: tuple[bytes, int]) -> int:
         data, n = example
+        if not new("parquet", data):
+            return 0
         path = input_path("parquet", ".parquet")
         path.write_bytes(data)
         stats.records["parquet"] += n
@@ -319,6 +340,8 @@ def run(n_records: int = 10_000, seed: int = 0, work: Path | None = None, batch_
     # Public datasets: the stage-dataset-file task (dataset_files, then the dataset's own reader)
     def dataset_body(example: tuple[str, dict[str, bytes], int]) -> int:
         name, files, n = example
+        if not new("datasets", b"".join(k.encode() + v for k, v in sorted(files.items()))):
+            return 0
         root = input_path("data", "")
         for rel, data in files.items():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -378,6 +401,8 @@ def run(n_records: int = 10_000, seed: int = 0, work: Path | None = None, batch_
 
         def feed_body(example: tuple[bytes, int]) -> int:
             data, n = example
+            if not new("rss", data):
+                return 0
             counter["feed"] += 1
             url = server.url(f"feed{counter['feed']}.xml", data)
             stats.records["rss"] += n
@@ -427,6 +452,8 @@ def run(n_records: int = 10_000, seed: int = 0, work: Path | None = None, batch_
         "n_records": n_records,
         "records": dict(stats.records),
         "records_total": sum(stats.records.get(k, 0) for k in paths),
+        "inputs": dict(counter),
+        "repeats_skipped": {k.rsplit("_", 2)[0]: v for k, v in counter.items() if k.endswith("_repeats_skipped")},
         "batches": dict(stats.batches),
         "batches_total": sum(stats.batches.values()),
         "rows": dict(stats.rows),
@@ -461,8 +488,10 @@ def report(result: dict[str, Any], console: Console | None = None) -> None:
     t.add_column("path")
     t.add_column("records", justify="right")
     t.add_column("batches", justify="right")
+    t.add_column("repeats skipped", justify="right")
     for path in ("jsonl", "csv", "parquet", "datasets", "rss"):
-        t.add_row(path, str(result["records"].get(path, 0)), str(result["batches"].get(path, 0)))
+        t.add_row(path, str(result["records"].get(path, 0)), str(result["batches"].get(path, 0)),
+                  str(result["repeats_skipped"].get(path, 0)))
     per_dataset = sorted((k.split(":", 1)[1], v) for k, v in result["records"].items() if k.startswith("dataset:"))
     if per_dataset:
         t.add_row("  of which", ", ".join(f"{k} {v}" for k, v in per_dataset), "")

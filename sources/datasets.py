@@ -5,8 +5,8 @@ or :func:`sources.records.behaviors_frame` for MIND click logs): one row per rec
 in file order, with ``record_no`` the 1-based position of the record in its input and ``raw`` the
 record as received (the text line, the CSV/TSV row's exact text, the whole BBC file, or the Reuters
 SGML block truncated to :data:`RAW_LIMIT` characters). Readers never raise on a bad record: they
-set ``error`` to a human-readable reason and keep going; only a whole unreadable file (missing,
-wrong header) raises. Plain Python only (no Prefect, no DuckDB).
+set ``error`` to a human-readable reason and keep going; only a whole unreadable file raises
+(``OSError`` when missing or unreadable, ``UnreadableInputError`` for a wrong header or side file). Plain Python only (no Prefect, no DuckDB).
 
 Conventions
 -----------
@@ -55,7 +55,7 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
-from sources.records import behaviors_frame, records_frame, to_meta
+from sources.records import UnreadableInputError, behaviors_frame, records_frame, to_meta
 
 RAW_LIMIT = 20_000
 EASTERN = ZoneInfo("America/New_York")
@@ -142,7 +142,7 @@ def _check_header(path: Path, header: list[str], expected: list[str]) -> dict[st
     index = {name.strip(): i for i, name in enumerate(header)}
     missing = [c for c in expected if c not in index]
     if missing:
-        raise ValueError(f"{path}: header {header!r} lacks columns {missing!r}")
+        raise UnreadableInputError(f"{path}: header {header!r} lacks columns {missing!r}")
     return {c: index[c] for c in expected}
 
 
@@ -532,8 +532,13 @@ def read_mind_titles(news_mind_tsv: Path | str, nid2idx_json: Path | str) -> pd.
     One article per TSV row: source_id = N-id, label = category (task ``topic``). A title holding
     a TAB (the damaged N20922 row) is cut there and noted in meta.
     """
-    mapping = json.loads(Path(nid2idx_json).read_text(encoding="utf-8"))
-    nid_of = {int(idx): nid for nid, idx in mapping.items()}
+    try:
+        mapping = json.loads(Path(nid2idx_json).read_text(encoding="utf-8"))
+        if not isinstance(mapping, dict):
+            raise TypeError(f"a JSON {type(mapping).__name__}, not an object")
+        nid_of = {int(idx): nid for nid, idx in mapping.items()}
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise UnreadableInputError(f"{Path(nid2idx_json).name}: not a JSON map of news id to row: {exc}") from exc
     rows = []
     for no, (fields, raw) in enumerate(_csv_rows(Path(news_mind_tsv), delimiter="\t"), start=1):
         row: dict[str, Any] = {"record_no": no, "raw": raw, "source": "mind", "lang": "en",

@@ -33,7 +33,7 @@ from typing import Any
 
 import pandas as pd
 
-from sources.records import FIELD_ALIASES, InputConfigError, map_columns, records_frame, to_meta
+from sources.records import FIELD_ALIASES, InputConfigError, UnreadableInputError, map_columns, records_frame, to_meta
 
 #: ``raw`` is cut to this many characters (the parsed fields themselves are not cut here).
 MAX_RAW_CHARS = 20_000
@@ -75,11 +75,8 @@ def _read_text(path: Path, encoding: str) -> tuple[str, str]:
     if not path.exists():
         raise FileNotFoundError(f"CSV file not found: {path}")
     if path.is_dir():
-        raise ValueError(f"{path} is a directory, not a CSV file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ValueError(f"cannot read CSV file {path}: {exc}") from exc
+        raise UnreadableInputError(f"{path} is a directory, not a CSV file")
+    data = path.read_bytes()  # an OSError (permissions, I/O) is raised: the task retries, nothing is quarantined
     if codec.name == "utf-8" and data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
     try:
@@ -88,7 +85,7 @@ def _read_text(path: Path, encoding: str) -> tuple[str, str]:
         try:
             text = data.decode(codec.name, errors="replace")
         except Exception:
-            raise ValueError(f"cannot decode {path} as {encoding}: {exc}") from exc
+            raise UnreadableInputError(f"cannot decode {path} as {encoding}: {exc}") from exc
     if text.startswith(_BOM):
         text = text[1:]
     return text, codec.name
@@ -220,9 +217,10 @@ def read_csv_records(
     last record are not records. NUL characters are stripped and counted in ``meta``. Empty cells are missing
     values; text is otherwise kept as is (``tickers`` included) for the warehouse to normalise.
 
-    Raises ``FileNotFoundError`` for a missing file, ``ValueError`` for a directory, an
-    unreadable or empty file or a file without a header row (the ingest task quarantines such a
-    file as one record, see :func:`sources.records.read_or_quarantine`), and its subclass
+    Raises ``OSError`` (``FileNotFoundError`` ...) when the file cannot be read,
+    ``UnreadableInputError`` for a directory, an empty file or a file without a header row (the
+    ingest task quarantines such a file as one record, see
+    :func:`sources.records.read_or_quarantine`), and
     ``InputConfigError`` for an unknown encoding, a bad ``delimiter``, ``column_map`` naming a
     missing column, or ``defaults`` naming an unknown field (raised: the call is wrong).
     """
@@ -250,13 +248,13 @@ def read_csv_records(
     while first < len(lines) and not lines[first].strip():
         first += 1
     if first >= len(lines):
-        raise ValueError(f"CSV file {path} is empty: no header row")
+        raise UnreadableInputError(f"CSV file {path} is empty: no header row")
 
     delim = delimiter or _sniff_delimiter(lines[first:])
     records = _parse(lines[first:], delim)
     header_item = next(records)
     if header_item[2] is None:
-        raise ValueError(f"CSV file {path} has an unreadable header row: {header_item[3]}")
+        raise UnreadableInputError(f"CSV file {path} has an unreadable header row: {header_item[3]}")
     header = _dedupe_header(header_item[2])
     mapping = map_columns(header, column_map)
     col_to_field = {col: field for field, col in mapping.items()}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -59,20 +60,25 @@ TASKS = ("sentiment", "topic")
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
 
 
-NOT_UTF8 = "not valid UTF-8 text (undecodable bytes shown as \\xNN)"
+NOT_UTF8 = "not valid UTF-8 text (undecodable bytes shown as \\xNN, lone surrogates as \\uXXXX)"
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _show_surrogate(m: re.Match[str]) -> str:
+    code = ord(m.group(0))
+    # U+DC80..U+DCFF: a byte surrogateescape kept (shown as that byte); others: a lone surrogate
+    # from a JSON escape such as "\ud83d" (shown as the escape).
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
 
 
 def _visible_bytes(value: Any) -> Any:
-    """A string holding lone surrogates (undecodable bytes read with ``surrogateescape``) with
-    each such byte written out as ``\\xNN``; anything else unchanged."""
-    if not isinstance(value, str):
+    """A string holding lone surrogates (undecodable bytes read with ``surrogateescape``, or a
+    lone ``\\ud83d`` escape) with each written out visibly; anything else unchanged."""
+    if not isinstance(value, str) or not _SURROGATE.search(value):
         return value
-    try:
-        value.encode("utf-8")
-        return value
-    except UnicodeEncodeError:
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") \
-            .encode("utf-8", "backslashreplace").decode("utf-8")
+    return _SURROGATE.sub(_show_surrogate, value)
 
 
 def _repair_not_utf8(rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -87,7 +93,7 @@ def _repair_not_utf8(rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
         fixed = {k: _visible_bytes(v) for k, v in row.items()}
         if any(fixed[k] is not row[k] for k in row):
             err = row.get("error")
-            fixed["error"] = NOT_UTF8 if not err else f"{err}; {NOT_UTF8}"
+            fixed["error"] = NOT_UTF8 if err is None or pd.isna(err) or not err else f"{err}; {NOT_UTF8}"
         out.append(fixed)
     return out
 
@@ -131,10 +137,15 @@ class InputConfigError(ValueError):
     the same file again."""
 
 
-# What a reader raises for a whole input it cannot read: a wrong or missing header, an encoding
-# it cannot decode, a broken side file (MIND's JSON id map). FileNotFoundError is not here: an
-# input that vanished is retried, not quarantined.
-UNREADABLE_INPUT_ERRORS: tuple[type[Exception], ...] = (ValueError, csv.Error)
+class UnreadableInputError(ValueError):
+    """The input as a whole cannot be read: empty, a wrong or missing header, an encoding it
+    cannot be decoded with, a broken side file (MIND's JSON id map). Quarantined as one record."""
+
+
+# What read_or_quarantine turns into a quarantined record. Nothing broader: an OSError (a file
+# that vanished, permissions, I/O) is retried by the task, and any other exception is a bug
+# that the fuzzer must see as a crash, not a quarantined file.
+UNREADABLE_INPUT_ERRORS: tuple[type[Exception], ...] = (UnreadableInputError, csv.Error)
 
 
 def read_or_quarantine(read: Callable[[], pd.DataFrame], input_name: str,
@@ -144,12 +155,11 @@ def read_or_quarantine(read: Callable[[], pd.DataFrame], input_name: str,
     That record carries the input's name as ``raw`` and ``unreadable input: <why>`` as its error,
     so the warehouse quarantines it with the reason and the batch commits like any other: the
     run goes on with the next input, and the file's version is recorded (a fixed file, with a new
-    size or mtime, is read again). Bugs (any other exception) still raise.
+    size or mtime, is read again). Settings errors (``InputConfigError``), ``OSError`` and bugs
+    (any other exception) still raise.
     """
     try:
         return read()
-    except (FileNotFoundError, InputConfigError):
-        raise
     except UNREADABLE_INPUT_ERRORS as exc:
         row = {"record_no": 1, "raw": input_name, "error": f"unreadable input: {type(exc).__name__}: {exc}"[:2000]}
         return behaviors_frame([row]) if behaviors else records_frame([row])

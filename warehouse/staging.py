@@ -21,6 +21,7 @@ whenever the fast one meets a line it could not read.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import time
@@ -32,7 +33,6 @@ from typing import Any, Literal
 
 import duckdb
 import pandas as pd
-import psutil
 
 from sources.records import BEHAVIOR_COLUMNS, RECORD_COLUMNS, map_columns
 from warehouse.connection import scalar, sql_literal
@@ -85,40 +85,72 @@ def new_batch(staging_dir: Path, source: str, target: Target, input_name: str) -
 OWNER_FILE = "owner.json"
 
 
-def _process_started(pid: int) -> float | None:
-    """When process ``pid`` started (epoch seconds), or None when there is no such process."""
+def _read(path: str) -> str | None:
     try:
-        return psutil.Process(pid).create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return Path(path).read_text().strip()
+    except OSError:
         return None
+
+
+def _start_ticks(pid: int) -> int | None:
+    """Process ``pid``'s start time in clock ticks since boot (``/proc/<pid>/stat`` field 22).
+
+    Exact and immune to clock steps (unlike wall-clock start times). Raises FileNotFoundError
+    when there is no such process; None when it cannot be read (no /proc, hidden pids).
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        raise
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+    fields = stat[stat.rfind(")") + 2:].split()
+    return int(fields[19]) if len(fields) > 19 else None
+
+
+def _this_machine() -> dict[str, str | None]:
+    """What must match for a pid in ``owner.json`` to mean a process here: host name, boot id
+    (a reboot reuses pids) and pid namespace (containers sharing a host name and a volume)."""
+    try:
+        pidns = str(Path("/proc/self/ns/pid").stat().st_ino)
+    except OSError:
+        pidns = None
+    return {"host": socket.gethostname(), "boot_id": _read("/proc/sys/kernel/random/boot_id"), "pidns": pidns}
 
 
 def claim(folder: Path) -> None:
     """Record in ``folder/owner.json`` that this process owns the staging folder.
 
-    Host, pid and the pid's start time: a pid recycled by a later process is not taken for the
-    owner. Written before any data, so a folder with data always names its owner.
+    Machine identity (:func:`_this_machine`), pid and the pid's start ticks, so a recycled pid
+    is not taken for the owner. Written (atomically) right after the folder is made, before any
+    data; a folder without the file is judged by its age.
     """
-    owner = {"host": socket.gethostname(), "pid": psutil.Process().pid,
-             "started": _process_started(psutil.Process().pid)}
-    (Path(folder) / OWNER_FILE).write_text(json.dumps(owner), encoding="utf-8")
+    owner = {**_this_machine(), "pid": os.getpid(), "start_ticks": _start_ticks(os.getpid())}
+    tmp = Path(folder) / f".{OWNER_FILE}.tmp"
+    tmp.write_text(json.dumps(owner), encoding="utf-8")
+    os.replace(tmp, Path(folder) / OWNER_FILE)
 
 
 def owner_gone(folder: Path) -> bool | None:
-    """True when the folder's owner ran on this host and has exited (its run was killed or
-    crashed); False when it is alive; None when this host cannot tell (no owner file, unreadable
-    file, another host)."""
+    """True when the folder's owner ran on this machine and has exited (its run was killed or
+    crashed); False when it is alive; None when this process cannot tell (no or unreadable owner
+    file, another host, boot or pid namespace, no /proc): the caller falls back to the age."""
     try:
         owner = json.loads((Path(folder) / OWNER_FILE).read_text(encoding="utf-8"))
-        host, pid, started = owner["host"], int(owner["pid"]), owner["started"]
-    except (OSError, ValueError, KeyError, TypeError):
+        pid, ticks = int(owner["pid"]), owner["start_ticks"]
+        here = _this_machine()
+        if ticks is None or any(owner.get(k) != v or v is None for k, v in here.items()):
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    if host != socket.gethostname():
+    try:
+        now_ticks = _start_ticks(pid)
+    except FileNotFoundError:
+        return True  # no such process any more
+    if now_ticks is None:
         return None
-    now_started = _process_started(pid)
-    # Start times go through JSON as floats: equal to well under a millisecond when it is the
-    # same process; a recycled pid started later.
-    return now_started is None or started is None or abs(now_started - float(started)) > 0.01
+    return now_ticks != int(ticks)  # a different start: the pid was recycled
 
 
 def prune_staging(staging_dir: Path, older_than_s: float) -> list[str]:
@@ -137,7 +169,8 @@ def prune_staging(staging_dir: Path, older_than_s: float) -> list[str]:
         gone = owner_gone(folder)
         if gone or (gone is None and folder.stat().st_mtime < cutoff):
             shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder.name)
+            if not folder.exists():
+                removed.append(folder.name)
     return sorted(removed)
 
 

@@ -118,21 +118,23 @@ def test_prune_staging_removes_only_old_folders(tmp_path: Path) -> None:
     assert not old.exists() and fresh.exists()
 
 
-def _owned_by(folder: Path, pid: int, started: float | None, host: str | None = None) -> Path:
-    import socket
+def _owned_by(folder: Path, **changes) -> Path:
+    """A folder with an owner.json like this process's, with ``changes`` applied."""
+    import json
+
+    from warehouse.staging import claim
 
     folder.mkdir()
     (folder / "normalized.parquet").write_bytes(b"x")
-    (folder / "owner.json").write_text(json.dumps({"host": host or socket.gethostname(), "pid": pid,
-                                                   "started": started}))
+    claim(folder)
+    owner = json.loads((folder / "owner.json").read_text())
+    (folder / "owner.json").write_text(json.dumps({**owner, **changes}))
     return folder
 
 
 def test_prune_staging_removes_folders_of_dead_owners_at_once(tmp_path: Path) -> None:
     """A SIGKILLed run's folder goes at the next flow's start, however fresh; a live run's folder
-    stays however old; a folder owned on another host waits for the age limit."""
-    import psutil
-
+    stays however old; a folder owned in another host, boot or container waits for the age limit."""
     from warehouse.staging import claim, owner_gone, prune_staging
 
     killed = tmp_path / "20261129T100000-killed"
@@ -152,16 +154,18 @@ def test_prune_staging_removes_folders_of_dead_owners_at_once(tmp_path: Path) ->
     claim(live)
     past = time.time() - 3 * 86400
     os.utime(live, (past, past))
-    me = psutil.Process()
-    recycled = _owned_by(tmp_path / "20261129T100001-recycled", me.pid, me.create_time() - 100.0)
-    elsewhere = _owned_by(tmp_path / "20261129T100002-elsewhere", 1, 0.0, host="another-host")
-    unreadable = tmp_path / "20261129T100003-garbled"
+    recycled = _owned_by(tmp_path / "20261129T100001-recycled", start_ticks=1)  # same pid, other start
+    elsewhere = [_owned_by(tmp_path / f"20261129T10000{i}-{k}", **{k: "other"})
+                 for i, k in enumerate(("host", "boot_id", "pidns"), start=2)]
+    unknown_start = _owned_by(tmp_path / "20261129T100005-nostart", start_ticks=None)
+    unreadable = tmp_path / "20261129T100006-garbled"
     unreadable.mkdir()
     (unreadable / "owner.json").write_text("{not json")
 
     assert owner_gone(killed) is True and owner_gone(recycled) is True
-    assert owner_gone(live) is False and owner_gone(elsewhere) is None and owner_gone(unreadable) is None
+    assert owner_gone(live) is False
+    assert all(owner_gone(f) is None for f in [*elsewhere, unknown_start, unreadable])
     assert prune_staging(tmp_path, 86400) == sorted([killed.name, recycled.name])
-    assert live.exists() and elsewhere.exists() and unreadable.exists()
-    os.utime(elsewhere, (past, past))
-    assert prune_staging(tmp_path, 86400) == [elsewhere.name]  # unknown owner: the age limit applies
+    assert live.exists() and all(f.exists() for f in [*elsewhere, unknown_start, unreadable])
+    os.utime(elsewhere[0], (past, past))
+    assert prune_staging(tmp_path, 86400) == [elsewhere[0].name]  # unknown owner: the age limit applies

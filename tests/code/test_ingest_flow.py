@@ -172,7 +172,7 @@ def test_unreadable_files_are_quarantined_and_the_run_goes_on(settings, tmp_path
         con.close()
     assert titles == ["Acme beats estimates", "Initech rallies"]
     assert len(quarantined) == 2, quarantined  # the empty file, the row with the bad byte
-    assert any(r.startswith("unreadable input: ValueError") and "empty" in r for q in quarantined for r in q)
+    assert any(r.startswith("unreadable input: UnreadableInputError") and "empty" in r for q in quarantined for r in q)
     assert any("utf-8" in r.lower() for q in quarantined for r in q), quarantined
 
     data = tmp_path / "data" / "financial_news_headlines"

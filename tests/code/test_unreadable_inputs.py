@@ -7,6 +7,7 @@ an error in the call itself (``InputConfigError``) is raised.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from sources.datasets import (
     read_mind_news,
 )
 from sources.files import read_csv_records
-from sources.records import NOT_UTF8, InputConfigError, read_or_quarantine, records_frame
+from sources.records import NOT_UTF8, InputConfigError, UnreadableInputError, read_or_quarantine, records_frame
 
 GOLD_HEADER = ("Dates\tURL\tNews\tPrice Direction Up\tPrice Direction Constant\tPrice Direction Down\t"
                "Asset Comparision\tPast Information\tFuture Information\tPrice Sentiment\n")
@@ -65,15 +66,15 @@ def test_a_file_without_its_header_is_one_quarantined_record(tmp_path: Path, rea
     path.write_bytes(header + b"a,b\n")
     frame = read_or_quarantine(lambda: reader(path), str(path))
     assert len(frame) == 1 and frame["raw"].iloc[0] == str(path)
-    assert frame["error"].iloc[0].startswith("unreadable input: ValueError")
+    assert frame["error"].iloc[0].startswith("unreadable input: UnreadableInputError")
 
 
 def test_behaviors_input_keeps_the_behaviors_shape(tmp_path: Path) -> None:
     def unreadable():
-        raise ValueError("broken")
+        raise UnreadableInputError("broken")
 
     frame = read_or_quarantine(unreadable, "x.tsv", behaviors=True)
-    assert "impression_id" in frame.columns and frame["error"].iloc[0] == "unreadable input: ValueError: broken"
+    assert "impression_id" in frame.columns and frame["error"].iloc[0] == "unreadable input: UnreadableInputError: broken"
 
 
 def test_call_errors_and_missing_files_are_raised(tmp_path: Path) -> None:
@@ -87,6 +88,15 @@ def test_call_errors_and_missing_files_are_raised(tmp_path: Path) -> None:
         read_or_quarantine(lambda: read_csv_records(tmp_path / "gone.csv", source="s"), "gone.csv")
     with pytest.raises(ZeroDivisionError):  # a bug is not an unreadable input
         read_or_quarantine(lambda: 1 / 0, "x")
+    with pytest.raises(ValueError):  # nor is any ValueError: only UnreadableInputError and csv.Error
+        read_or_quarantine(lambda: int("x"), "x")
+    path.chmod(0)
+    try:
+        if os.geteuid() != 0:  # root reads anything
+            with pytest.raises(PermissionError):  # an I/O fault is retried, not quarantined
+                read_or_quarantine(lambda: read_csv_records(path, source="s"), str(path))
+    finally:
+        path.chmod(0o644)
 
 
 def test_records_frame_repairs_undecodable_text_only_when_needed() -> None:
@@ -97,3 +107,24 @@ def test_records_frame_repairs_undecodable_text_only_when_needed() -> None:
     assert frame["raw"].tolist() == ["a\\xff b", "fine", "z"]
     assert frame["error"].iloc[0] == NOT_UTF8 and frame["error"].isna().iloc[1]
     assert frame["error"].iloc[2] == f"blank record; {NOT_UTF8}"
+
+
+def test_mind_titles_with_a_broken_id_map_is_unreadable(tmp_path: Path) -> None:
+    from sources.datasets import read_mind_titles_folder
+
+    (tmp_path / "news_mind.tsv").write_text("0\tfinance\tAcme beats\n", encoding="utf-8")
+    for side in (b"{", b"[]", b"\xff", b'{"N1": "x"}'):
+        (tmp_path / "nid2idx_small_train.json").write_bytes(side)
+        frame = read_or_quarantine(lambda: read_mind_titles_folder(tmp_path), str(tmp_path))
+        assert len(frame) == 1 and frame["error"].iloc[0].startswith("unreadable input: UnreadableInputError"), side
+
+
+def test_a_lone_surrogate_escape_costs_one_record(tmp_path: Path) -> None:
+    """MIND entity JSON with "\\ud83d": json.loads gives a lone surrogate; that row is quarantined."""
+    path = tmp_path / "news.tsv"
+    good = "N1\tfinance\tmarkets\tAcme beats\tShares rose\thttps://e/n\t[]\t[]"
+    bad = 'N2\tfinance\tmarkets\tGlobex\tShares fell\thttps://e/n\t[{"Label": "\\ud83d"}]\t[]'
+    path.write_text(f"{good}\n{bad}\n", encoding="utf-8")
+    frame = read_mind_news(path)
+    assert len(frame) == 2 and frame["error"].isna().iloc[0]
+    assert NOT_UTF8 in frame["error"].iloc[1] and "\\ud83d" in frame["meta"].iloc[1]
