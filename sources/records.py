@@ -208,6 +208,9 @@ def map_columns(names: Iterable[str], overrides: Mapping[str, str] | None = None
             lower[key] = n
     mapping: dict[str, str] = {}
     used: set[str] = set()
+    unknown = sorted(set(overrides or {}) - set(FIELD_ALIASES))
+    if unknown:  # a typo ("titel") would otherwise be dropped and every record quarantined
+        raise InputConfigError(f"column_map names unknown record fields {unknown}; allowed: {list(FIELD_ALIASES)}")
     for field, col in (overrides or {}).items():
         if col not in names:
             raise InputConfigError(f"column {col!r} (for {field}) not in input columns {names}")

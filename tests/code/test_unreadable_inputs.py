@@ -128,3 +128,11 @@ def test_a_lone_surrogate_escape_costs_one_record(tmp_path: Path) -> None:
     frame = read_mind_news(path)
     assert len(frame) == 2 and frame["error"].isna().iloc[0]
     assert NOT_UTF8 in frame["error"].iloc[1] and "\\ud83d" in frame["meta"].iloc[1]
+
+
+def test_a_column_map_naming_an_unknown_field_is_a_settings_error() -> None:
+    from sources.records import map_columns
+
+    with pytest.raises(InputConfigError, match="titel"):
+        map_columns(["Headline"], {"titel": "Headline"})
+    assert map_columns(["Headline"], {"title": "Headline"}) == {"title": "Headline"}
