@@ -46,7 +46,7 @@ import feedparser
 import pandas as pd
 from defusedxml import DefusedXmlException
 
-from sources.records import records_frame, to_meta
+from sources.records import UnreadableInputError, records_frame, to_meta
 
 __all__ = [
     "FeedError",
@@ -83,7 +83,14 @@ class FeedTooLargeError(FeedError):
     retryable = False
 
 
-class UnsafeXMLError(FeedError):
+class UnreadableFeedError(FeedError, UnreadableInputError):
+    """The body is not a feed anyone can read (empty, not RSS/Atom, unsafe XML): fetching it again
+    will not help, so the ingest task quarantines it as one record (``read_or_quarantine``)."""
+
+    retryable = False
+
+
+class UnsafeXMLError(UnreadableFeedError):
     """The document declares entities or external references (XML bomb / XXE); refused."""
 
     retryable = False
@@ -488,16 +495,16 @@ def parse_feed(body: bytes, *, source: str, feed_url: str) -> pd.DataFrame:
     then kept in ``meta``); ``raw`` = JSON of the entry's main fields. Entries without title and
     text get the error ``"entry has no title or text"``. A feed with no entries gives an empty frame.
 
-    Raises :class:`UnsafeXMLError` (a :class:`FeedError`, message ``"unsafe XML: ..."``) for
-    documents declaring entities or external references, :class:`FeedError` for input that is not
-    an RSS/Atom feed at all, ``ValueError`` for a body that is not bytes. Nothing else escapes.
+    Raises :class:`UnsafeXMLError` (message ``"unsafe XML: ..."``) for documents declaring entities
+    or external references, :class:`UnreadableFeedError` (its parent) for input that is empty or
+    not an RSS/Atom feed at all, ``ValueError`` for a body that is not bytes. Nothing else escapes.
     """
     if isinstance(body, (bytearray, memoryview)):
         body = bytes(body)
     if not isinstance(body, bytes):
         raise ValueError(f"feed body must be bytes, got {type(body).__name__}")
     if not body.strip():
-        raise FeedError(f"empty feed body from {feed_url}")
+        raise UnreadableFeedError(f"empty feed body from {feed_url}")
 
     problem = _check_xml_safety(body)
     try:
@@ -510,7 +517,7 @@ def parse_feed(body: bytes, *, source: str, feed_url: str) -> pd.DataFrame:
             resolve_relative_uris=True,
         )
     except Exception as exc:  # feedparser on hostile input: recursion, codec errors, ...
-        raise FeedError(f"cannot parse feed from {feed_url}: {type(exc).__name__}: {exc}") from exc
+        raise UnreadableFeedError(f"cannot parse feed from {feed_url}: {type(exc).__name__}: {exc}") from exc
 
     try:
         entries = list(parsed.get("entries") or [])
@@ -522,7 +529,7 @@ def parse_feed(body: bytes, *, source: str, feed_url: str) -> pd.DataFrame:
         elif problem:
             bozo = problem
         if not entries and not version:
-            raise FeedError(f"not an RSS/Atom feed ({feed_url}): {bozo or 'no feed elements found'}")
+            raise UnreadableFeedError(f"not an RSS/Atom feed ({feed_url}): {bozo or 'no feed elements found'}")
 
         feed = parsed.get("feed") or {}
         feed_title = feed.get("title") if isinstance(feed.get("title"), str) else None
@@ -539,7 +546,7 @@ def parse_feed(body: bytes, *, source: str, feed_url: str) -> pd.DataFrame:
     except FeedError:
         raise
     except Exception as exc:
-        raise FeedError(f"cannot read entries of feed {feed_url}: {type(exc).__name__}: {exc}") from exc
+        raise UnreadableFeedError(f"cannot read entries of feed {feed_url}: {type(exc).__name__}: {exc}") from exc
     for n, row in enumerate(rows, start=1):
         row["record_no"] = n
     return records_frame(rows)

@@ -122,7 +122,8 @@ def stage_feed(settings: Settings, url: str, source: str) -> str | None:
     if response.not_modified or response.body is None:
         logger.info("feed %s not modified since the last pull", url)
         return None
-    frame = parse_feed(response.body, source=source, feed_url=url)
+    # Not a feed, or unsafe XML: one quarantined record with the reason (fetching again will not help).
+    frame = read_or_quarantine(lambda: parse_feed(response.body, source=source, feed_url=url), url)
     batch_dir, manifest = new_batch(settings.staging_dir, source, "articles", url)
     manifest.http_validators = {"etag": response.etag, "last_modified": response.last_modified}
     manifest.flow_run_id = _run_id()

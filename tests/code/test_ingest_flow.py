@@ -183,3 +183,27 @@ def test_unreadable_files_are_quarantined_and_the_run_goes_on(settings, tmp_path
 
     with pytest.raises(Exception, match="unknown encoding"):
         ingest_flow(files=[str(tmp_path / "good.csv")], source="other", encoding="no-such-codec")
+
+
+def test_a_feed_that_is_not_a_feed_is_quarantined_not_retried(settings, feed_server, monkeypatch) -> None:
+    """An HTML error page or an XML bomb where the feed should be: one quarantined record with
+    the reason, no task retries (fetching again would not help), the run succeeds."""
+    from flows.ingest import ingest_flow
+
+    url, hits = feed_server
+    monkeypatch.setitem(globals(), "RSS", "<html><body>502 Bad Gateway</body></html>")
+    (summary,) = ingest_flow(feeds={"brokenwire": url}, fail_on_invalid_batch=False)
+    assert (summary["rows_read"], summary["rows_quarantined"]) == (1, 1)
+    bomb = ('<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]>'
+            "<rss><channel><item><title>&b;</title></item></channel></rss>")
+    monkeypatch.setitem(globals(), "RSS", bomb)
+    (summary,) = ingest_flow(feeds={"bombwire": url}, fail_on_invalid_batch=False)
+    assert (summary["rows_read"], summary["rows_quarantined"]) == (1, 1)
+    assert hits == [200, 200]  # one fetch each: no retry
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    try:
+        reasons = [r[0] for r in con.execute("SELECT unnest(reasons) FROM quarantine ORDER BY quarantined_at").fetchall()]
+    finally:
+        con.close()
+    assert any(r.startswith("unreadable input: UnreadableFeedError: not an RSS/Atom feed") for r in reasons), reasons
+    assert any(r.startswith("unreadable input: UnsafeXMLError: unsafe XML") for r in reasons), reasons
