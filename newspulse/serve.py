@@ -28,6 +28,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from newspulse.processes import start_ticks
 from newspulse.settings import LOCAL_PREFECT_SERVER_ENV, OFFLINE_ENV, Settings
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository: prefect.yaml and the flows
@@ -215,7 +216,7 @@ def _spawn(settings: Settings, name: str, argv: list[str], env: dict[str, str], 
     with open(logs / f"{name}.log", "ab") as out:
         proc = subprocess.Popen(argv, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-    (pids / f"{name}.pid").write_text(f"{proc.pid} {_start_time(proc.pid)}\n", encoding="utf-8")
+    (pids / f"{name}.pid").write_text(f"{proc.pid} {start_ticks(proc.pid) or ''}\n", encoding="utf-8")
     return proc.pid
 
 
@@ -227,17 +228,7 @@ def _alive(settings: Settings, name: str) -> int | None:
         pid = int(pid_text)
     except (OSError, ValueError):
         return None
-    return pid if _start_time(pid) == started else None
-
-
-def _start_time(pid: int) -> str:
-    """The process start time in clock ticks since boot (field 22 of /proc/<pid>/stat), or ''."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    fields = stat.rsplit(")", 1)[1].split()
-    return "" if fields[0] == "Z" else fields[19]
+    return pid if (start_ticks(pid) or "") == started else None
 
 
 def _end_group(pid: int, timeout_s: float, group: bool = True) -> None:

@@ -6,8 +6,8 @@ validation adds ``failures.parquet`` and ``validation.json``; the commit loads a
 transaction and then removes the folder. Tasks pass the folder path, never the data.
 
 Every staging folder (ingest batches here, score and recommendation run folders in
-``scores.py`` / ``recommend.py``) carries ``owner.json``: the host, pid and start time of the
-process that made it. A run killed before its commit leaves its folder behind; the next flow on
+``scores.py`` / ``recommend.py``) carries ``owner.json``: the host, boot, pid namespace, pid and
+start time of the process that made it. A run killed before its commit leaves its folder behind; the next flow on
 any machine sharing the staging directory calls ``prune_staging``, which removes at once every
 folder whose owner was on this host and is gone, and falls back to an age limit for folders it
 cannot judge (another host, no owner file). Live runs' folders are never touched.
@@ -34,6 +34,7 @@ from typing import Any, Literal
 import duckdb
 import pandas as pd
 
+from newspulse.processes import start_ticks
 from sources.records import BEHAVIOR_COLUMNS, RECORD_COLUMNS, map_columns
 from warehouse.connection import scalar, sql_literal
 
@@ -85,38 +86,15 @@ def new_batch(staging_dir: Path, source: str, target: Target, input_name: str) -
 OWNER_FILE = "owner.json"
 
 
-def _read(path: str) -> str | None:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return None
-
-
-def _start_ticks(pid: int) -> int | None:
-    """Process ``pid``'s start time in clock ticks since boot (``/proc/<pid>/stat`` field 22).
-
-    Exact and immune to clock steps (unlike wall-clock start times). Raises FileNotFoundError
-    when there is no such process; None when it cannot be read (no /proc, hidden pids).
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        raise
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
-    fields = stat[stat.rfind(")") + 2:].split()
-    return int(fields[19]) if len(fields) > 19 else None
-
-
 def _this_machine() -> dict[str, str | None]:
     """What must match for a pid in ``owner.json`` to mean a process here: host name, boot id
     (a reboot reuses pids) and pid namespace (containers sharing a host name and a volume)."""
     try:
-        pidns = str(Path("/proc/self/ns/pid").stat().st_ino)
+        boot_id: str | None = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        pidns: str | None = str(Path("/proc/self/ns/pid").stat().st_ino)
     except OSError:
-        pidns = None
-    return {"host": socket.gethostname(), "boot_id": _read("/proc/sys/kernel/random/boot_id"), "pidns": pidns}
+        boot_id = pidns = None
+    return {"host": socket.gethostname(), "boot_id": boot_id, "pidns": pidns}
 
 
 def claim(folder: Path) -> None:
@@ -126,31 +104,29 @@ def claim(folder: Path) -> None:
     is not taken for the owner. Written (atomically) right after the folder is made, before any
     data; a folder without the file is judged by its age.
     """
-    owner = {**_this_machine(), "pid": os.getpid(), "start_ticks": _start_ticks(os.getpid())}
+    owner = {**_this_machine(), "pid": os.getpid(), "start_ticks": start_ticks(os.getpid())}
     tmp = Path(folder) / f".{OWNER_FILE}.tmp"
     tmp.write_text(json.dumps(owner), encoding="utf-8")
     os.replace(tmp, Path(folder) / OWNER_FILE)
 
 
-def owner_gone(folder: Path) -> bool | None:
+def owner_gone(folder: Path, here: dict[str, str | None] | None = None) -> bool | None:
     """True when the folder's owner ran on this machine and has exited (its run was killed or
     crashed); False when it is alive; None when this process cannot tell (no or unreadable owner
-    file, another host, boot or pid namespace, no /proc): the caller falls back to the age."""
+    file, another host, boot or pid namespace, no /proc): the caller falls back to the age.
+    ``here`` is :func:`_this_machine` (computed once by :func:`prune_staging`)."""
+    here = here or _this_machine()
     try:
         owner = json.loads((Path(folder) / OWNER_FILE).read_text(encoding="utf-8"))
         pid, ticks = int(owner["pid"]), owner["start_ticks"]
-        here = _this_machine()
         if ticks is None or any(owner.get(k) != v or v is None for k, v in here.items()):
             return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    try:
-        now_ticks = _start_ticks(pid)
-    except FileNotFoundError:
-        return True  # no such process any more
-    if now_ticks is None:
+    now = start_ticks(pid)
+    if now is None:
         return None
-    return now_ticks != int(ticks)  # a different start: the pid was recycled
+    return now != str(ticks)  # "" (no such live process) or another start: the pid was recycled
 
 
 def prune_staging(staging_dir: Path, older_than_s: float) -> list[str]:
@@ -162,11 +138,12 @@ def prune_staging(staging_dir: Path, older_than_s: float) -> list[str]:
     A folder whose owner on this host is alive is kept whatever its age (a long run).
     """
     cutoff = time.time() - older_than_s
+    here = _this_machine()
     removed = []
     for folder in Path(staging_dir).glob("*"):
         if not folder.is_dir():
             continue
-        gone = owner_gone(folder)
+        gone = owner_gone(folder, here)
         if gone or (gone is None and folder.stat().st_mtime < cutoff):
             shutil.rmtree(folder, ignore_errors=True)
             if not folder.exists():
