@@ -12,7 +12,7 @@ which removes the folders whose owner process is gone, so after the re-run the s
 directory must be empty: staged files are committed or cleaned.
 
 Each scoring trial does the same with the export / score_shard / commit_scores loop of the score
-flow (``KILL_SCRIPT`` of ``tests/model/test_score_flow.py``) against a tiny untrained champion:
+flow (``SCORE_SCRIPT``, which ``tests/model/test_score_flow.py`` kills at fixed points too) against a tiny untrained champion:
 after the re-run, scores == articles with no duplicate (article_id, model_version).
 
     python bench/reliability_crash.py [--trials 20] [--seed 0]

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+# The score flow's export / score_shard / commit_scores loop as a script printing its progress
+# ("scored N", "committed N", "done"); the crash benchmark kills the same script at random.
+from bench.reliability_crash import SCORE_SCRIPT
 from tests.conftest import register_tiny_champion
 from warehouse.connection import connect
 from warehouse.migrate import migrate
@@ -107,38 +109,6 @@ def test_commit_twice_is_idempotent(settings) -> None:
     assert n == (60, 60) and left == []
 
 
-KILL_SCRIPT = textwrap.dedent(
-    """
-    import sys
-    from datetime import UTC, datetime
-    from pathlib import Path
-    from newspulse.settings import Settings
-    from models.serving import ServedModel, score_shard
-    from warehouse.connection import connect
-    from warehouse.scores import commit_scores, export_unscored, staged_outputs
-
-    settings = Settings(warehouse_path=Path(sys.argv[1]), home=Path(sys.argv[2]))
-    version, artifact, run = sys.argv[3], sys.argv[4], sys.argv[5]
-    run_dir = settings.staging_dir / f"score-{run}"
-    with connect(settings) as con:
-        inputs = export_unscored(con, version, run_dir, shard_size=40)
-    served = ServedModel(Path(artifact))
-    for i, path in enumerate(inputs):
-        out = Path(path).with_name(Path(path).name.replace("input", "output"))
-        score_shard(served, Path(path), out, extra={"scored_at": datetime.now(UTC), "score_run_id": run,
-                                                    "flow_run_id": None})
-        print(f"scored {i}", flush=True)
-        if i % 3 == 2:  # commit every few shards, so kills also land inside and between commits
-            with connect(settings) as con:
-                commit_scores(con, staged_outputs(run_dir), version)
-            print(f"committed {i}", flush=True)
-    with connect(settings) as con:
-        commit_scores(con, staged_outputs(run_dir), version)
-    print("done", flush=True)
-    """
-)
-
-
 def _kill_when(proc: subprocess.Popen, marker: str, extra_delay_s: float) -> bytes:
     """Read the script's progress lines; SIGKILL it ``extra_delay_s`` after ``marker`` appears."""
     seen = b""
@@ -161,7 +131,7 @@ def test_kill_mid_scoring_then_rerun_no_duplicates_no_gaps(settings, marker: str
     version = register_tiny_champion(settings)
     artifact = str(Path(settings.registry_dir) / "versions" / version)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    base = [sys.executable, "-c", KILL_SCRIPT, str(settings.warehouse_path), str(settings.home), version, artifact]
+    base = [sys.executable, "-c", SCORE_SCRIPT, str(settings.warehouse_path), str(settings.home), version, artifact]
     proc = subprocess.Popen([*base, "run1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     out = _kill_when(proc, marker, delay_s)
     con = duckdb.connect(str(settings.warehouse_path))  # opens cleanly: the WAL replays
