@@ -32,7 +32,7 @@ import threading
 import time
 from collections import Counter
 from contextlib import ExitStack
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -42,9 +42,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # reliability_common beside this file
 
-from reliability_common import load_scored, settings_env  # noqa: E402
+from reliability_common import STREAM_START, load_scored, settings_env, spiky_stream  # noqa: E402
 
-START = datetime(2026, 10, 1, tzinfo=UTC)
+START = STREAM_START
 MODEL = "m20261001-000000-bench"
 BACKOFF_S = 0.2
 
@@ -122,31 +122,10 @@ class HangingServer:
         self.sock.close()
 
 
-def _stream(days: int, seed: int, spikes: list[tuple[str, datetime, int, int]]):
-    """A flat stream (~24 articles/hour, 25% negative) plus ``(ticker, start, n, n_negative)`` bursts."""
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(seed)
-    n = days * 24 * 24
-    secs = np.sort(rng.uniform(0, days * 86400, n))
-    tickers = np.array(["AAA", "BBB", "CCC", "DDD", "EEE"])
-    rows = [{"ts": START + timedelta(seconds=float(s)), "source": f"outlet{rng.integers(4)}",
-             "tickers": [str(rng.choice(tickers))] if rng.random() < 0.6 else [],
-             "neg": bool(rng.random() < 0.25)} for s in secs]
-    for ticker, start, count, negatives in spikes:
-        for j in range(count):
-            rows.append({"ts": start + timedelta(seconds=float(rng.uniform(0, 3600))), "source": "outlet0",
-                         "tickers": [ticker], "neg": j < negatives})
-    df = pd.DataFrame(rows)
-    df["article_id"] = [f"t{seed}-{i:06d}" for i in range(len(df))]
-    return df
-
-
 def load_warehouse(settings, seed: int = 1) -> None:
     """Scored articles with spikes on three tickers (several alerts) and a champion."""
     at = START + timedelta(days=8, hours=10)
-    df = _stream(9, seed, [("ZZZ", at, 40, 32), ("YYY", at + timedelta(hours=6), 40, 32),
+    df = spiky_stream(9, seed, [("ZZZ", at, 40, 32), ("YYY", at + timedelta(hours=6), 40, 32),
                            ("XXX", at + timedelta(hours=12), 40, 32)])
     load_scored(settings, df, MODEL, "bench", source=df.source)
 

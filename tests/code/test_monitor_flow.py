@@ -9,15 +9,13 @@ from __future__ import annotations
 import socket
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
 import pandas as pd
 import pytest
 
+from bench.reliability_common import load_scored, spiky_stream
 from newspulse.receiver import WebhookReceiver as Receiver
 from newspulse.settings import get_settings
-from warehouse import registry as db_registry
 from warehouse.connection import connect
-from warehouse.migrate import migrate
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -32,45 +30,13 @@ def _free_port() -> int:
 
 
 def _stream(days: int, seed: int, spikes: list[tuple[str, datetime, int, int]]) -> pd.DataFrame:
-    """A flat stream (about 24 articles/hour, 25% negative) plus ``(ticker, start, n, n_negative)`` bursts."""
-    rng = np.random.default_rng(seed)
-    n = days * 24 * 24
-    secs = np.sort(rng.uniform(0, days * 86400, n))
-    tickers = np.array(["AAA", "BBB", "CCC", "DDD", "EEE", "ZZZ"])
-    rows = [{"ts": START + timedelta(seconds=float(s)), "source": f"outlet{rng.integers(4)}",
-             "tickers": [str(rng.choice(tickers))] if rng.random() < 0.6 else [],
-             "neg": bool(rng.random() < 0.25)} for s in secs]
-    for ticker, start, count, negatives in spikes:
-        for j in range(count):
-            rows.append({"ts": start + timedelta(seconds=float(rng.uniform(0, 3600))), "source": "outlet0",
-                         "tickers": [ticker], "neg": j < negatives})
-    df = pd.DataFrame(rows)
-    df["article_id"] = [f"t{seed}-{i:06d}" for i in range(len(df))]
-    return df
+    """About 24 articles/hour, 25% negative, plus ``(ticker, start, n, n_negative)`` bursts."""
+    return spiky_stream(days, seed, spikes, tickers=("AAA", "BBB", "CCC", "DDD", "EEE", "ZZZ"), start=START)
 
 
 def _load(settings, df: pd.DataFrame, scored_at: datetime | None = None) -> None:
     """Insert articles and the champion's scores for them (what ingest + score would write)."""
-    arts = pd.DataFrame({
-        "article_id": df.article_id, "source": df.source, "title": [f"headline {a}" for a in df.article_id],
-        "body": "", "published_at": df.ts, "ingested_at": df.ts, "tickers": df.tickers, "batch_id": "test"})
-    scores = pd.DataFrame({
-        "article_id": df.article_id, "model_version": MODEL,
-        "sentiment_label": np.where(df.neg, "negative", "neutral"),
-        "sentiment_p_negative": np.where(df.neg, 0.8, 0.1), "sentiment_p_neutral": np.where(df.neg, 0.1, 0.8),
-        "sentiment_p_positive": 0.1, "sentiment_score": np.where(df.neg, -0.7, 0.0), "topic_label": "markets",
-        "n_tokens": 5, "truncated": False, "scored_at": scored_at or datetime.now(UTC), "score_run_id": "test"})
-    with connect(settings) as con:
-        migrate(con)
-        if db_registry.champion(con) is None:
-            db_registry.record_model(con, {"model_version": MODEL, "backbone": "tiny", "heads": {}, "metrics": {},
-                                           "val_score": 0.0, "served": "gpt", "val_split_id": "t",
-                                           "artifact_path": "/nonexistent"})
-            db_registry.promote(con, MODEL, "test")
-        con.register("arts", arts)
-        con.execute("INSERT INTO articles BY NAME SELECT * FROM arts")
-        con.register("sc", scores)
-        con.execute("INSERT INTO scores BY NAME SELECT * FROM sc")
+    load_scored(settings, df, MODEL, "test", source=df.source, scored_at=scored_at)
 
 
 def _alerts(settings) -> list[dict]:
