@@ -4,7 +4,6 @@ at a throw-away folder for the duration of a block."""
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -79,20 +78,9 @@ def load_scored(settings: Any, df: Any, model: str, batch_id: str, source: Any =
 
 @contextmanager
 def settings_env(values: dict[str, str]) -> Iterator[Any]:
-    """Set ``values`` in the environment, yield fresh ``get_settings()``; restore everything after."""
-    from newspulse.settings import get_settings
+    """Set ``values`` in the environment, yield fresh settings with their folders made; restore after."""
+    from newspulse.settings import settings_env as env
 
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    get_settings.cache_clear()
-    try:
-        settings = get_settings()
+    with env(values) as settings:
         settings.ensure_dirs()
         yield settings
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()

@@ -7,7 +7,6 @@ Heavy imports (Prefect, Great Expectations) happen inside the commands that need
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from newspulse.serve_cli import register as register_serve_commands
-from newspulse.settings import get_settings, use_local_env
+from newspulse.settings import get_settings, settings_env, use_local_env
 
 app = typer.Typer(help="NewsPulse: news and finance text -> sentiment alerts and recommendation features.",
                   no_args_is_help=True, add_completion=False)
@@ -175,21 +174,11 @@ def _demo_receiver() -> Iterator[Any]:
         return
     from newspulse.receiver import WebhookReceiver
 
-    demo_env = {"NEWSPULSE_ALERT_WEBHOOK_URL": "", "NEWSPULSE_ALERT_BLOCK": "custom-webhook/newspulse-demo-alerts",
-                "NEWSPULSE_ALERT_ALLOW_PRIVATE_URLS": "true"}  # the receiver listens on 127.0.0.1
-    saved = {k: os.environ.get(k) for k in demo_env}
-    with WebhookReceiver() as receiver:
-        os.environ.update({**demo_env, "NEWSPULSE_ALERT_WEBHOOK_URL": receiver.url})
-        get_settings.cache_clear()
-        try:
-            yield receiver
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-            get_settings.cache_clear()
+    with WebhookReceiver() as receiver, settings_env({
+        "NEWSPULSE_ALERT_WEBHOOK_URL": receiver.url, "NEWSPULSE_ALERT_BLOCK": "custom-webhook/newspulse-demo-alerts",
+        "NEWSPULSE_ALERT_ALLOW_PRIVATE_URLS": "true",  # the receiver listens on 127.0.0.1
+    }):
+        yield receiver
 
 
 def _print_monitoring(out: dict[str, Any], settings: Any, receiver: Any) -> None:

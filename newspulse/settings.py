@@ -8,6 +8,8 @@ as an argument; nothing deep inside reads ``os.environ`` itself.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -288,3 +290,21 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment on first use."""
     return Settings()
+
+
+@contextmanager
+def settings_env(values: dict[str, str]) -> Iterator[Settings]:
+    """Set ``values`` in the environment for a block and yield the fresh :func:`get_settings`;
+    the environment and the cached settings are restored afterwards (demo receivers, benchmarks)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    get_settings.cache_clear()
+    try:
+        yield get_settings()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        get_settings.cache_clear()
