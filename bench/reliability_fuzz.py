@@ -291,51 +291,35 @@ def run(n_records: int = 10_000, seed: int = 0, work: Path | None = None, batch_
             stage(mem, batch_dir, manifest)
         _commit_one(settings, stats, kind, batch_dir, manifest)
 
-    # JSONL: the stage-file task for *.jsonl
-    def jsonl_body(example: tuple[bytes, int]) -> int:
-        data, n = example
-        if not new("jsonl", data):
-            return 0
-        path = input_path("jsonl", ".jsonl")
-        path.write_bytes(data)
-        stats.records["jsonl"] += n
-        _guard(stats, "jsonl", path.name, lambda: stage_and_commit(
-            "jsonl", "fuzz-jsonl", path, lambda mem, d, m: staging.stage_jsonl(mem, d, m, path)), data)
-        return n
+    # Files: what the stage-file task does for *.jsonl, *.csv and *.parquet. An unreadable CSV file
+    # becomes one quarantined record; DuckDB reads JSONL and Parquet natively.
+    def file_input(kind: str, stage: Callable[[Path, Any], Callable[..., Any]]) -> Callable[[Any], int]:
+        """The body for generated ``kind`` files (``(data, ..., n)``): write, stage, commit, check."""
+        def body(example: tuple[Any, ...]) -> int:
+            data, n = example[0], example[-1]
+            if not new(kind, data):
+                return 0
+            path = input_path(kind, f".{kind}")
+            path.write_bytes(data)
+            stats.records[kind] += n
+            _guard(stats, kind, path.name, lambda: stage_and_commit(kind, f"fuzz-{kind}", path, stage(path, example)),
+                   data)
+            return n
+        return body
 
-    _fill(quotas["jsonl"], fs.jsonl_files(dup_ids, batch_size), seed, jsonl_body, mean)
+    def csv_frame(path: Path, encoding: str) -> Any:
+        return read_or_quarantine(lambda: read_csv_records(path, source="fuzz-csv", encoding=encoding), str(path))
 
-    # CSV: the stage-file task for *.csv (an unreadable file becomes one quarantined record)
-    def csv_body(example: tuple[bytes, str, int]) -> int:
-        data, encoding, n = example
-        if not new("csv", data):
-            return 0
-        path = input_path("csv", ".csv")
-        path.write_bytes(data)
-        stats.records["csv"] += n
-
-        def stage(mem: Any, batch_dir: Path, manifest: staging.Manifest) -> None:
-            frame = read_or_quarantine(lambda: read_csv_records(path, source="fuzz-csv", encoding=encoding), str(path))
-            staging.stage_frame(mem, batch_dir, manifest, frame)
-
-        _guard(stats, "csv", path.name, lambda: stage_and_commit("csv", "fuzz-csv", path, stage), data)
-        return n
-
-    _fill(quotas["csv"], fs.csv_files(dup_ids, batch_size), seed + 1, csv_body, mean)
-
-    # Parquet: the stage-file task for *.parquet (DuckDB reads it natively)
-    def parquet_body(example: tuple[bytes, int]) -> int:
-        data, n = example
-        if not new("parquet", data):
-            return 0
-        path = input_path("parquet", ".parquet")
-        path.write_bytes(data)
-        stats.records["parquet"] += n
-        _guard(stats, "parquet", path.name, lambda: stage_and_commit(
-            "parquet", "fuzz-parquet", path, lambda mem, d, m: staging.stage_parquet(mem, d, m, path)), data)
-        return n
-
-    _fill(quotas["parquet"], fs.parquet_files(dup_ids, batch_size), seed + 2, parquet_body, mean)
+    files = [
+        ("jsonl", fs.jsonl_files(dup_ids, batch_size),
+         lambda path, ex: lambda mem, d, m: staging.stage_jsonl(mem, d, m, path)),
+        ("csv", fs.csv_files(dup_ids, batch_size),
+         lambda path, ex: lambda mem, d, m: staging.stage_frame(mem, d, m, csv_frame(path, ex[1]))),
+        ("parquet", fs.parquet_files(dup_ids, batch_size),
+         lambda path, ex: lambda mem, d, m: staging.stage_parquet(mem, d, m, path)),
+    ]
+    for k, (kind, strategy, stage) in enumerate(files):
+        _fill(quotas[kind], strategy, seed + k, file_input(kind, stage), mean)
 
     # Public datasets: the stage-dataset-file task (dataset_files, then the dataset's own reader)
     def dataset_body(example: tuple[str, dict[str, bytes], int]) -> int:
