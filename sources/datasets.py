@@ -6,7 +6,8 @@ in file order, with ``record_no`` the 1-based position of the record in its inpu
 record as received (the text line, the CSV/TSV row's exact text, the whole BBC file, or the Reuters
 SGML block truncated to :data:`RAW_LIMIT` characters). Readers never raise on a bad record: they
 set ``error`` to a human-readable reason and keep going; only a whole unreadable file raises
-(``OSError`` when missing or unreadable, ``UnreadableInputError`` for a wrong header or side file). Plain Python only (no Prefect, no DuckDB).
+(``OSError`` when missing or unreadable, ``UnreadableInputError`` for a wrong header or side
+file). Plain Python only (no Prefect, no DuckDB).
 
 Conventions
 -----------
@@ -137,13 +138,19 @@ def _is_blank(fields: list[str]) -> bool:
     return all(not f.strip() for f in fields)
 
 
-def _check_header(path: Path, header: list[str], expected: list[str]) -> dict[str, int]:
-    """Map expected column names to indexes; a file without them is unreadable (raises)."""
+def _headed_rows(path: Path, expected: list[str], delimiter: str = ",") -> tuple[Iterator[tuple[list[str], str]],
+                                                                             list[str], dict[str, int]]:
+    """The data rows of a CSV file with a header row, the header, and the expected columns' indexes.
+
+    A file without those columns (or empty: no header at all) is unreadable: UnreadableInputError.
+    """
+    it = _csv_rows(path, delimiter=delimiter)
+    header, _ = next(it, ([], ""))
     index = {name.strip(): i for i, name in enumerate(header)}
     missing = [c for c in expected if c not in index]
     if missing:
         raise UnreadableInputError(f"{path}: header {header!r} lacks columns {missing!r}")
-    return {c: index[c] for c in expected}
+    return it, header, {c: index[c] for c in expected}
 
 
 # ----------------------------------------------------------------------------- Financial PhraseBank
@@ -397,9 +404,7 @@ def read_cnbc(path: Path | str) -> pd.DataFrame:
     missing (the warehouse hashes the text).
     """
     path = Path(path)
-    it = _csv_rows(path)
-    header, _ = next(it, ([], ""))  # an empty file: no header, refused below
-    col = _check_header(path, header, ["Headlines", "Time", "Description"])
+    it, header, col = _headed_rows(path, ["Headlines", "Time", "Description"])
     rows = []
     for no, (fields, raw) in enumerate(it, start=1):
         row: dict[str, Any] = {"record_no": no, "raw": raw, "source": "cnbc", "lang": "en"}
@@ -428,9 +433,7 @@ def read_guardian(path: Path | str) -> pd.DataFrame:
     ``{"date_note": "day missing, assumed 1st"}``.
     """
     path = Path(path)
-    it = _csv_rows(path)
-    header, _ = next(it, ([], ""))  # an empty file: no header, refused below
-    col = _check_header(path, header, ["Time", "Headlines"])
+    it, header, col = _headed_rows(path, ["Time", "Headlines"])
     rows = []
     for no, (fields, raw) in enumerate(it, start=1):
         row: dict[str, Any] = {"record_no": no, "raw": raw, "source": "guardian", "lang": "en"}
@@ -485,9 +488,7 @@ def read_gold_news(path: Path | str) -> pd.DataFrame:
     meta. Garbled dates keep the row with published_at missing and ``date_error`` in meta.
     """
     path = Path(path)
-    it = _csv_rows(path, delimiter="\t")
-    header, _ = next(it, ([], ""))  # an empty file: no header, refused below
-    col = _check_header(path, header, GOLD_COLUMNS)
+    it, header, col = _headed_rows(path, GOLD_COLUMNS, delimiter="\t")
     rows = []
     for no, (fields, raw) in enumerate(it, start=1):
         row: dict[str, Any] = {"record_no": no, "raw": raw, "source": "gold_news", "lang": "en",
