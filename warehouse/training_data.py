@@ -1,25 +1,39 @@
 """Read training data out of the warehouse: labelled examples with splits, and the LM corpus.
 
-Splits are deterministic: a dataset's own split (Reuters ModApte, the synthetic set) is kept, and
-everything else is split per label by a hash of (seed, article_id), so the same article always
-lands in the same split and one text never sits in two splits (articles are keyed by text or by
-source id). Validation is carved from train when a dataset ships only train/test.
+Splits are deterministic and no text sits in two splits (articles are keyed by text or by source
+id, and each article gets exactly one split):
+
+- A dataset *ships a split* when its labels include at least one row with split ``train`` (Reuters
+  ModApte, the synthetic set). Its own split is kept, and its rows outside it (``unused`` or NULL:
+  Reuters documents outside ModApte) are left out of the examples and counted (``attrs``
+  ``'excluded'`` of the returned frame, per dataset). Validation is carved from its train part by
+  a hash of (seed, article_id) when it ships train/test only.
+- Every other dataset is split by us: stratified per label, in a hash-of-(seed, article_id) order.
+  That includes a dataset whose labels all come from one published split (AG News ships only its
+  ``test`` file): a split without a train part is not a split we can keep.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
 SENTIMENT_CLASSES = ("negative", "neutral", "positive")
+SPLITS = ("train", "validation", "test")
+_PRIORITY = {"test": 0, "validation": 1, "train": 2}  # an article given two splits keeps the held-out one
 
 
 def _hash_unit(key: str, seed: int) -> float:
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _datasets_with(labels: pd.DataFrame, split: str) -> set[str]:
+    return set(labels.loc[labels.split == split, "dataset"])
 
 
 def labelled_examples(
@@ -35,7 +49,9 @@ def labelled_examples(
     """One row per article: ``article_id, text, sentiment, topic, split, dataset``.
 
     ``sentiment`` keeps negative/neutral/positive only (the gold set's ``none`` is not a
-    sentiment). ``topic_top_k`` keeps the k most frequent topic labels (Reuters top-10).
+    sentiment). ``topic_top_k`` keeps the k most frequent topic labels (Reuters top-10) among the
+    labels kept. Splits: see the module docstring. ``df.attrs['excluded']`` maps each dataset that
+    had labels outside its own split to how many were left out (``{}`` when none).
     """
     frames = []
     if sentiment_datasets:
@@ -51,6 +67,16 @@ def labelled_examples(
     if not frames:
         raise ValueError("name at least one sentiment or topic dataset")
     labels = pd.concat(frames, ignore_index=True)
+
+    # Which datasets ship a split is decided on all their labels, before any filtering.
+    ships_train = _datasets_with(labels, "train")
+    ships_validation = _datasets_with(labels, "validation")
+    own = labels.dataset.isin(ships_train)
+    outside = own & ~labels.split.isin(SPLITS)
+    excluded = {str(k): int(v) for k, v in labels[outside].groupby("dataset").article_id.nunique().items()}
+    labels = labels[~outside].copy()
+    labels["given"] = labels.split.where(own[~outside])  # other datasets' published split is not kept
+
     if topic_top_k:
         top = labels[labels.task == "topic"].label.value_counts().head(topic_top_k).index
         labels = labels[(labels.task != "topic") | labels.label.isin(top)]
@@ -58,37 +84,61 @@ def labelled_examples(
         raise ValueError(f"no labels for sentiment={sentiment_datasets} topic={topic_datasets}")
 
     wide = labels.pivot_table(index="article_id", columns="task", values="label", aggfunc="first")
-    given = labels.groupby("article_id").split.agg(lambda s: next((x for x in s if x in ("train", "validation", "test")), None))
     dataset = labels.groupby("article_id").dataset.agg(lambda s: "+".join(sorted(set(s))))
+    # The split an article is given, and by which dataset (the held-out one when two disagree).
+    given = (labels[labels.given.notna()].assign(p=lambda f: f.given.map(_PRIORITY))
+             .sort_values(["article_id", "p", "dataset"]).drop_duplicates("article_id")
+             .set_index("article_id"))
     out = pd.DataFrame({"sentiment": wide.get("sentiment"), "topic": wide.get("topic"),
-                        "given_split": given, "dataset": dataset}).reset_index()
+                        "given_split": given.given, "split_dataset": given.dataset,
+                        "dataset": dataset}).reset_index(names="article_id")
     texts = con.execute(
         "SELECT article_id, concat_ws(' ', title, body) AS text FROM articles WHERE article_id IN (SELECT unnest($ids))",
         {"ids": out.article_id.tolist()},
     ).df()
     out = out.merge(texts, on="article_id", how="inner")
-    out["split"] = assign_splits(out, seed, val_frac, test_frac)
+    out["split"] = assign_splits(
+        out.assign(dataset=out.split_dataset.fillna(out.dataset)), seed, val_frac, test_frac,
+        ships_train=ships_train, ships_validation=ships_validation)
     cols = ["article_id", "text", "sentiment", "topic", "split", "dataset"]
-    return out[cols].sort_values(["split", "article_id"]).reset_index(drop=True)
+    result = out[cols].sort_values(["split", "article_id"]).reset_index(drop=True)
+    result.attrs["excluded"] = excluded
+    return result
 
 
-def assign_splits(df: pd.DataFrame, seed: int, val_frac: float, test_frac: float) -> pd.Series:
-    """Stratified, hash-ordered split per primary label; a given split wins (val carved from train)."""
+def assign_splits(df: pd.DataFrame, seed: int, val_frac: float, test_frac: float, *,
+                  ships_train: Collection[str] | None = None,
+                  ships_validation: Collection[str] | None = None) -> pd.Series:
+    """The split of each row of ``df`` (``article_id, sentiment, topic, given_split, dataset``).
+
+    A row's ``given_split`` is kept only when its dataset ships a split: it is in ``ships_train``
+    (default: the datasets with a ``given_split == 'train'`` row in ``df``). Those rows with a given
+    split outside train/validation/test get ``None`` (the caller leaves them out); their train
+    rows give a hash-chosen ``val_frac / (1 - test_frac)`` to validation unless the dataset is in
+    ``ships_validation`` (default: datasets with a given ``validation`` row). Every other row is
+    split stratified per (sentiment, topic), in hash order: ``test_frac`` test, ``val_frac``
+    validation, the rest train.
+    """
+    given = df.given_split
+    ships_train = set(df.loc[given == "train", "dataset"]) if ships_train is None else set(ships_train)
+    if ships_validation is None:
+        ships_validation = set(df.loc[given == "validation", "dataset"])
+    own = df.dataset.isin(ships_train)
     u = df.article_id.map(lambda a: _hash_unit(a, seed))
-    stratum = df.sentiment.fillna("") + "|" + df.topic.fillna("")
-    split = pd.Series("train", index=df.index)
-    for _, idx in df.groupby(stratum).groups.items():
-        order = u.loc[idx].sort_values().index  # deterministic order inside the stratum
+
+    split = pd.Series("train", index=df.index, dtype=object)
+    ours = df[~own]
+    stratum = ours.sentiment.fillna("") + "|" + ours.topic.fillna("")
+    for _, idx in ours.groupby(stratum).groups.items():
+        order = u.loc[idx].sort_values(kind="stable").index  # deterministic order inside the stratum
         n = len(order)
         n_test, n_val = round(n * test_frac), round(n * val_frac)
         split.loc[order[:n_test]] = "test"
         split.loc[order[n_test:n_test + n_val]] = "validation"
-    given = df.given_split
-    has = given.notna()
-    split.loc[has] = given[has]
+
+    split.loc[own] = given[own].where(given[own].isin(SPLITS), None)
     # Datasets that ship train/test only (Reuters ModApte): take validation out of their train part.
-    with_val = set(df.loc[given == "validation", "dataset"])
-    carve = has & (given == "train") & ~df.dataset.isin(with_val) & (u < val_frac / (1 - test_frac))
+    carve = own & (given == "train") & ~df.dataset.isin(set(ships_validation)) & (u < val_frac / (1 - test_frac))
     split.loc[carve] = "validation"
     return split
 
