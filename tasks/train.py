@@ -44,7 +44,7 @@ def export_corpus(settings: Settings, run_dir: str, sources: list[str] | None = 
     """Article texts for LM pretraining -> ``corpus.parquet``."""
     path = Path(run_dir) / "corpus.parquet"
     with writer_slot(settings), connect(settings) as con:
-        n = write_corpus(con, path, sources=sources, max_docs=max_docs)
+        n = write_corpus(con, path, sources=sources, max_docs=max_docs).written
     get_run_logger().info("corpus: %d documents", n)
     return str(path)
 

@@ -11,12 +11,18 @@ id, and each article gets exactly one split):
 - Every other dataset is split by us: stratified per label, in a hash-of-(seed, article_id) order.
   That includes a dataset whose labels all come from one published split (AG News ships only its
   ``test`` file): a split without a train part is not a split we can keep.
+
+The LM corpus (:func:`write_corpus`) leaves out every article that carries any label (any dataset,
+task or split): which of them land in validation/test depends on the seed, so none may be seen in
+domain pretraining.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -149,13 +155,43 @@ def split_fingerprint(df: pd.DataFrame, split: str = "validation") -> str:
     return hashlib.sha256(ids.encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class CorpusCounts:
+    """What :func:`write_corpus` wrote: ``written`` documents, ``excluded`` labelled ones left out."""
+
+    written: int
+    excluded: int
+
+
 def write_corpus(con: duckdb.DuckDBPyConnection, out_path: Path, *, sources: list[str] | None = None,
-                 max_docs: int | None = None, max_chars: int = 4000) -> int:
-    """Write article texts (title + body, capped) to Parquet for LM pretraining; returns the count."""
-    where = "WHERE source IN (SELECT unnest($src))" if sources else ""
+                 max_docs: int | None = None, max_chars: int = 4000, exclude_labelled: bool = True,
+                 since: datetime | None = None) -> CorpusCounts:
+    """Write article texts (title + body, capped) to Parquet (``article_id, text``) for LM pretraining.
+
+    ``sources`` and ``since`` (only articles with ``ingested_at > since``; a naive time is UTC)
+    choose the articles; with ``exclude_labelled`` every one that carries a row in ``labels`` is
+    left out (any dataset, task or split) and counted in ``excluded``. ``max_docs`` caps what is
+    written, in a fixed hash order.
+    """
+    conds, params = [], {}
+    if sources:
+        conds.append("a.source IN (SELECT unnest($src))")
+        params["src"] = list(sources)
+    if since is not None:
+        conds.append("a.ingested_at > $since::TIMESTAMPTZ")
+        params["since"] = since if since.tzinfo else since.replace(tzinfo=UTC)
+    where = f"WHERE {' AND '.join(conds)}" if conds else ""
+    chosen = f"SELECT a.article_id, a.title, a.body FROM articles a {where}"
+    keep = (f"SELECT c.* FROM ({chosen}) c ANTI JOIN (SELECT DISTINCT item FROM labels) l ON l.item = c.article_id"
+            if exclude_labelled else chosen)
+    excluded = int(con.execute(
+        f"SELECT count(*) FROM ({chosen}) c SEMI JOIN (SELECT DISTINCT item FROM labels) l ON l.item = c.article_id",
+        params).fetchall()[0][0]) if exclude_labelled else 0
     limit = f"LIMIT {int(max_docs)}" if max_docs else ""
-    params = {"src": sources} if sources else {}
+    out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    sql = (f"COPY (SELECT article_id, left(concat_ws(' ', title, body), {int(max_chars)}) AS text FROM articles "
-           f"{where} ORDER BY hash(article_id) {limit}) TO '{out_path}' (FORMAT parquet)")
-    return int(con.execute(sql, params).fetchall()[0][0])
+    target = str(out_path).replace("'", "''")
+    sql = (f"COPY (SELECT article_id, left(concat_ws(' ', title, body), {int(max_chars)}) AS text FROM ({keep}) "
+           f"ORDER BY hash(article_id), article_id {limit}) TO '{target}' (FORMAT parquet)")
+    written = int(con.execute(sql, params).fetchall()[0][0])
+    return CorpusCounts(written=written, excluded=excluded)

@@ -1,4 +1,5 @@
-"""Training data out of the warehouse: who keeps its own split and who gets ours.
+"""Training data out of the warehouse: who keeps its own split, who gets ours, and an LM corpus that
+never sees a labelled text.
 
 Each test builds a small warehouse with the project's migrations and inserts articles and labels
 directly (the readers and the ingest path have their own tests).
@@ -6,14 +7,14 @@ directly (the readers and the ingest path have their own tests).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
 
 from warehouse.connection import connect
 from warehouse.migrate import migrate
-from warehouse.training_data import assign_splits, labelled_examples
+from warehouse.training_data import CorpusCounts, assign_splits, labelled_examples, write_corpus
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TOPICS = ("world", "sports", "business", "sci_tech")
@@ -142,6 +143,45 @@ def test_assign_splits_without_labelled_examples() -> None:
     assert pd.isna(split[0])  # outside the dataset's split: the caller leaves it out
     assert (split[df.given_split == "test"] == "test").all()
     assert set(split[df.given_split == "train"]) == {"train", "validation"}
+
+
+def test_corpus_excludes_every_labelled_article_and_honours_since(settings, tmp_path) -> None:
+    articles = [{"article_id": f"u{i:03d}", "source": "feed" if i % 2 else "wire",
+                 "ingested_at": T0 + timedelta(hours=i)} for i in range(40)]
+    labelled = {"l-train": "train", "l-val": "validation", "l-test": "test", "l-unused": "unused", "l-none": None}
+    articles += [{"article_id": a, "source": "feed", "ingested_at": T0 + timedelta(hours=50)} for a in labelled]
+    labels = [{"dataset": "d", "item": a, "task": "topic", "label": "x", "split": s} for a, s in labelled.items()]
+    labels.append({"dataset": "other", "item": "l-test", "task": "sentiment", "label": "positive", "split": None})
+    _load(settings, articles, labels)
+    unlabelled = {a["article_id"] for a in articles} - set(labelled)
+
+    with connect(settings) as con:
+        out = tmp_path / "corpus" / "all.parquet"
+        counts = write_corpus(con, out)
+        assert counts == CorpusCounts(written=40, excluded=5)
+        written = pd.read_parquet(out)
+        assert set(written.article_id) == unlabelled and list(written.columns) == ["article_id", "text"]
+        assert written.text.str.startswith("title ").all()
+
+        since = T0 + timedelta(hours=29, minutes=30)  # u030 .. u039 and the labelled ones
+        counts = write_corpus(con, tmp_path / "since.parquet", since=since)
+        assert counts == CorpusCounts(written=10, excluded=5)
+        assert set(pd.read_parquet(tmp_path / "since.parquet").article_id) == {f"u{i:03d}" for i in range(30, 40)}
+        naive = write_corpus(con, tmp_path / "naive.parquet", since=since.replace(tzinfo=None))
+        assert naive == counts  # a naive time is UTC
+        assert write_corpus(con, tmp_path / "late.parquet", since=T0 + timedelta(hours=60)) == CorpusCounts(0, 0)
+
+        counts = write_corpus(con, tmp_path / "wire.parquet", sources=["wire"], since=since)
+        assert counts == CorpusCounts(written=5, excluded=0)
+        counts = write_corpus(con, tmp_path / "capped.parquet", max_docs=7, max_chars=5)
+        capped = pd.read_parquet(tmp_path / "capped.parquet")
+        assert counts == CorpusCounts(written=7, excluded=5) and len(capped) == 7
+        assert set(capped.article_id) <= unlabelled and (capped.text.str.len() <= 5).all()
+        assert write_corpus(con, tmp_path / "again.parquet", max_docs=7).written == 7
+        assert list(pd.read_parquet(tmp_path / "again.parquet").article_id) == list(capped.article_id)
+
+        counts = write_corpus(con, tmp_path / "everything.parquet", exclude_labelled=False)
+        assert counts == CorpusCounts(written=45, excluded=0)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
