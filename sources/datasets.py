@@ -34,7 +34,8 @@ Conventions
   *as found* even when outside the allowed set (the warehouse's expectations reject those);
   gold ``Price Sentiment`` keeps ``none`` ("no price information") as its own value. Reuters
   multi-labels are joined with ``|`` (a topic listed twice is kept once, see meta
-  ``duplicate_topics``); its split is ModApte (``train``/``test``, else ``unused``).
+  ``duplicate_topics``); its split is ModApte (``train``/``test``, else ``unused``: training
+  leaves ``unused`` out). AG News' split is the file it came from (``test``).
 - Blank CSV rows (CNBC ``,,``) are kept as records with ``error="blank record"``.
 
 :data:`DATASETS` at the bottom registers each dataset: folder, glob pattern (one batch per match)
@@ -210,8 +211,10 @@ def read_ag_news(path: Path | str) -> pd.DataFrame:
     """Read AG News ``test.csv`` (no header; class index, title, description).
 
     ``source_id`` is ``<stem>-<n>`` (n = 1-based row); label 1-4 -> world/sports/business/sci_tech
-    (an unknown index is kept as found); split is the file stem (``test``). Tickers written
-    ``<TXN.N>`` in the text go to ``tickers``.
+    (an unknown index is kept as found); split is the file stem (``test``), the published split the
+    row came from. Only the test file ships, so there is no train/test split to keep: training splits
+    AG News itself (:mod:`warehouse.training_data`). Tickers written ``<TXN.N>`` in the text go to
+    ``tickers``.
     """
     path = Path(path)
     rows = []

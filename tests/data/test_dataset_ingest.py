@@ -59,3 +59,38 @@ def test_public_datasets_ingest(settings) -> None:
 
     # Second run: every file version is known, nothing is read or written.
     assert ingest_flow(datasets=names, data_dir=str(DATA)) == []
+
+
+def test_ag_news_and_reuters_training_splits(settings) -> None:
+    """AG News ships only its test file, so it is split by us and trains on something; Reuters keeps
+    ModApte: its test rows are exactly the ModApte test documents, ``unused`` ones are left out."""
+    import pandas as pd
+
+    from flows.ingest import ingest_flow
+    from sources.datasets import DATASETS, dataset_files, read_dataset_file
+    from warehouse.connection import connect
+    from warehouse.training_data import labelled_examples
+
+    batches = ingest_flow(datasets=["ag_news", "reuters"], data_dir=str(DATA))
+    assert all(b["status"] == "succeeded" for b in batches)
+    with connect(settings) as con:
+        ag = labelled_examples(con, [], ["ag_news"])
+        rt = labelled_examples(con, [], ["reuters"])
+        source_id = dict(con.execute("SELECT article_id, source_id FROM articles WHERE source = 'reuters'").fetchall())
+
+    sizes = ag.split.value_counts()
+    assert sizes["train"] > 0.75 * len(ag) and 0.08 * len(ag) < sizes["validation"] < 0.12 * len(ag)
+    assert 0.08 * len(ag) < sizes["test"] < 0.12 * len(ag)
+    per_label = ag.groupby(["topic", "split"]).size().unstack()
+    assert (per_label["test"] / per_label.sum(axis=1)).between(0.09, 0.11).all()  # stratified
+    assert ag.attrs["excluded"] == {}
+
+    raw = pd.concat([read_dataset_file(DATASETS["reuters"], p) for p in dataset_files(DATASETS["reuters"], DATA)])
+    raw = raw[raw.error.isna() & raw.label.notna()]
+    modapte = {s: set(raw.loc[raw.split == s, "source_id"]) for s in ("train", "test", "unused")}
+    by_split = {s: {source_id[a] for a in g.article_id} for s, g in rt.groupby("split")}
+    assert by_split["test"] == modapte["test"]
+    assert by_split["train"] | by_split["validation"] == modapte["train"]
+    assert 0.08 < len(by_split["validation"]) / len(modapte["train"]) < 0.14
+    assert rt.attrs["excluded"] == {"reuters": len(modapte["unused"])} and modapte["unused"]
+    assert rt.article_id.is_unique and ag.article_id.is_unique
