@@ -1,16 +1,21 @@
-"""GPT-2 backbones: named presets built from scratch, or any local / hub checkpoint.
+"""Backbones: the project's own GPT-2 presets, or any causal-LM checkpoint through the Auto classes.
 
 Presets (parameters counted with an 8k vocabulary):
 
 | preset | layers | width | heads | context | params | use |
 |---|---|---|---|---|---|---|
 | ``tiny``  | 2 | 64  | 2 | 128 | ~0.6M | tests and CI |
-| ``small`` | 4 | 256 | 4 | 128 | ~5.3M | demo and CPU benchmarks |
+| ``small`` | 4 | 256 | 4 | 128 | ~5.3M | tests, and the distilled CPU student |
 | ``base``  | 6 | 384 | 6 | 256 | ~14M  | a GPU worker |
 
-Anything else is treated as a checkpoint: a local directory or a hub id (``gpt2``, ``distilgpt2``)
-loaded through the same ``from_pretrained`` path in fp32 (transformers 5 defaults to the saved
-dtype; CPU scoring wants fp32).
+Anything else is a checkpoint directory (GPT-2, Llama, GPT-NeoX, ... anything
+``AutoModelForCausalLM`` knows), loaded in fp32 (transformers 5 defaults to the saved dtype;
+CPU scoring and training want fp32 weights, autocast decides the compute precision). Which names
+resolve to which directory is :mod:`models.catalogue`'s job.
+
+Nothing here may assume GPT-2 attribute names: code asks :func:`hidden_size`,
+:func:`context_length` and :func:`num_layers`, which read the config's standard names
+(``hidden_size``, ``max_position_embeddings``, ``num_hidden_layers``; GPT-2 maps them too).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Preset:
-    """Architecture of a from-scratch backbone."""
+    """Architecture of a from-scratch GPT-2 backbone."""
 
     n_layer: int
     n_embd: int
@@ -34,6 +39,38 @@ PRESETS: dict[str, Preset] = {
     "small": Preset(n_layer=4, n_embd=256, n_head=4, n_positions=128),
     "base": Preset(n_layer=6, n_embd=384, n_head=6, n_positions=256),
 }
+
+# peft LoRA targets per architecture (config.model_type); others get peft's "all-linear"
+# (every Linear but the output layer). GPT-2 uses Conv1D, whose weight is stored transposed.
+LORA_TARGETS: dict[str, list[str]] = {
+    "gpt2": ["c_attn", "c_proj", "c_fc"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
+}
+FAN_IN_FAN_OUT = {"gpt2"}
+
+
+def hidden_size(config) -> int:
+    """Width of the hidden states (``n_embd`` on GPT-2, ``hidden_size`` elsewhere)."""
+    return int(config.hidden_size)
+
+
+def context_length(config) -> int:
+    """Positions the model can attend over (``n_positions`` on GPT-2)."""
+    return int(config.max_position_embeddings)
+
+
+def num_layers(config) -> int:
+    """Transformer blocks (``n_layer`` on GPT-2)."""
+    return int(config.num_hidden_layers)
+
+
+def lora_targets(config) -> tuple[list[str] | str, bool]:
+    """``(target_modules, fan_in_fan_out)`` for peft's ``LoraConfig`` on this architecture."""
+    kind = getattr(config, "model_type", "")
+    return LORA_TARGETS.get(kind, "all-linear"), kind in FAN_IN_FAN_OUT
 
 
 def build_backbone(preset: str, tokenizer, dropout: float = 0.1):
@@ -58,12 +95,18 @@ def load_backbone(name_or_path: str | Path, tokenizer=None):
     local = Path(str(name_or_path)).is_dir()
     model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch.float32, local_files_only=local)
     if tokenizer is not None:
-        if len(tokenizer) != model.get_input_embeddings().num_embeddings:
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
             model.resize_token_embeddings(len(tokenizer))
         model.config.pad_token_id = tokenizer.pad_token_id
     return model
 
 
-def count_parameters(model) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+def count_parameters(model, trainable_only: bool = False) -> int:
+    """Number of parameters (tied weights counted once); ``trainable_only`` counts what trains."""
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) in seen or (trainable_only and not p.requires_grad):
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total

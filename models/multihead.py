@@ -1,12 +1,22 @@
-"""One GPT-2 backbone, several heads: sentiment (3-way), topic (K-way) and a pooled embedding.
+"""One causal-LM backbone, several heads: sentiment (3-way), topic (K-way) and a pooled embedding.
 
-A single forward pass serves every head. Rows may carry one label or both: a missing label is
-``-100`` and drops out of that head's loss (per-task masks), so mixed datasets (PhraseBank has
-sentiment only, AG News topic only) train one model jointly.
+Any ``AutoModelForCausalLM`` works (GPT-2, Llama, ...): the heads read the decoder's hidden
+states (``lm.base_model``), and the LM head stays in place, so the same model still generates
+text (``models.generate``). A single forward pass serves every head. Rows may carry one label or
+both: a missing label is ``-100`` and drops out of that head's loss (per-task masks), so mixed
+datasets (PhraseBank has sentiment only, AG News topic only) train one model jointly.
 
-Saved as a directory: ``model.safetensors`` (weights, never pickled), ``config.json`` (the GPT-2
-config), ``heads.json`` (labels, pooling) and the tokenizer files. The LM head of GPT-2 is tied to
-the token embeddings, so the same directory also generates text (``models.generate``).
+Pooling: the mean over real tokens (right padding, so the attention mask marks them) of one or
+more layers' hidden states, concatenated: ``pool_layers=[-1]`` is the last layer alone (the
+default), ``[-1, -8, -16]`` on a 30-layer model gives the frozen-backbone recipe its
+multi-layer features (middle layers carry more of the surface semantics a linear probe uses).
+The ``embedding`` output is always the mean-pooled last layer, (B, d).
+
+Saved as a directory that is also a normal Hugging Face causal-LM checkpoint:
+``config.json`` + ``model.safetensors`` (``lm.save_pretrained``), the tokenizer files,
+``heads.json`` (labels, pooling, recipe) and ``heads.safetensors`` (the head weights). Never
+pickled. Directories written before heads had their own file (GPT-2 only, ``transformer.*`` and
+``sentiment.*`` keys in one ``model.safetensors``) still load.
 """
 
 from __future__ import annotations
@@ -19,18 +29,33 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from models.backbone import hidden_size, num_layers
+
 IGNORE = -100
 SENTIMENT_LABELS = ["negative", "neutral", "positive"]
+HEAD_NAMES = ("sentiment", "topic")
 
 
 @dataclass
 class HeadsConfig:
-    """The heads on top of the backbone and how the sequence is pooled."""
+    """The heads on top of the backbone, how the sequence is pooled, and how it was trained."""
 
     sentiment_labels: list[str] = field(default_factory=lambda: list(SENTIMENT_LABELS))
     topic_labels: list[str] = field(default_factory=list)
     pooling: str = "mean"  # "mean" over real tokens, or "last" real token
     dropout: float = 0.1
+    pool_layers: list[int] = field(default_factory=lambda: [-1])  # hidden_states indices, -1 = last
+    recipe: str = "full"  # how the backbone was adapted: frozen | lora | full
+    max_length: int | None = None  # tokens per text at training time; scoring uses the same
+
+
+def multilayer(n_layers: int, k: int = 3) -> list[int]:
+    """``k`` hidden-state indices from the top half of a ``n_layers`` model, last first.
+
+    30 layers -> ``[-1, -8, -16]`` (the measured frozen recipe); 2 layers -> ``[-1, -2]``.
+    """
+    picks = [-1 - round(n_layers * f) for f in (0.0, 0.25, 0.5)[:k]]
+    return sorted(set(max(p, -n_layers - 1) for p in picks), reverse=True)
 
 
 @dataclass
@@ -39,35 +64,55 @@ class MultiHeadOutput:
 
     sentiment_logits: torch.Tensor  # (B, 3)
     topic_logits: torch.Tensor | None  # (B, K) or None without a topic head
-    embedding: torch.Tensor  # (B, d), pooled last hidden state
+    embedding: torch.Tensor  # (B, d), mean-pooled last hidden state
     loss: torch.Tensor | None = None
     losses: dict[str, float] = field(default_factory=dict)
+    features: torch.Tensor | None = None  # (B, len(pool_layers) * d), what the heads read
 
 
 class MultiHeadGPT(nn.Module):
-    """GPT-2 transformer + linear heads over a pooled representation."""
+    """Causal LM (kept whole) + linear heads over pooled hidden states."""
 
-    def __init__(self, transformer: nn.Module, heads: HeadsConfig) -> None:
+    def __init__(self, lm: nn.Module, heads: HeadsConfig) -> None:
         super().__init__()
-        self.transformer = transformer  # transformers.GPT2Model
+        self.lm = lm  # AutoModelForCausalLM, or a peft wrapper of one while LoRA trains
         self.heads = heads
-        d = transformer.config.n_embd
+        d_in = hidden_size(self.config) * len(heads.pool_layers)
         self.dropout = nn.Dropout(heads.dropout)
-        self.sentiment = nn.Linear(d, len(heads.sentiment_labels))
-        self.topic = nn.Linear(d, len(heads.topic_labels)) if heads.topic_labels else None
+        self.sentiment = nn.Linear(d_in, len(heads.sentiment_labels))
+        self.topic = nn.Linear(d_in, len(heads.topic_labels)) if heads.topic_labels else None
+
+    def causal_lm(self) -> nn.Module:
+        """The Hugging Face causal LM (unwrapped from peft while LoRA is attached)."""
+        return self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
 
     @property
     def config(self):
-        """The backbone's GPT-2 config."""
-        return self.transformer.config
+        """The backbone's Hugging Face config."""
+        return self.causal_lm().config
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T, d) hidden states -> (B, d), ignoring pad positions (right padding)."""
-        mask = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
         if self.heads.pooling == "last":
             last = attention_mask.sum(dim=1).clamp(min=1) - 1  # index of the last real token
             return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
+        mask = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(features (B, k*d), embedding (B, d), last hidden (B, T, d))`` for the heads."""
+        many = self.heads.pool_layers != [-1]
+        out = self.causal_lm().base_model(input_ids=input_ids, attention_mask=attention_mask,
+                                          output_hidden_states=many)
+        last = out.last_hidden_state  # (B, T, d), after the final norm
+        embedding = self.pool(last, attention_mask)
+        if not many:
+            return embedding, embedding, last
+        # hidden_states has n_layers + 1 entries (embeddings first); its last is the normed output.
+        pooled = [embedding if i == -1 else self.pool(out.hidden_states[i], attention_mask)
+                  for i in self.heads.pool_layers]
+        return torch.cat(pooled, dim=-1), embedding, last
 
     def forward(
         self,
@@ -75,11 +120,15 @@ class MultiHeadGPT(nn.Module):
         attention_mask: torch.Tensor,
         sentiment: torch.Tensor | None = None,
         topic: torch.Tensor | None = None,
+        lm_weight: float = 0.0,
     ) -> MultiHeadOutput:
-        """Run every head; ``sentiment``/``topic`` are (B,) class ids with -100 where unlabelled."""
-        hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        embedding = self.pool(hidden, attention_mask)  # (B, d)
-        x = self.dropout(embedding)
+        """Run every head; ``sentiment``/``topic`` are (B,) class ids with -100 where unlabelled.
+
+        ``lm_weight > 0`` adds GPT-1's auxiliary objective, ``lm_weight`` x the next-token loss
+        on the same texts, so fine-tuning the backbone does not wreck its language model.
+        """
+        features, embedding, last = self.encode(input_ids, attention_mask)
+        x = self.dropout(features)
         sent_logits = self.sentiment(x)
         topic_logits = self.topic(x) if self.topic is not None else None
         losses: dict[str, torch.Tensor] = {}
@@ -87,19 +136,42 @@ class MultiHeadGPT(nn.Module):
             losses["sentiment"] = F.cross_entropy(sent_logits.float(), sentiment, ignore_index=IGNORE)
         if topic is not None and topic_logits is not None and (topic != IGNORE).any():
             losses["topic"] = F.cross_entropy(topic_logits.float(), topic, ignore_index=IGNORE)
+        if lm_weight > 0 and input_ids.size(1) > 1:
+            logits = self.causal_lm().get_output_embeddings()(last[:, :-1])  # (B, T-1, V)
+            targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, IGNORE)
+            losses["lm"] = lm_weight * F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
+                                                       ignore_index=IGNORE)
         loss = sum(losses.values()) if losses else None
-        return MultiHeadOutput(sent_logits, topic_logits, embedding, loss, {k: float(v.detach()) for k, v in losses.items()})
+        return MultiHeadOutput(sent_logits, topic_logits, embedding, loss,
+                               {k: float(v.detach()) for k, v in losses.items()}, features)
 
     # ------------------------------------------------------------------ persistence
+    @staticmethod
+    def saved_state(model_dir: Path) -> dict[str, torch.Tensor]:
+        """Every tensor a saved directory holds, named as in ``state_dict()`` (``lm.*``, heads)."""
+        from safetensors.torch import load_file
+
+        model_dir = Path(model_dir)
+        state = {f"lm.{k}": v for f in sorted(model_dir.glob("model*.safetensors")) for k, v in load_file(str(f)).items()}
+        state.update(load_file(str(model_dir / "heads.safetensors")))
+        return state
+
+    def head_state(self) -> dict[str, torch.Tensor]:
+        """The head weights alone (``sentiment.*``, ``topic.*``)."""
+        return {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()
+                if k.split(".", 1)[0] in HEAD_NAMES}
+
     def save(self, out_dir: Path, tokenizer) -> None:
-        """Write weights (safetensors), GPT-2 config, heads and tokenizer to ``out_dir``."""
+        """Write the LM (``save_pretrained``, safetensors), heads and tokenizer to ``out_dir``."""
         from safetensors.torch import save_file
+
+        from models.generate import quiet_transformers
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-        self.transformer.config.to_json_file(str(out_dir / "config.json"))
+        with quiet_transformers():  # no "Writing model shards" bar per save
+            self.causal_lm().save_pretrained(str(out_dir))
+        save_file(self.head_state(), str(out_dir / "heads.safetensors"), metadata={"format": "pt"})
         (out_dir / "heads.json").write_text(json.dumps(asdict(self.heads), indent=2), encoding="utf-8")
         tokenizer.save_pretrained(str(out_dir))
 
@@ -107,18 +179,29 @@ class MultiHeadGPT(nn.Module):
     def load(cls, model_dir: Path, device: str = "cpu") -> tuple[MultiHeadGPT, object]:
         """Load a saved model directory; returns ``(model in eval mode, tokenizer)``."""
         from safetensors.torch import load_file
-        from transformers import GPT2Config, GPT2Model
 
+        from models.generate import load_causal_lm
         from models.tokenizer import load_tokenizer
 
         model_dir = Path(model_dir)
-        config = GPT2Config.from_json_file(str(model_dir / "config.json"))
-        heads = HeadsConfig(**json.loads((model_dir / "heads.json").read_text(encoding="utf-8")))
-        model = cls(GPT2Model(config), heads)
-        model.load_state_dict(load_file(str(model_dir / "model.safetensors"), device=device))
+        heads_path = model_dir / "heads.json"
+        if not heads_path.is_file():
+            raise FileNotFoundError(f"{model_dir} is not a NewsPulse model directory (no heads.json)")
+        heads = HeadsConfig(**json.loads(heads_path.read_text(encoding="utf-8")))
+        model = cls(load_causal_lm(model_dir), heads)
+        state_file = model_dir / "heads.safetensors"
+        state = load_file(str(state_file if state_file.is_file() else model_dir / "model.safetensors"))
+        model.load_state_dict({k: v for k, v in state.items() if k.split(".", 1)[0] in HEAD_NAMES}, strict=False)
+        missing = set(model.head_state()) - set(state)
+        if missing:
+            raise RuntimeError(f"head weights missing from {model_dir}: {sorted(missing)}")
         return model.to(device).eval(), load_tokenizer(model_dir)
 
 
 def from_backbone(lm_model, heads: HeadsConfig) -> MultiHeadGPT:
-    """Put heads on a (pre)trained ``GPT2LMHeadModel``: its transformer becomes the backbone."""
-    return MultiHeadGPT(lm_model.transformer, heads)
+    """Put heads on a (pre)trained causal LM; ``pool_layers`` are checked against its depth."""
+    n = num_layers(lm_model.config)
+    bad = [i for i in heads.pool_layers if not -n - 1 <= i <= n]
+    if bad:
+        raise ValueError(f"pool_layers {bad} do not exist in a {n}-layer model")
+    return MultiHeadGPT(lm_model, heads)

@@ -6,9 +6,10 @@ back at each text's original index, so outputs are always in input order.
 
 Edge cases, by design:
 
-* **Long texts** are truncated to ``max_length`` tokens (default: the smaller of the tokenizer's
-  ``model_max_length`` and the model's ``n_positions``; a larger value is clamped to
-  ``n_positions``, beyond which GPT-2 has no position embeddings). Texts longer than
+* **Long texts** are truncated to ``max_length`` tokens (default: the length the heads were
+  trained on, ``heads.max_length``, else the smaller of the tokenizer's ``model_max_length`` and
+  the model's context; a larger value is clamped to the context, beyond which the model has no
+  positions). Texts longer than
   ``max_length * MAX_CHARS_PER_TOKEN`` characters are cut on characters first so that a
   megabyte-sized string does not cost a full tokenization; ``truncated`` is set for every row
   that lost content either way.
@@ -26,16 +27,17 @@ elementwise ops) is swapped for the same tanh formula as one fused kernel
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from models.backbone import context_length, hidden_size
+from models.precision import autocast
 
 MAX_CHARS_PER_TOKEN = 64  # pre-cut huge strings on characters; BPE tokens are far shorter than this
 DEFAULT_BATCH_SIZE = 32  # rows per forward pass; see the module docstring
@@ -85,10 +87,11 @@ class Predictions:
 
 
 def default_max_length(model, tokenizer) -> int:
-    """The longest input the model can score: min(tokenizer.model_max_length, n_positions)."""
-    n_positions = int(model.config.n_positions)
+    """Tokens per text when scoring: the heads' training length, else what model and tokenizer allow."""
+    n_positions = context_length(model.config)
+    trained = getattr(getattr(model, "heads", None), "max_length", None)
     tok_max = getattr(tokenizer, "model_max_length", None) or n_positions
-    return int(min(tok_max, n_positions))
+    return int(min(trained or tok_max, tok_max, n_positions))
 
 
 def encode_texts(tokenizer, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], np.ndarray, np.ndarray]:
@@ -127,16 +130,20 @@ def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
 
 
 def predict_ids(model, ids: Sequence[Sequence[int]], pad_id: int, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                device: str | torch.device = "cpu", progress: bool = False
-                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """Score pre-tokenized rows (each non-empty, <= n_positions) with length bucketing.
+                device: str | torch.device = "cpu", progress: bool = False, precision: str | None = None,
+                features: bool = False) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Score pre-tokenized rows (each non-empty, within the context) with length bucketing.
 
     Returns ``(sentiment_probs (N, 3), topic_probs (N, K) or None, embeddings (N, d))`` in the
-    order of ``ids``. The model is put in eval mode for the call and its mode is restored after.
+    order of ``ids``; with ``features=True`` the third item is what the heads read instead,
+    (N, len(pool_layers) * d). ``precision`` is ``"bf16"`` (autocast) or ``"fp32"``; None means
+    bf16 on CUDA and fp32 on CPU (:mod:`models.precision` decides per machine). The model is put
+    in eval mode for the call and its mode is restored after.
     """
     from tqdm.auto import tqdm
 
-    n, d = len(ids), int(model.config.n_embd)
+    n = len(ids)
+    d = hidden_size(model.config) * (len(model.heads.pool_layers) if features else 1)
     n_sent = model.sentiment.out_features
     n_topic = model.topic.out_features if model.topic is not None else 0
     sent = np.zeros((n, n_sent), dtype=np.float32)
@@ -145,7 +152,7 @@ def predict_ids(model, ids: Sequence[Sequence[int]], pad_id: int, *, batch_size:
     # Length buckets: sorted order -> neighbours have similar lengths -> little padding per batch.
     order = np.argsort(np.fromiter((len(r) for r in ids), dtype=np.int64, count=n), kind="stable")
     device = torch.device(device)
-    use_bf16 = device.type == "cuda"  # bf16 autocast on CUDA only (it is ~80x slower on our CPUs)
+    precision = precision or ("bf16" if device.type == "cuda" else "fp32")
     # Results are written through torch views of the numpy outputs: one copy per batch, no temporaries.
     sent_t, emb_t = torch.from_numpy(sent), torch.from_numpy(emb)
     topic_t = torch.from_numpy(topic) if topic is not None else None
@@ -159,13 +166,13 @@ def predict_ids(model, ids: Sequence[Sequence[int]], pad_id: int, *, batch_size:
                 idx_t = torch.from_numpy(idx)
                 input_ids, mask = pad_batch([ids[i] for i in idx], pad_id)  # (B, T) each
                 input_ids, mask = input_ids.to(device), mask.to(device)
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
+                with autocast(device, precision):
                     out = model(input_ids=input_ids, attention_mask=mask)
                 # Softmax in fp32 so every row sums to 1 within float32 precision.
                 sent_t.index_copy_(0, idx_t, F.softmax(out.sentiment_logits.float(), dim=-1).cpu())
                 if topic_t is not None:
                     topic_t.index_copy_(0, idx_t, F.softmax(out.topic_logits.float(), dim=-1).cpu())
-                emb_t.index_copy_(0, idx_t, out.embedding.float().cpu())
+                emb_t.index_copy_(0, idx_t, (out.features if features else out.embedding).float().cpu())
     finally:
         model.train(was_training)
     return sent, topic, emb
@@ -180,19 +187,20 @@ def predict(
     max_length: int | None = None,
     device: str | None = None,
     progress: bool = False,
+    precision: str | None = None,
 ) -> Predictions:
     """Sentiment and topic probabilities, embeddings and truncation flags for ``texts``.
 
     ``device`` defaults to CUDA when available, else CPU; the model is moved there. Rows come
-    back in input order whatever the bucketing did. See the module docstring for long and empty
-    texts.
+    back in input order whatever the bucketing did. ``precision``: see :func:`predict_ids`. See
+    the module docstring for long and empty texts.
     """
     limit = default_max_length(model, tokenizer)
-    max_length = limit if max_length is None else max(1, min(int(max_length), int(model.config.n_positions)))
+    max_length = limit if max_length is None else max(1, min(int(max_length), context_length(model.config)))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     ids, n_tokens, truncated = encode_texts(tokenizer, texts, max_length)
     sent, topic, emb = predict_ids(model, ids, tokenizer.pad_token_id, batch_size=batch_size, device=device,
-                                   progress=progress)
+                                   progress=progress, precision=precision)
     return Predictions(sentiment_probs=sent, topic_probs=topic, embeddings=emb, truncated=truncated,
                        n_tokens=n_tokens)

@@ -1,8 +1,10 @@
 """Load a registered model version and score texts the way the registry says to serve it.
 
 A version directory holds the GPT heads (safetensors) and, per head, the TF-IDF baseline it was
-compared with. When the card says ``served: ensemble``, probabilities are ``w * gpt + (1 - w) *
-baseline`` with the weight chosen on validation; otherwise the GPT heads alone.
+compared with. Per head the card says what is served: ``gpt`` (the GPT head alone),
+``ensemble`` (``w * gpt + (1 - w) * baseline``, ``w`` chosen on held-out validation rows) or
+``baseline`` (the TF-IDF model alone, when the GPT earned less than 0.2 of the mix). The pooled
+embedding always comes from the GPT backbone.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from models.predict import DEFAULT_BATCH_SIZE, predict
 class ServedModel:
     """A loaded model version, ready for batch prediction."""
 
-    def __init__(self, version_dir: Path) -> None:
+    def __init__(self, version_dir: Path, precision: str | None = None) -> None:
+        """Load ``version_dir``; ``precision`` is ``bf16``/``fp32`` for every forward pass (None:
+        the device default, see :func:`models.predict.predict_ids`)."""
         from models.registry import load_manifest
 
         self.version_dir = Path(version_dir)
+        self.precision = precision
         self.model, self.tokenizer = MultiHeadGPT.load(self.version_dir)
         self.info = load_manifest(self.version_dir)
         self.served: dict[str, str] = self.info.get("served") or {}
@@ -48,15 +53,17 @@ class ServedModel:
         p(positive) - p(negative) in [-1, 1], ``topic_confidence``, ``n_tokens`` and ``truncated``,
         in input order. Served ensembles mix in the TF-IDF baseline's probabilities.
         """
-        preds = predict(self.model, self.tokenizer, texts, batch_size=batch_size, device=device, progress=progress)
+        preds = predict(self.model, self.tokenizer, texts, batch_size=batch_size, device=device, progress=progress,
+                        precision=self.precision)
         heads = self.model.heads
         out = pd.DataFrame(index=range(len(texts)))
         for head, labels in (("sentiment", heads.sentiment_labels), ("topic", heads.topic_labels)):
             probs = getattr(preds, f"{head}_probs")
             if probs is None or not labels:
                 continue
-            if self.served.get(head) == "ensemble" and head in self.weights and len(texts):
-                w = self.weights[head]
+            kind = self.served.get(head)
+            if kind in ("ensemble", "baseline") and len(texts) and (self.version_dir / "baseline" / head).is_dir():
+                w = self.weights.get(head, 0.0) if kind == "ensemble" else 0.0
                 probs = w * probs + (1 - w) * self._baseline(head).predict_proba(list(texts))
             out[f"{head}_label"] = [labels[i] for i in np.argmax(probs, axis=1)] if len(texts) else []
             for j, name in enumerate(labels):

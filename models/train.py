@@ -17,9 +17,19 @@ score = mean over the heads labelled in ``val``); the best epoch is saved with
 ``MultiHeadGPT.save`` (safetensors), training stops after ``patience`` epochs without improvement
 or once ``time_budget_s`` is spent, and the best weights are loaded back into ``model``.
 
-LoRA (``config.lora``): the backbone is wrapped with peft LoRA on ``c_attn``/``c_proj`` (GPT-2's
-Conv1D, hence ``fan_in_fan_out=True``) while the heads train fully; saved checkpoints are merged
-(``merge_and_unload``) so what lands on disk, and ``model`` at the end, is a plain MultiHeadGPT.
+Recipes (``config.recipe``, recorded in ``heads.json`` and on the card):
+
+* ``full``: every weight trains (the GPU default).
+* ``lora``: the backbone is wrapped with peft LoRA on its architecture's projections
+  (:data:`models.backbone.LORA_TARGETS`: ``c_attn``/``c_proj``/``c_fc`` on GPT-2, the q/k/v/o and
+  MLP projections on Llama, peft's ``all-linear`` elsewhere) while the heads train fully; saved
+  checkpoints are merged (``merge_and_unload``) so what lands on disk, and ``model`` at the end,
+  is a plain MultiHeadGPT.
+* ``frozen``: :mod:`models.frozen` (no loop here: pooled features once, then the heads).
+
+Both trained recipes can add GPT-1's auxiliary LM loss (``lm_weight``), which keeps the LM head
+usable for ``generate`` after fine-tuning. ``precision`` is ``bf16`` (autocast, on CUDA and on
+CPUs whose probe says it is faster) or ``fp32``.
 """
 
 from __future__ import annotations
@@ -36,10 +46,12 @@ import pandas as pd
 import torch
 from sklearn.metrics import f1_score
 
+from models.backbone import context_length
 from models.multihead import IGNORE, MultiHeadGPT
 from models.predict import encode_texts, pad_batch, predict_ids
 
 HEADS = ("sentiment", "topic")
+RECIPES = ("frozen", "lora", "full")
 
 
 @dataclass
@@ -56,10 +68,21 @@ class TrainConfig:
     patience: int = 2
     seed: int = 0
     max_length: int = 128
-    lora: bool = False
+    lora: bool = False  # the same as recipe="lora" (kept for existing callers)
     lora_r: int = 8
     lora_alpha: int = 16
     time_budget_s: float | None = None
+    recipe: str = "full"  # frozen | lora | full
+    lm_weight: float = 0.0  # auxiliary next-token loss weight (GPT-1 used 0.5)
+    precision: str = "auto"  # auto | fp32 | bf16; "auto" is bf16 on CUDA, fp32 on CPU here
+    pool_layers: list[int] | None = None  # hidden-state layers the heads read; None = recipe default
+
+    def __post_init__(self) -> None:
+        if self.lora:
+            self.recipe = "lora"
+        self.lora = self.recipe == "lora"
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, not {self.recipe!r}")
 
 
 @dataclass
@@ -147,22 +170,26 @@ def _param_groups(model: MultiHeadGPT, config: TrainConfig) -> list[dict]:
 
 
 def _wrap_lora(model: MultiHeadGPT, config: TrainConfig) -> None:
-    """Replace ``model.transformer`` by a peft LoRA wrapper (base weights frozen, heads trainable)."""
+    """Replace ``model.lm`` by a peft LoRA wrapper (base weights frozen, heads trainable)."""
     from peft import LoraConfig, get_peft_model
 
+    from models.backbone import lora_targets
+
+    targets, fan_in_fan_out = lora_targets(model.config)
     lcfg = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.05,
-                      target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, bias="none")
+                      target_modules=targets, fan_in_fan_out=fan_in_fan_out, bias="none")
     with warnings.catch_warnings():  # peft 0.21 calls transformers' deprecated is_gradient_checkpointing
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        model.transformer = get_peft_model(model.transformer, lcfg)
+        warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
+        model.lm = get_peft_model(model.lm, lcfg)
 
 
 def _plain(model: MultiHeadGPT) -> MultiHeadGPT:
     """``model`` itself, or a merged deep copy when its backbone is a LoRA wrapper (for saving)."""
-    if not hasattr(model.transformer, "merge_and_unload"):
+    if not hasattr(model.lm, "merge_and_unload"):
         return model
     merged = copy.deepcopy(model)
-    merged.transformer = merged.transformer.merge_and_unload()
+    merged.lm = merged.lm.merge_and_unload()
     return merged
 
 
@@ -192,14 +219,16 @@ def finetune(
     out_dir = Path(out_dir)
     set_seed(config.seed)  # python, numpy, torch (+ CUDA) RNGs
     on_cpu = distributed_state().device.type == "cpu"
+    precision = config.precision if config.precision != "auto" else ("fp32" if on_cpu else "bf16")
     accelerator = Accelerator(
         cpu=on_cpu,
-        mixed_precision="bf16" if torch.cuda.is_available() else "no",  # bf16 on CPU is ~80x slower
+        mixed_precision="bf16" if precision == "bf16" else "no",  # CPU: only where the probe says so
         # A batch may carry no label for one head: its parameters then get no gradient under DDP.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     pad_id = tokenizer.pad_token_id
-    max_length = min(config.max_length, int(model.config.n_positions))
+    max_length = min(config.max_length, context_length(model.config))
+    model.heads.max_length, model.heads.recipe = max_length, config.recipe
     tr = _encode_frame(model, tokenizer, train, max_length)
     va = _encode_frame(model, tokenizer, val, max_length)
     keep = np.flatnonzero((tr["sentiment"] != IGNORE) | (tr["topic"] != IGNORE))
@@ -207,7 +236,7 @@ def finetune(
         raise ValueError("no labelled training rows for the model's heads")
     rows = [(tr["ids"][i], int(tr["sentiment"][i]), int(tr["topic"][i])) for i in keep]
 
-    if config.lora:
+    if config.recipe == "lora":
         _wrap_lora(model, config)
     model.train()
     optimizer = torch.optim.AdamW(_param_groups(model, config), betas=(0.9, 0.999), eps=1e-8)
@@ -232,7 +261,7 @@ def finetune(
         bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False,
                    disable=not progress or not accelerator.is_local_main_process)
         for batch in bar:
-            out = model(**batch)  # loss = sum over heads of the masked cross-entropies
+            out = model(**batch, lm_weight=config.lm_weight)  # sum of the masked head losses (+ LM)
             accelerator.backward(out.loss)
             if config.max_grad_norm:
                 accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -271,13 +300,16 @@ def finetune(
     from safetensors.torch import load_file
 
     model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
-    if hasattr(model.transformer, "merge_and_unload"):
-        model.transformer = model.transformer.merge_and_unload()
+    if hasattr(model.lm, "merge_and_unload"):
+        model.lm = model.lm.merge_and_unload()
         for p in model.parameters():  # peft froze the base weights; a plain model trains fully
             p.requires_grad_(True)
     # safetensors names devices "cpu" or "cuda:N"; gloo DDP on CPU reports "cpu:0".
     device = "cpu" if accelerator.device.type == "cpu" else str(accelerator.device)
-    model.load_state_dict(load_file(str(out_dir / "model.safetensors"), device=device))
+    from models.generate import load_causal_lm
+
+    model.lm = load_causal_lm(out_dir).to(device)
+    model.load_state_dict(load_file(str(out_dir / "heads.safetensors"), device=device), strict=False)
     model.eval()
     if accelerator.num_processes > 1:  # throughput of the whole job, not of one process
         train_tokens = accelerator.reduce(train_tokens, "sum")

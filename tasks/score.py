@@ -30,18 +30,29 @@ _MODELS: dict[str, Any] = {}
 _MODELS_LOCK = threading.Lock()
 
 
-def served_model(artifact_path: str):
+def served_model(artifact_path: str, precision: str | None = None):
     """The model version at ``artifact_path``, loaded once per process (shards share it).
 
     Only the latest version is kept: a long-lived worker that sees a new champion frees the old one.
     """
     from models.serving import ServedModel
 
+    key = f"{artifact_path}|{precision}"
     with _MODELS_LOCK:
-        if artifact_path not in _MODELS:
+        if key not in _MODELS:
             _MODELS.clear()
-            _MODELS[artifact_path] = ServedModel(Path(artifact_path))
-        return _MODELS[artifact_path]
+            _MODELS[key] = ServedModel(Path(artifact_path), precision=precision)
+        return _MODELS[key]
+
+
+def score_precision(settings: Settings) -> str:
+    """bf16 or fp32 for this worker's scoring device (settings.precision; 'auto' probes the CPU once)."""
+    import torch
+
+    from models.precision import resolve_precision
+
+    device = settings.score_device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_precision(settings.precision, device, settings.precision_cache)
 
 
 @task(name="plan-score-shards", cache_policy=NO_CACHE)
@@ -92,7 +103,8 @@ def score_shard_task(settings: Settings, plan: dict[str, Any], input_path: str, 
     # Lineage names the score flow run that planned the shard, whichever (sub)flow or worker scores it.
     run_id = plan.get("flow_run_id") or (str(flow_run.get_id()) if flow_run.get_id() else None)
     extra = {"scored_at": datetime.now(UTC), "score_run_id": plan["score_run_id"], "flow_run_id": run_id}
-    stats = score_shard(served_model(plan["artifact_path"]), Path(input_path), out, batch_size=batch_size,
+    stats = score_shard(served_model(plan["artifact_path"], score_precision(settings)), Path(input_path), out,
+                        batch_size=batch_size,
                         device=settings.score_device, extra=extra)
     return {"path": str(out), **stats, "skipped": False, **where}
 
