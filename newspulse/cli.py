@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from newspulse.backbones_cli import register as register_backbone_commands
 from newspulse.serve_cli import register as register_serve_commands
 from newspulse.settings import get_settings, settings_env, use_local_env
 
@@ -29,6 +30,7 @@ app.add_typer(models_app, name="models")
 alerts_app = typer.Typer(help="Sentiment spike alerts: list, show, ack, resolve.", no_args_is_help=True)
 app.add_typer(alerts_app, name="alerts")
 register_serve_commands(app)  # newspulse serve | stop | provision (newspulse/serve_cli.py)
+register_backbone_commands(app)  # newspulse backbones list | fetch | show (newspulse/backbones_cli.py)
 # Wide enough for the batch tables when output is piped (CI logs, `make demo | tee`).
 console = Console(width=None if sys.stdout.isatty() else 140)
 
@@ -407,11 +409,17 @@ def finetune(
     sentiment: Annotated[list[str] | None, typer.Option(help="Sentiment datasets in `labels` (repeatable).")] = None,
     topic: Annotated[list[str] | None, typer.Option(help="Topic datasets in `labels` (repeatable).")] = None,
     topic_top_k: Annotated[int | None, typer.Option(help="Keep the k most frequent topics.")] = None,
-    base: Annotated[str, typer.Option(help="Preset (tiny|small|base), pretrained run dir, or checkpoint.")] = "small",
+    base: Annotated[str | None, typer.Option(help="Backbone: a catalogue name (`newspulse backbones list`; default "
+                                                  "NEWSPULSE_DEFAULT_BACKBONE, smollm2-135m), a preset (tiny|small|"
+                                                  "base), pretrain:<run>, var/runs/<run>, a model directory or a "
+                                                  "cached hub id.")] = None,
+    recipe: Annotated[str, typer.Option(help="frozen (features + heads, the CPU default) | lora | full (the GPU "
+                                             "default) | auto.")] = "auto",
     epochs: Annotated[int, typer.Option()] = 6,
     batch_size: Annotated[int, typer.Option()] = 32,
-    lr: Annotated[float, typer.Option()] = 3e-4,
-    lora: Annotated[bool, typer.Option(help="Train LoRA adapters instead of the full backbone.")] = False,
+    lr: Annotated[float | None, typer.Option(help="Default: 5e-5 for full fine-tuning of a pretrained "
+                                                  "backbone, else 3e-4.")] = None,
+    lora: Annotated[bool, typer.Option(help="The same as --recipe lora.")] = False,
     time_budget_s: Annotated[float | None, typer.Option()] = None,
     file: Annotated[list[str] | None, typer.Option(help="Your own labelled CSV/Parquet/JSONL file(s).")] = None,
     dataset_name: Annotated[str, typer.Option(help="Dataset name for --file rows.")] = "custom",
@@ -422,10 +430,23 @@ def finetune(
 ) -> None:
     """Fine-tune the sentiment and topic heads, evaluate next to the baseline, register the model."""
     _offline_env()
+    from models.catalogue import BackboneError, resolve
+
+    if recipe not in ("auto", "frozen", "lora", "full"):
+        console.print(f"[red]--recipe must be auto, frozen, lora or full, not {recipe!r}")
+        raise typer.Exit(2)
+    settings = get_settings()
+    try:  # a wrong --base is the user's mistake: one line, before any flow starts
+        with console.status("preparing the backbone"):
+            resolve(base or settings.default_backbone, settings.backbones_dir, settings.runs_dir)
+    except BackboneError as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(2) from None
     from flows.finetune import finetune_flow
 
     out = _run_flow(finetune_flow, sentiment_datasets=sentiment, topic_datasets=topic, topic_top_k=topic_top_k,
-                    base=base, epochs=epochs, batch_size=batch_size, lr=lr, lora=lora, time_budget_s=time_budget_s,
+                    base=base, recipe=recipe, epochs=epochs, batch_size=batch_size, lr=lr, lora=lora,
+                    time_budget_s=time_budget_s,
                     labelled_files=file, dataset_name=dataset_name, task=task, text_column=text_column,
                     label_column=label_column, label_map=_pairs(label_map, "--map-label"))
     console.print(out["card"], markup=False, highlight=False)

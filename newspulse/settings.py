@@ -107,6 +107,15 @@ class Settings(BaseSettings):
     # --- scoring -------------------------------------------------------------------------------
     torch_threads: int | None = Field(None, description="torch CPU threads for scoring (default: all cores).")
     score_device: str | None = Field(None, description="'cuda', 'cpu' or None for CUDA when available.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="Compute precision of model forward passes: 'auto' is bf16 autocast on CUDA and, "
+        "on a CPU, whatever a short cached matmul probe measures faster (bf16 only with native support); "
+        "'fp32' or 'bf16' force it.",
+    )
+    default_backbone: str = Field(
+        "smollm2-135m", description="Backbone fine-tuning starts from when none is named: a catalogue name "
+        "(`newspulse backbones list`), a preset, a checkpoint directory or pretrain:<run>.",
+    )
     score_shard_size: int = Field(5_000, ge=1, description="Articles per scoring shard (one task each).")
     score_max_rows_per_run: int | None = Field(
         200_000, description="Most articles one score run takes, newest first (a new champion's backlog "
@@ -254,6 +263,16 @@ class Settings(BaseSettings):
     def registry_dir(self) -> Path:
         """Versioned model directories (safetensors, tokenizer, card) live under here."""
         return self.home / "registry"
+
+    @property
+    def backbones_dir(self) -> Path:
+        """Converted pretrained backbones (safetensors model directories with their cards)."""
+        return self.home / "backbones"
+
+    @property
+    def precision_cache(self) -> Path:
+        """Per-machine answers of the bf16-vs-fp32 probe (models.precision)."""
+        return self.home / "machine" / "precision.json"
 
     @property
     def runs_dir(self) -> Path:

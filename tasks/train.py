@@ -71,17 +71,31 @@ def pretrain_backbone(corpus_path: str, run_dir: str, preset: str, vocab_size: i
     return {**asdict(result), "model_dir": str(run / "checkpoint" / "model"), "preset": preset}
 
 
-def resolve_base(settings: Settings, base: str) -> str:
-    """``pretrain:<run_name>`` -> that pretrain run's backbone directory; anything else unchanged.
+def resolve_base(settings: Settings, base: str | None) -> str:
+    """What a ``--base`` names, as something ``run_experiment`` loads: a preset name or a directory.
 
-    Lets a scheduled fine-tune name "whatever the weekly pretraining produced" without a path.
+    ``None`` is ``settings.default_backbone``. Catalogue names are converted into the backbone
+    store on first use; ``pretrain:<run>``, pretrain run folders and model directories resolve to
+    their model directory (:mod:`models.catalogue`). Raises ``BackboneError`` (one line) otherwise.
     """
-    if not base.startswith("pretrain:"):
-        return base
-    model_dir = settings.runs_dir / base.removeprefix("pretrain:") / "checkpoint" / "model"
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"{base}: no pretrained backbone at {model_dir}; run that pretrain first")
-    return str(model_dir)
+    from models.catalogue import resolve
+
+    resolved = resolve(base or settings.default_backbone, settings.backbones_dir, settings.runs_dir)
+    return resolved.ref
+
+
+def train_settings(settings: Settings, base: str, recipe: str) -> dict[str, Any]:
+    """``recipe`` ('auto' resolved: frozen on CPU for pretrained backbones, full on GPU and for
+    presets) and the compute ``precision`` (the cached per-machine probe on CPU, bf16 on CUDA)."""
+    import torch
+
+    from models.experiment import default_recipe
+    from models.precision import resolve_precision
+
+    on_gpu = torch.cuda.is_available()
+    recipe = default_recipe(base, on_gpu) if recipe == "auto" else recipe
+    precision = resolve_precision(settings.precision, "cuda" if on_gpu else "cpu", settings.precision_cache)
+    return {"recipe": recipe, "precision": precision}
 
 
 @task(name="finetune-and-evaluate", cache_policy=NO_CACHE)
