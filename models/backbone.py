@@ -94,6 +94,9 @@ def load_backbone(name_or_path: str | Path, tokenizer=None):
 
     local = Path(str(name_or_path)).is_dir()
     model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch.float32, local_files_only=local)
+    if getattr(model.config, "quantization_config", None):  # weights are de-quantised fp32 by now
+        delattr(model.config, "quantization_config")
+        model.hf_quantizer = None
     if tokenizer is not None:
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
             model.resize_token_embeddings(len(tokenizer))

@@ -150,10 +150,19 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> dict[str, Any]:
 
     from models.generate import quiet_transformers
 
-    with quiet_transformers():
-        tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-        lm = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
-                                                  dtype=torch.float32)
+    import functools
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(bar, disable=True)  # its per-tensor bar; the CLI shows a spinner
+    try:
+        with quiet_transformers():
+            tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+            lm = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
+                                                      dtype=torch.float32)
+    finally:
+        gguf_utils.tqdm = bar
     config = lm.config
     tok.model_max_length = int(config.max_position_embeddings)
     state = lm.state_dict()
@@ -162,6 +171,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     config.architectures = [type(lm).__name__]
+    if hasattr(config, "quantization_config"):  # the weights written are plain fp32, not GGUF
+        delattr(config, "quantization_config")
     config.save_pretrained(str(out_dir))
     lm.generation_config.save_pretrained(str(out_dir))
     tok.save_pretrained(str(out_dir))
@@ -271,9 +282,20 @@ def resolve(spec: str, store: Path, runs_dir: Path | None = None, *, fetch_missi
         raise BackboneError(f"{spec} is a path but holds no model (no config.json in it, its model/ or "
                             f"checkpoint/model/); name {_forms()}")
     looks_like_hub = "/" in spec.strip("/") or spec.replace("-", "").replace("_", "").replace(".", "").isalnum()
-    if looks_like_hub and not spec.startswith((".", "/", "~")):
+    if looks_like_hub and not spec.startswith((".", "/", "~")) and _hub_reachable(spec):
         return Resolved(spec, "hub", spec)
     raise BackboneError(f"unknown backbone {spec!r}: name {_forms()}")
+
+
+def _hub_reachable(repo_id: str) -> bool:
+    """True when ``repo_id`` is in the local Hugging Face cache, or downloads are allowed."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(repo_id, "config.json")
+    except ValueError:  # not a valid repo id
+        return False
+    return isinstance(cached, str) or not constants.HF_HUB_OFFLINE
 
 
 def describe_forms() -> str:

@@ -27,7 +27,7 @@ import pandas as pd
 from models.backbone import PRESETS, build_backbone, count_parameters, load_backbone, num_layers
 from models.baseline import TfidfLogReg, fit_ensemble_weight
 from models.evaluate import classification_metrics, plot_confusion_matrix
-from models.multihead import SENTIMENT_LABELS, HeadsConfig, from_backbone, multilayer
+from models.multihead import PROMPT, SENTIMENT_LABELS, HeadsConfig, from_backbone, multilayer
 from models.predict import predict
 from models.registry import jsonable
 from models.tokenizer import load_tokenizer, train_tokenizer
@@ -89,8 +89,10 @@ def run_experiment(
     work = out_dir / "work"
     lm, tok, backbone = _backbone(base, train.text.tolist(), work, vocab_size)
     pool = config.pool_layers or (multilayer(num_layers(lm.config)) if config.recipe == "frozen" else [-1])
+    # A pretrained LM reads an instruction around each text (PROMPT); a preset has nothing to follow.
+    prompt = config.prompt if config.prompt is not None else (None if base in PRESETS else PROMPT)
     heads = HeadsConfig(sentiment_labels=list(SENTIMENT_LABELS), topic_labels=topics, pool_layers=list(pool),
-                        recipe=config.recipe)
+                        recipe=config.recipe, prompt=prompt or None)
     model = from_backbone(lm, heads)
 
     t0 = time.perf_counter()

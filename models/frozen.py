@@ -36,7 +36,7 @@ def extract_features(model: MultiHeadGPT, tokenizer, texts: list[str], *, max_le
                      batch_size: int = 32, device: str = "cpu", precision: str | None = None,
                      progress: bool = False) -> np.ndarray:
     """What the heads read for ``texts``: (N, len(pool_layers) * d) float32, input order."""
-    ids, _, _ = encode_texts(tokenizer, texts, max_length)
+    ids, _, _ = encode_texts(tokenizer, texts, max_length, model.heads.prompt)
     _, _, feats = predict_ids(model, ids, tokenizer.pad_token_id, batch_size=batch_size, device=device,
                               progress=progress, precision=precision, features=True)
     return feats
@@ -100,7 +100,7 @@ def fit_frozen(model: MultiHeadGPT, tokenizer, train: pd.DataFrame, val: pd.Data
     texts = train.text.tolist() + val.text.tolist()
     feats = extract_features(model, tokenizer, texts, max_length=max_length, batch_size=batch_size,
                              device=device, precision=precision, progress=progress)
-    ids, _, _ = encode_texts(tokenizer, texts, max_length)
+    ids, _, _ = encode_texts(tokenizer, texts, max_length, model.heads.prompt)
     n_tokens = sum(len(r) for r in ids)
     feature_s = time.perf_counter() - t0
     x_train, x_val = feats[: len(train)], feats[len(train):]

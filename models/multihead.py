@@ -32,8 +32,13 @@ from torch.nn import functional as F
 from models.backbone import hidden_size, num_layers
 
 IGNORE = -100
+ADAPTER_DIR = "adapter"  # LoRA adapters (peft layout) beside an untouched base LM
 SENTIMENT_LABELS = ["negative", "neutral", "positive"]
 HEAD_NAMES = ("sentiment", "topic")
+# Chosen on PhraseBank (a real set the demo never trains on) among four templates: frozen SmolLM2
+# features trained on the synthetic stream reached 0.72 accuracy there with it, 0.62 without.
+PROMPT = ("Classify the sentiment of this financial news headline as positive, negative or neutral.\n"
+          "Headline: {text}\nSentiment:")
 
 
 @dataclass
@@ -47,6 +52,9 @@ class HeadsConfig:
     pool_layers: list[int] = field(default_factory=lambda: [-1])  # hidden_states indices, -1 = last
     recipe: str = "full"  # how the backbone was adapted: frozen | lora | full
     max_length: int | None = None  # tokens per text at training time; scoring uses the same
+    # An instruction every text is wrapped in ("...{text}..."), e.g. PROMPT for a pretrained LM:
+    # pooled states of a prompted text separate sentiment far better than the bare text's.
+    prompt: str | None = None
 
 
 def multilayer(n_layers: int, k: int = 3) -> list[int]:
@@ -163,14 +171,20 @@ class MultiHeadGPT(nn.Module):
 
     def save(self, out_dir: Path, tokenizer) -> None:
         """Write the LM (``save_pretrained``, safetensors), heads and tokenizer to ``out_dir``."""
-        from safetensors.torch import save_file
-
         from models.generate import quiet_transformers
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         with quiet_transformers():  # no "Writing model shards" bar per save
             self.causal_lm().save_pretrained(str(out_dir))
+        self.save_heads(out_dir, tokenizer)
+
+    def save_heads(self, out_dir: Path, tokenizer) -> None:
+        """Write the heads (safetensors + ``heads.json``) and the tokenizer, not the LM."""
+        from safetensors.torch import save_file
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
         save_file(self.head_state(), str(out_dir / "heads.safetensors"), metadata={"format": "pt"})
         (out_dir / "heads.json").write_text(json.dumps(asdict(self.heads), indent=2), encoding="utf-8")
         tokenizer.save_pretrained(str(out_dir))
@@ -180,7 +194,6 @@ class MultiHeadGPT(nn.Module):
         """Load a saved model directory; returns ``(model in eval mode, tokenizer)``."""
         from safetensors.torch import load_file
 
-        from models.generate import load_causal_lm
         from models.tokenizer import load_tokenizer
 
         model_dir = Path(model_dir)
@@ -188,7 +201,7 @@ class MultiHeadGPT(nn.Module):
         if not heads_path.is_file():
             raise FileNotFoundError(f"{model_dir} is not a NewsPulse model directory (no heads.json)")
         heads = HeadsConfig(**json.loads(heads_path.read_text(encoding="utf-8")))
-        model = cls(load_causal_lm(model_dir), heads)
+        model = cls(load_lm_with_adapter(model_dir), heads)
         state_file = model_dir / "heads.safetensors"
         state = load_file(str(state_file if state_file.is_file() else model_dir / "model.safetensors"))
         model.load_state_dict({k: v for k, v in state.items() if k.split(".", 1)[0] in HEAD_NAMES}, strict=False)
@@ -196,6 +209,26 @@ class MultiHeadGPT(nn.Module):
         if missing:
             raise RuntimeError(f"head weights missing from {model_dir}: {sorted(missing)}")
         return model.to(device).eval(), load_tokenizer(model_dir)
+
+
+def load_lm_with_adapter(model_dir: Path):
+    """The directory's causal LM with its LoRA adapters (``adapter/``, if any) merged in memory.
+
+    The files keep base and adapters apart, so ``generate`` reads the untouched pretrained LM.
+    """
+    import warnings
+
+    from models.generate import load_causal_lm
+
+    lm = load_causal_lm(model_dir)
+    adapter = Path(model_dir) / ADAPTER_DIR
+    if (adapter / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # peft's notes on fan_in_fan_out and deprecated helpers
+            lm = PeftModel.from_pretrained(lm, str(adapter)).merge_and_unload()
+    return lm
 
 
 def from_backbone(lm_model, heads: HeadsConfig) -> MultiHeadGPT:

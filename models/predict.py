@@ -88,23 +88,31 @@ class Predictions:
 
 def default_max_length(model, tokenizer) -> int:
     """Tokens per text when scoring: the heads' training length, else what model and tokenizer allow."""
-    n_positions = context_length(model.config)
-    trained = getattr(getattr(model, "heads", None), "max_length", None)
+    heads = getattr(model, "heads", None)
+    prefix, suffix = _prompt_ids(tokenizer, getattr(heads, "prompt", None))
+    n_positions = context_length(model.config) - len(prefix) - len(suffix)  # room left for the text
+    trained = getattr(heads, "max_length", None)
     tok_max = getattr(tokenizer, "model_max_length", None) or n_positions
     return int(min(trained or tok_max, tok_max, n_positions))
 
 
-def encode_texts(tokenizer, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], np.ndarray, np.ndarray]:
-    """Tokenize ``texts`` (no special tokens), truncating to ``max_length``.
+def encode_texts(tokenizer, texts: Sequence[str], max_length: int, prompt: str | None = None
+                 ) -> tuple[list[list[int]], np.ndarray, np.ndarray]:
+    """Tokenize ``texts`` (no special tokens), truncating each text to ``max_length`` tokens.
 
-    Returns ``(ids, n_tokens, truncated)``: ``ids[i]`` is never empty (an empty text becomes
-    ``[eos]``), ``n_tokens[i]`` is the number of the text's own tokens kept and ``truncated[i]``
-    says whether anything was dropped.
+    ``prompt`` (a template with one ``{text}``, see ``HeadsConfig.prompt``) wraps every text in
+    the same instruction; its tokens come on top of ``max_length`` and only the text is ever cut.
+    Returns ``(ids, n_tokens, truncated)``: ``ids[i]`` is never empty (an empty text without a
+    prompt becomes ``[eos]``), ``n_tokens[i]`` is the number of the text's own tokens kept and
+    ``truncated[i]`` says whether anything was dropped.
     """
     max_chars = max_length * MAX_CHARS_PER_TOKEN
     clean = ["" if t is None else str(t) for t in texts]
     char_cut = np.array([len(t) > max_chars for t in clean], dtype=bool)
     clipped = [t[:max_chars] for t in clean]
+    prefix, suffix = _prompt_ids(tokenizer, prompt)
+    if prompt and prompt.split("{text}", 1)[0].endswith(" "):
+        clipped = [" " + t if t else t for t in clipped]  # the space belongs to the text's first token
     # max_length + 1 so that "exactly max_length tokens" and "more than that" can be told apart.
     enc = tokenizer(clipped, add_special_tokens=False, truncation=True, max_length=max_length + 1,
                     verbose=False)["input_ids"] if clipped else []
@@ -114,8 +122,20 @@ def encode_texts(tokenizer, texts: Sequence[str], max_length: int) -> tuple[list
         if len(row) > max_length:
             row, truncated[i] = row[:max_length], True
         n_tokens[i] = len(row)
-        ids.append(list(row) if row else [eos])
+        full = prefix + list(row) + suffix
+        ids.append(full if full else [eos])
     return ids, n_tokens, truncated
+
+
+def _prompt_ids(tokenizer, prompt: str | None) -> tuple[list[int], list[int]]:
+    """Token ids of the template before and after ``{text}`` (the space before it goes to the text)."""
+    if not prompt:
+        return [], []
+    if prompt.count("{text}") != 1:
+        raise ValueError(f"a prompt needs exactly one {{text}} placeholder: {prompt!r}")
+    before, after = prompt.split("{text}")
+    tok = lambda s: list(tokenizer(s, add_special_tokens=False)["input_ids"]) if s else []  # noqa: E731
+    return tok(before.rstrip(" ")), tok(after)
 
 
 def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,10 +216,10 @@ def predict(
     the module docstring for long and empty texts.
     """
     limit = default_max_length(model, tokenizer)
-    max_length = limit if max_length is None else max(1, min(int(max_length), context_length(model.config)))
+    max_length = limit if max_length is None else max(1, min(int(max_length), limit))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    ids, n_tokens, truncated = encode_texts(tokenizer, texts, max_length)
+    ids, n_tokens, truncated = encode_texts(tokenizer, texts, max_length, model.heads.prompt)
     sent, topic, emb = predict_ids(model, ids, tokenizer.pad_token_id, batch_size=batch_size, device=device,
                                    progress=progress, precision=precision)
     return Predictions(sentiment_probs=sent, topic_probs=topic, embeddings=emb, truncated=truncated,

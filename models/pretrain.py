@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from models.backbone import context_length
+
 STATE, MODEL, PREFIX, TMP_PREFIX = "state.pt", "model", "ckpt-", ".tmp-ckpt-"
 
 
@@ -227,8 +229,8 @@ def pretrain(
 
     train = torch.from_numpy(pack_tokens(tokenizer, train_texts).astype(np.int64))
     val = torch.from_numpy(pack_tokens(tokenizer, val_texts).astype(np.int64))
-    # GPT-2 has n_positions position embeddings; tiny corpora get shorter windows.
-    block = min(config.block_size, int(lm_model.config.n_positions), len(train) - 1)
+    # The model has context_length positions; tiny corpora get shorter windows.
+    block = min(config.block_size, context_length(lm_model.config), len(train) - 1)
     if block < 1:
         raise ValueError("training texts give fewer than 2 tokens")
     val_block = min(block, len(val) - 1)

@@ -22,9 +22,10 @@ Recipes (``config.recipe``, recorded in ``heads.json`` and on the card):
 * ``full``: every weight trains (the GPU default).
 * ``lora``: the backbone is wrapped with peft LoRA on its architecture's projections
   (:data:`models.backbone.LORA_TARGETS`: ``c_attn``/``c_proj``/``c_fc`` on GPT-2, the q/k/v/o and
-  MLP projections on Llama, peft's ``all-linear`` elsewhere) while the heads train fully; saved
-  checkpoints are merged (``merge_and_unload``) so what lands on disk, and ``model`` at the end,
-  is a plain MultiHeadGPT.
+  MLP projections on Llama, peft's ``all-linear`` elsewhere) while the heads train fully. On disk
+  the base LM stays as it was and the adapters sit beside it (``adapter/``, peft's safetensors),
+  so ``generate`` uses the untouched pretrained LM; loading for scoring merges them in memory
+  (:meth:`MultiHeadGPT.load`), and ``model`` at the end is a plain, merged MultiHeadGPT.
 * ``frozen``: :mod:`models.frozen` (no loop here: pooled features once, then the heads).
 
 Both trained recipes can add GPT-1's auxiliary LM loss (``lm_weight``), which keeps the LM head
@@ -34,7 +35,6 @@ CPUs whose probe says it is faster) or ``fp32``.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 import warnings
@@ -47,7 +47,7 @@ import torch
 from sklearn.metrics import f1_score
 
 from models.backbone import context_length
-from models.multihead import IGNORE, MultiHeadGPT
+from models.multihead import ADAPTER_DIR, IGNORE, MultiHeadGPT, load_lm_with_adapter
 from models.predict import encode_texts, pad_batch, predict_ids
 
 HEADS = ("sentiment", "topic")
@@ -76,6 +76,7 @@ class TrainConfig:
     lm_weight: float = 0.0  # auxiliary next-token loss weight (GPT-1 used 0.5)
     precision: str = "auto"  # auto | fp32 | bf16; "auto" is bf16 on CUDA, fp32 on CPU here
     pool_layers: list[int] | None = None  # hidden-state layers the heads read; None = recipe default
+    prompt: str | None = None  # template around each text; None = PROMPT for pretrained backbones, "" = none
 
     def __post_init__(self) -> None:
         if self.lora:
@@ -121,7 +122,7 @@ def encode_labels(values: pd.Series | list, labels: list[str]) -> np.ndarray:
 
 def _encode_frame(model: MultiHeadGPT, tokenizer, df: pd.DataFrame, max_length: int) -> dict:
     """Tokenize a frame once: ids (list of lists), labels per head (N,) and real-token counts (N,)."""
-    ids, _, _ = encode_texts(tokenizer, df["text"].tolist(), max_length)
+    ids, _, _ = encode_texts(tokenizer, df["text"].tolist(), max_length, model.heads.prompt)
     out = {"ids": ids}
     for head in HEADS:
         labels = getattr(model.heads, f"{head}_labels")
@@ -184,13 +185,17 @@ def _wrap_lora(model: MultiHeadGPT, config: TrainConfig) -> None:
         model.lm = get_peft_model(model.lm, lcfg)
 
 
-def _plain(model: MultiHeadGPT) -> MultiHeadGPT:
-    """``model`` itself, or a merged deep copy when its backbone is a LoRA wrapper (for saving)."""
-    if not hasattr(model.lm, "merge_and_unload"):
-        return model
-    merged = copy.deepcopy(model)
-    merged.lm = merged.lm.merge_and_unload()
-    return merged
+def _save_best(model: MultiHeadGPT, tokenizer, out_dir: Path) -> None:
+    """Write the best epoch: the whole model, or (LoRA) only the adapters and the heads.
+
+    Under LoRA the base LM never changes, so it was written once before training; an epoch adds
+    ``adapter/`` (peft ``save_pretrained``: safetensors) next to it.
+    """
+    if hasattr(model.lm, "peft_config"):
+        model.lm.save_pretrained(str(Path(out_dir) / ADAPTER_DIR))
+        model.save_heads(out_dir, tokenizer)
+    else:
+        model.save(out_dir, tokenizer)
 
 
 def finetune(
@@ -237,6 +242,7 @@ def finetune(
     rows = [(tr["ids"][i], int(tr["sentiment"][i]), int(tr["topic"][i])) for i in keep]
 
     if config.recipe == "lora":
+        model.save(out_dir, tokenizer)  # the base LM, once: LoRA leaves its weights as they are
         _wrap_lora(model, config)
     model.train()
     optimizer = torch.optim.AdamW(_param_groups(model, config), betas=(0.9, 0.999), eps=1e-8)
@@ -289,7 +295,7 @@ def finetune(
         if score > best_score:
             best_epoch, best_score, bad_epochs = epoch, score, 0
             if accelerator.is_main_process:
-                _plain(raw).save(out_dir, tokenizer)
+                _save_best(raw, tokenizer, out_dir)
         else:
             bad_epochs += 1
         accelerator.wait_for_everyone()
@@ -300,15 +306,11 @@ def finetune(
     from safetensors.torch import load_file
 
     model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
-    if hasattr(model.lm, "merge_and_unload"):
-        model.lm = model.lm.merge_and_unload()
-        for p in model.parameters():  # peft froze the base weights; a plain model trains fully
-            p.requires_grad_(True)
     # safetensors names devices "cpu" or "cuda:N"; gloo DDP on CPU reports "cpu:0".
     device = "cpu" if accelerator.device.type == "cpu" else str(accelerator.device)
-    from models.generate import load_causal_lm
-
-    model.lm = load_causal_lm(out_dir).to(device)
+    model.lm = load_lm_with_adapter(out_dir).to(device)
+    for p in model.parameters():  # peft froze the base weights; a plain model trains fully
+        p.requires_grad_(True)
     model.load_state_dict(load_file(str(out_dir / "heads.safetensors"), device=device), strict=False)
     model.eval()
     if accelerator.num_processes > 1:  # throughput of the whole job, not of one process

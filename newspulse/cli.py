@@ -112,7 +112,8 @@ def demo(
     articles_per_day: Annotated[int, typer.Option(help="Synthetic articles per day.")] = 400,
     users: Annotated[int, typer.Option(help="Synthetic users with click logs.")] = 300,
     train: Annotated[bool, typer.Option(help="Also pretrain + fine-tune a model (a few minutes).")] = True,
-    preset: Annotated[str, typer.Option(help="Backbone preset for the demo model.")] = "small",
+    base: Annotated[str | None, typer.Option(help="Backbone for the demo model (default: NEWSPULSE_DEFAULT_BACKBONE, "
+                                                  "smollm2-135m; a preset such as small is pretrained first).")] = None,
 ) -> None:
     """Generate the demo stream, ingest and validate it, train a model, print what landed where."""
     _offline_env()
@@ -129,7 +130,7 @@ def demo(
         out = _run_flow(
             pipeline_flow, seed=seed, days=days, articles_per_day=articles_per_day, n_users=users,
             datasets=DEFAULT_DATASETS if data_dir else None, data_dir=str(data_dir) if data_dir else None,
-            train=train, preset=preset,
+            train=train, base=base,
         )
         batches = out["batches"]
         if batches:
@@ -151,8 +152,9 @@ def demo(
         if "model" in out:
             pre = out["pretrain"]
             console.rule("[bold]Model")
-            console.print(f"pretraining: {pre['steps']} steps, validation perplexity {pre['val_perplexity']:.1f}, "
-                          f"{pre['tokens_per_s']:.0f} tokens/s")
+            if pre:
+                console.print(f"pretraining: {pre['steps']} steps, validation perplexity {pre['val_perplexity']:.1f}, "
+                              f"{pre['tokens_per_s']:.0f} tokens/s")
             console.print(out["model"]["card"], markup=False, highlight=False)
             console.print(f"[bold]{out['model']['model_version']}[/bold]: {out['model']['reason']}")
         _print_monitoring(out, settings, receiver)

@@ -155,10 +155,15 @@ def _launch_experiment(examples: Path, out_dir: Path, base: str, train_config: d
 @task(name="register-model", cache_policy=NO_CACHE)
 def register_model(settings: Settings, info: dict[str, Any], out_dir: str, data: dict[str, Any],
                    pretrained_from: str | None = None) -> dict[str, Any]:
-    """Store the version, record it, promote it only if it beats the champion; publish the card."""
-    from models.registry import model_card, new_version, should_promote, store_version, write_manifest
+    """Store the version, record it, promote it only if it beats the champion; publish the card.
 
+    The gate (:mod:`models.selection`) scores the candidate and the current champion on the same
+    rows, the candidate's held-out ``select`` half of validation, and promotes only when a paired
+    bootstrap says the candidate wins; a champion validated on an older split is re-scored, so new
+    labels never block promotion.
+    """
     from models.experiment import served_summary
+    from models.registry import model_card, new_version, store_version, write_manifest
 
     version = new_version()
     info = {**info, "val_split_id": data["val_split_id"]}
@@ -167,10 +172,11 @@ def register_model(settings: Settings, info: dict[str, Any], out_dir: str, data:
                         *data["datasets"].get("sentiment", []), *data["datasets"].get("topic", [])]}
     with writer_slot(settings), connect(settings) as con:
         current = db_registry.champion(con)
-    promote, reason = should_promote(info, current)
-    info["promotion"] = {"promoted": promote, "reason": reason,
-                         "champion_before": current["model_version"] if current else None}
     version_dir = store_version(settings.registry_dir, version, Path(out_dir) / "model")
+    write_manifest(version_dir, info)  # the candidate must load (ServedModel) before the gate scores it
+    promote, reason, evidence = champion_gate(settings, data["path"], version_dir, current)
+    info["promotion"] = {"promoted": promote, "reason": reason, "evidence": evidence,
+                         "champion_before": current["model_version"] if current else None}
     card = model_card(version, info)
     (version_dir / "MODEL_CARD.md").write_text(card, encoding="utf-8")
     write_manifest(version_dir, info)
@@ -190,7 +196,49 @@ def register_model(settings: Settings, info: dict[str, Any], out_dir: str, data:
     shutil.rmtree(Path(out_dir) / "work", ignore_errors=True)
     get_run_logger().info("registered %s: %s", version, reason)
     return {"model_version": version, "promoted": promote, "reason": reason, "path": str(version_dir),
-            "card": card, "val_scores": info["val_scores"], "served": info["served"]}
+            "card": card, "val_scores": info["val_scores"], "served": info["served"],
+            "golden": info.get("golden")}
+
+
+def champion_gate(settings: Settings, examples_path: str, candidate_dir: Path,
+                  champion: dict[str, Any] | None) -> tuple[bool, str, dict[str, Any]]:
+    """``(promote, reason, evidence)``: both models scored on the candidate's ``select`` rows."""
+    import numpy as np
+    import pandas as pd
+
+    from models.experiment import selection_halves
+    from models.selection import gate
+    from models.serving import ServedModel
+
+    if champion is None:
+        return True, "There is no champion yet, so the first model is promoted.", {}
+    champ_dir = Path(champion["artifact_path"])
+    precision = train_settings(settings, str(candidate_dir), "full")["precision"]
+    try:
+        champ = ServedModel(champ_dir, precision=precision)
+    except (OSError, ValueError, RuntimeError) as exc:  # a champion that cannot load cannot serve either
+        return True, (f"Promoted: the champion {champion['model_version']} cannot be loaded from {champ_dir} "
+                      f"({type(exc).__name__}), so it cannot serve."), {}
+    cand = ServedModel(candidate_dir, precision=precision)
+    df = pd.read_parquet(examples_path)
+    val = df[df.split == "validation"].reset_index(drop=True)
+    rows = val[selection_halves(val.article_id)] if len(val) >= 20 else val
+    pc, _ = cand.score(rows.text.tolist())
+    ph, _ = champ.score(rows.text.tolist())
+    pairs_c, pairs_h, labels = {}, {}, {}
+    for head in ("sentiment", "topic"):
+        names = getattr(cand.model.heads, f"{head}_labels")
+        if not names or names != getattr(champ.model.heads, f"{head}_labels") or head not in rows:
+            continue
+        mask = rows[head].notna().to_numpy()
+        if not mask.any():
+            continue
+        index = {n: i for i, n in enumerate(names)}
+        y = np.array([index[v] for v in rows[head][mask]])
+        pairs_c[head] = (y, np.array([index[v] for v in pc[f"{head}_label"][mask]]))
+        pairs_h[head] = (y, np.array([index[v] for v in ph[f"{head}_label"][mask]]))
+        labels[head] = names
+    return gate(pairs_c, pairs_h, labels)
 
 
 def card_with_pictures(card: str, version_dir: Path) -> str:

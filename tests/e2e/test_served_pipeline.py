@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 REPO = Path(__file__).resolve().parents[2]
 OUTPUT = REPO / "test-output" / "e2e"  # screenshots and page dumps (gitignored)
-TINY_PIPELINE = {"seed": 7, "days": 4, "articles_per_day": 150, "n_users": 30, "preset": "tiny",
+TINY_PIPELINE = {"seed": 7, "days": 4, "articles_per_day": 150, "n_users": 30, "base": "tiny",
                  "pretrain_budget_s": 10.0, "finetune_budget_s": 20.0}
 FLOWS = {"ingest", "pretrain", "finetune", "score", "monitor", "recommend", "pipeline"}
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -152,7 +152,7 @@ def test_pipeline_deployment_runs_the_whole_chain(stack: dict[str, Any]) -> None
     stack["pipeline_s"] = time.monotonic() - started
     stack["pipeline_run"] = run
     assert run.state is not None and run.state.is_completed(), run.state
-    assert run.name == "pipeline-seed7-4d-tiny"
+    assert run.name == "pipeline-seed7-4d"
 
     with _client(stack) as c:
         children = c.read_flow_runs(flow_run_filter=FlowRunFilter(
@@ -258,7 +258,7 @@ def test_ui_renders_the_run_and_our_artifacts(stack: dict[str, Any], tmp_path: P
     ui, run, arts = stack["served"].ui_url, stack["pipeline_run"], stack["artifacts"]
 
     page = _browse(f"{ui}/runs/flow-run/{run.id}", "flow-run", tmp_path)
-    assert "pipeline-seed7-4d-tiny" in page and "Completed" in page
+    assert "pipeline-seed7-4d" in page and "Completed" in page
 
     page = _browse(f"{ui}/artifacts/artifact/{arts['score-run']}", "artifact-score-run", tmp_path)
     assert "docs_per_s" in page and "rows_inserted" in page and "Scoring run s" in page
