@@ -15,6 +15,7 @@ from typing import Any
 from prefect import flow
 
 from flows.ingest import ingest_flow
+from models.backbone import is_large_pretrained
 from newspulse.settings import get_settings
 from tasks.train import export_training_data, finetune_and_evaluate, register_model, resolve_base, train_settings
 from tasks.warehouse import migrate_warehouse
@@ -66,7 +67,7 @@ def finetune_flow(
     config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "max_length": max_length,
               "time_budget_s": time_budget_s, "seed": seed,
               **train_settings(settings, base, "lora" if lora else recipe)}
-    pretrained = Path(base).is_dir()
+    pretrained = is_large_pretrained(base)
     if config["recipe"] in ("lora", "full") and pretrained:
         config["lm_weight"] = 0.5  # GPT-1's auxiliary LM loss keeps a pretrained LM head usable
     if lr is None:  # a pretrained backbone fully fine-tuned wants a small step; adapters and new nets more

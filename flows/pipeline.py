@@ -23,6 +23,7 @@ from flows.pretrain import pretrain_flow
 from flows.recommend import recommend_flow
 from flows.score import score_flow
 from newspulse.settings import get_settings
+from sources.seed_labels import SEED_DATASET, SEED_HEADLINES
 from tasks.demo import generate_demo_stream
 
 DEFAULT_DATASETS = [
@@ -44,9 +45,12 @@ def pipeline_flow(
     pretrain_budget_s: float = 90.0,
     finetune_budget_s: float = 150.0,
     max_length: int = 48,
+    seed_labels: bool = True,
 ) -> dict[str, Any]:
     """Generate the demo stream, ingest it (plus ``datasets`` from ``data_dir``), then train.
 
+    ``seed_labels`` also ingests the 600 hand-written realistic headlines the project ships
+    (:mod:`sources.seed_labels`) and trains the sentiment head on them next to the stream's labels.
     ``base`` is the backbone (default ``settings.default_backbone``); a preset (``tiny``,
     ``small``) is pretrained on the corpus first. ``max_length`` caps the tokens per text a
     pretrained backbone reads (the headline and the first sentence). Budgets keep the demo within
@@ -60,12 +64,15 @@ def pipeline_flow(
     # Bad records are part of the demo: the run must not fail on them, they go to quarantine.
     batches = ingest_flow(files=[paths["articles"], paths["labels"]], source="synthetic")
     batches += ingest_flow(files=[paths["behaviors"]], source="synthetic", file_format="mind_behaviors")
+    if seed_labels:  # real-world phrasings the templates lack (validated like any labelled file)
+        batches += ingest_flow(files=[str(SEED_HEADLINES)], source=SEED_DATASET,
+                               defaults={"dataset": SEED_DATASET, "task": "sentiment"})
     if datasets:
         batches += ingest_flow(datasets=datasets, data_dir=data_dir or str(settings.data_dir))
     result: dict[str, Any] = {"paths": paths, "batches": batches}
     if train:
         result.update(_train(base or settings.default_backbone, pretrain_budget_s, finetune_budget_s, seed,
-                             real=bool(datasets), max_length=max_length))
+                             real=bool(datasets), max_length=max_length, seed_labels=seed_labels))
 
     # The champion (new, or from an earlier run) scores what it has not seen; the monitor
     # windows the scores and raises alerts. Both are no-ops when there is nothing new.
@@ -78,7 +85,7 @@ def pipeline_flow(
 
 
 def _train(base: str, pretrain_budget_s: float, finetune_budget_s: float, seed: int, real: bool,
-           max_length: int) -> dict[str, Any]:
+           max_length: int, seed_labels: bool) -> dict[str, Any]:
     """Heads on the backbone (subflows); a preset backbone gets a short domain pretraining first."""
     from models.backbone import PRESETS
 
@@ -89,7 +96,7 @@ def _train(base: str, pretrain_budget_s: float, finetune_budget_s: float, seed: 
     model = finetune_flow(
         # With the public datasets the heads learn PhraseBank sentiment and AG News topics *and* the
         # demo stream's own labels, so the monitor can still be judged on the injected episodes.
-        sentiment_datasets=["phrasebank_50agree", "synthetic"] if real else ["synthetic"],
+        sentiment_datasets=(["phrasebank_50agree"] if real else []) + ["synthetic"] + ([SEED_DATASET] if seed_labels else []),
         topic_datasets=["ag_news", "synthetic"] if real else ["synthetic"],
         base=pre["model_dir"] if pre else base, epochs=4, time_budget_s=finetune_budget_s, seed=seed,
         run_name="demo-finetune", max_length=128 if pre else max_length,

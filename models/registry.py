@@ -207,6 +207,33 @@ def _head_section(head: str, splits: dict[str, dict[str, Any]], info: dict[str, 
     return lines
 
 
+def _served_lines(info: dict[str, Any]) -> list[str]:
+    """What is really served, per head, in one line each (the first thing a reader needs)."""
+    served = info.get("served") or {}
+    if not served:
+        return []
+    weights = info.get("ensemble_weight") or {}
+    out = ["## Served", ""]
+    for head, kind in served.items():
+        w = weights.get(head)
+        what = {"gpt": "the GPT head alone", "baseline": "**the TF-IDF baseline** (the GPT earned less than 0.2 "
+                f"of the best mix{f', w={w:.2f}' if w is not None else ''})",
+                "ensemble": f"GPT + TF-IDF ensemble (w={w:.2f} on the GPT)" if w is not None else "an ensemble"}
+        out.append(f"- {head}: {what.get(kind, kind)}")
+    return [*out, ""]
+
+
+def _golden_lines(golden: dict[str, Any] | None) -> list[str]:
+    """Sentiment accuracy on the shipped real-text golden set, next to the synthetic/held-out figures."""
+    if not golden:
+        return []
+    rows = [{"model": name, "n": golden.get("n"), "accuracy": m.get("accuracy"), "macro-F1": m.get("macro_f1")}
+            for name, m in golden.items() if isinstance(m, dict)]
+    return ["## Real-text golden set (sentiment)", "",
+            f"{golden.get('n')} realistic headlines with real company names, written by the NewsPulse developers "
+            "(models/golden/); never used for training or selection.", "", metrics_table(rows), ""]
+
+
 def model_card(version: str, info: dict[str, Any]) -> str:
     """Markdown model card: backbone, data, training, metrics vs baseline, calibration, promotion.
 
@@ -220,10 +247,13 @@ def model_card(version: str, info: dict[str, Any]) -> str:
     training = info.get("training") or {}
     promotion = info.get("promotion") or {}
     sizes = data.get("split_sizes") or {}
-    lines = [f"# Model card: {version}", "", "## Backbone", "",
+    lines = [f"# Model card: {version}", "", *_served_lines(info), "## Backbone", "",
              f"- preset: {_fmt(backbone.get('preset'))}",
              f"- checkpoint: {_fmt(backbone.get('checkpoint'))}",
-             f"- parameters: {_fmt(info.get('parameters', backbone.get('parameters')))}", "",
+             f"- parameters: {_fmt(info.get('parameters', backbone.get('parameters')))}",
+             f"- recipe: {_fmt(info.get('recipe'))} (trainable parameters: "
+             f"{_fmt(info.get('trainable_parameters'))})",
+             f"- prompt: {_fmt((info.get('heads') or {}).get('prompt'))!r}", "",
              "## Data", "",
              f"- snapshot: {_fmt(data.get('snapshot'))}",
              f"- datasets: {', '.join(data.get('datasets') or []) or 'not recorded'}",
@@ -245,6 +275,7 @@ def model_card(version: str, info: dict[str, Any]) -> str:
         lines += ["No metrics were recorded.", ""]
     for head, splits in metrics.items():
         lines += _head_section(head, splits, info)
+    lines += _golden_lines(info.get("golden"))
     promoted = promotion.get("promoted")
     decision = "not recorded" if promoted is None else ("promoted" if promoted else "not promoted")
     lines += ["## Promotion", "", f"- decision: **{decision}**",

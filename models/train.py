@@ -46,9 +46,8 @@ import pandas as pd
 import torch
 from sklearn.metrics import f1_score
 
-from models.backbone import context_length
 from models.multihead import ADAPTER_DIR, IGNORE, MultiHeadGPT, load_lm_with_adapter
-from models.predict import encode_texts, pad_batch, predict_ids
+from models.predict import encode_texts, pad_batch, predict_ids, text_budget
 
 HEADS = ("sentiment", "topic")
 RECIPES = ("frozen", "lora", "full")
@@ -77,6 +76,7 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16; "auto" is bf16 on CUDA, fp32 on CPU here
     pool_layers: list[int] | None = None  # hidden-state layers the heads read; None = recipe default
     prompt: str | None = None  # template around each text; None = PROMPT for pretrained backbones, "" = none
+    headline_view: bool = True  # also train on each article's title alone (models.experiment.with_headline_view)
 
     def __post_init__(self) -> None:
         if self.lora:
@@ -185,6 +185,20 @@ def _wrap_lora(model: MultiHeadGPT, config: TrainConfig) -> None:
         model.lm = get_peft_model(model.lm, lcfg)
 
 
+def _match_mixed_precision(mode: str) -> None:
+    """Let this process train in another precision than its previous fine-tune did.
+
+    accelerate keeps the mixed-precision mode in a process-wide singleton and refuses a second
+    Accelerator with another mode; a long-lived worker (or a test session) fine-tunes many models.
+    Only that part is reset: the process group (``PartialState``) of a torchrun job is kept.
+    """
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and str(state.get("_mixed_precision", mode)) != mode:
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
 def _save_best(model: MultiHeadGPT, tokenizer, out_dir: Path) -> None:
     """Write the best epoch: the whole model, or (LoRA) only the adapters and the heads.
 
@@ -225,6 +239,7 @@ def finetune(
     set_seed(config.seed)  # python, numpy, torch (+ CUDA) RNGs
     on_cpu = distributed_state().device.type == "cpu"
     precision = config.precision if config.precision != "auto" else ("fp32" if on_cpu else "bf16")
+    _match_mixed_precision("bf16" if precision == "bf16" else "no")
     accelerator = Accelerator(
         cpu=on_cpu,
         mixed_precision="bf16" if precision == "bf16" else "no",  # CPU: only where the probe says so
@@ -232,7 +247,7 @@ def finetune(
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     pad_id = tokenizer.pad_token_id
-    max_length = min(config.max_length, context_length(model.config))
+    max_length = text_budget(model, tokenizer, config.max_length)
     model.heads.max_length, model.heads.recipe = max_length, config.recipe
     tr = _encode_frame(model, tokenizer, train, max_length)
     va = _encode_frame(model, tokenizer, val, max_length)

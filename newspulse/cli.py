@@ -388,22 +388,40 @@ def migrate() -> None:
 
 @app.command()
 def pretrain(
-    preset: Annotated[str, typer.Option(help="Backbone preset: tiny | small | base.")] = "small",
+    base: Annotated[str, typer.Option(help="A pretrained backbone to train further (smollm2-135m, a model "
+                                           "directory) or a preset trained from scratch (tiny | small | base).")] = "small",
     run_name: Annotated[str, typer.Option(help="Run folder; re-running the same name resumes.")] = "pretrain",
+    incremental: Annotated[bool, typer.Option(help="Only articles ingested since this run name's last run.")] = False,
+    steps_per_run: Annotated[int | None, typer.Option(help="Train this many more steps than the checkpoint has.")] = None,
     max_steps: Annotated[int, typer.Option()] = 2000,
     batch_size: Annotated[int, typer.Option()] = 16,
     time_budget_s: Annotated[float | None, typer.Option(help="Stop (and checkpoint) after this long.")] = None,
     vocab_size: Annotated[int, typer.Option()] = 8000,
     max_docs: Annotated[int | None, typer.Option(help="Use at most this many articles.")] = None,
 ) -> None:
-    """Domain-adaptive pretraining of the GPT backbone on the ingested corpus (resumable)."""
+    """Domain-adaptive (continued) causal-LM pretraining on the ingested corpus (resumable)."""
     _offline_env()
+    from models.catalogue import BackboneError, resolve
+
+    settings = get_settings()
+    try:
+        resolve(base, settings.backbones_dir, settings.runs_dir)
+    except BackboneError as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(2) from None
     from flows.pretrain import pretrain_flow
 
-    out = _run_flow(pretrain_flow, run_name=run_name, preset=preset, max_steps=max_steps, batch_size=batch_size,
-                    time_budget_s=time_budget_s, vocab_size=vocab_size, max_docs=max_docs)
-    console.print(f"steps {out['steps']} (resumed from {out['resumed_from']}), val perplexity "
-                  f"{out['val_perplexity']:.1f}, {out['tokens_per_s']:.0f} tokens/s -> {out['model_dir']}")
+    out = _run_flow(pretrain_flow, run_name=run_name, base=base, incremental=incremental, steps_per_run=steps_per_run,
+                    max_steps=max_steps, batch_size=batch_size, time_budget_s=time_budget_s, vocab_size=vocab_size,
+                    max_docs=max_docs)
+    if out.get("skipped"):
+        console.print(f"no new articles: {out['model_dir']} is unchanged")
+        return
+    before = out.get("val_perplexity_before")
+    console.print(f"steps {out['steps']} (resumed from {out['resumed_from']}) on {out['corpus']['written']} articles "
+                  f"({out['corpus']['excluded']} labelled left out); held-out perplexity "
+                  f"{f'{before:.1f} -> ' if before else ''}{out['val_perplexity']:.1f}, {out['tokens_per_s']:.0f} "
+                  f"tokens/s -> {out['model_dir']}")
 
 
 @app.command()
@@ -724,7 +742,7 @@ def predict(
         raise typer.Exit(2)
     texts = df[text_column].astype("string").fillna("").tolist()
     notes = ["empty text" if not t.strip() else ("invalid bytes replaced" if "\ufffd" in t else "") for t in texts]
-    served = ServedModel(Path(row["artifact_path"]))
+    served = ServedModel(Path(row["artifact_path"]), precision=_precision())
     scored = served.predict_frame(texts, batch_size=batch_size)
     notes = [n or ("truncated to the model's context" if tr else "") for n, tr in zip(notes, scored.pop("truncated"), strict=True)]
     out = pd_concat(df, scored)
@@ -733,6 +751,17 @@ def predict(
     _write_table(out, output)
     console.print(f"scored {len(out)} rows with {row['model_version']} ({row['served']}) -> {output}; "
                   f"{sum(1 for n in notes if n)} row(s) with a note")
+
+
+def _precision() -> str:
+    """bf16 or fp32 for this machine's forward passes (NEWSPULSE_PRECISION; 'auto' probes once, cached)."""
+    import torch
+
+    from models.precision import resolve_precision
+
+    settings = get_settings()
+    return resolve_precision(settings.precision, "cuda" if torch.cuda.is_available() else "cpu",
+                             settings.precision_cache)
 
 
 def pd_concat(left: "Any", right: "Any") -> "Any":
@@ -746,7 +775,8 @@ def pd_concat(left: "Any", right: "Any") -> "Any":
 @app.command()
 def generate(
     prompt: Annotated[str, typer.Argument()],
-    model: Annotated[str, typer.Option(help="A version, `champion`, or a model directory.")] = "champion",
+    model: Annotated[str, typer.Option(help="A version, `champion`, a model directory, or a catalogue backbone "
+                                            "(smollm2-135m).")] = "champion",
     max_new_tokens: Annotated[int, typer.Option()] = 40,
     top_p: Annotated[float, typer.Option()] = 0.9,
     temperature: Annotated[float, typer.Option()] = 0.8,
@@ -755,7 +785,15 @@ def generate(
     """Continue a prompt with the language-model head of a model."""
     from models.generate import generate_text
 
+    from models.catalogue import SHIPPED, BackboneError, resolve
+
     path = Path(model)
+    if model in SHIPPED:
+        try:
+            path = Path(resolve(model, get_settings().backbones_dir).ref)
+        except BackboneError as exc:
+            console.print(f"[red]{exc}")
+            raise typer.Exit(2) from None
     if not path.is_dir():
         from warehouse.registry import get_model
 

@@ -7,6 +7,7 @@ registry row and the champion alias are written under the DuckDB writer slot.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -40,35 +41,94 @@ def export_training_data(settings: Settings, run_dir: str, sentiment_datasets: l
 
 
 @task(name="export-corpus", cache_policy=NO_CACHE)
-def export_corpus(settings: Settings, run_dir: str, sources: list[str] | None = None, max_docs: int | None = None) -> str:
-    """Article texts for LM pretraining -> ``corpus.parquet``."""
+def export_corpus(settings: Settings, run_dir: str, sources: list[str] | None = None, max_docs: int | None = None,
+                  incremental: bool = False) -> dict[str, Any]:
+    """Article texts for LM pretraining -> ``corpus.parquet``; every labelled text is left out.
+
+    ``incremental``: only articles ingested after the previous export of this run folder (its
+    ``corpus_state.json`` watermark), so each weekly run trains on what arrived since the last.
+    Returns ``{path, written, excluded, since, watermark}``.
+    """
     path = Path(run_dir) / "corpus.parquet"
+    state_path = Path(run_dir) / "corpus_state.json"
+    since = None
+    if incremental and state_path.is_file():
+        since = json.loads(state_path.read_text(encoding="utf-8")).get("watermark")
     with writer_slot(settings), connect(settings) as con:
-        n = write_corpus(con, path, sources=sources, max_docs=max_docs).written
-    get_run_logger().info("corpus: %d documents", n)
-    return str(path)
+        watermark = con.execute("SELECT max(ingested_at) FROM articles").fetchone()[0]
+        counts = write_corpus(con, path, sources=sources, max_docs=max_docs, since=since)
+    get_run_logger().info("corpus: %d documents%s (%d labelled ones left out: they may be validation or test)",
+                          counts.written, f" ingested after {since}" if since else "", counts.excluded)
+    return {"path": str(path), "written": counts.written, "excluded": counts.excluded, "since": since,
+            "watermark": watermark.isoformat() if watermark is not None else since}
+
+
+@task(name="commit-corpus-watermark", cache_policy=NO_CACHE)
+def commit_corpus_watermark(run_dir: str, corpus: dict[str, Any]) -> None:
+    """Record how far the corpus of ``run_dir`` has been trained on (after training succeeded)."""
+    state_path = Path(run_dir) / "corpus_state.json"
+    state_path.write_text(json.dumps({"watermark": corpus["watermark"], "documents": corpus["written"]}),
+                          encoding="utf-8")
 
 
 @task(name="pretrain-backbone", cache_policy=NO_CACHE)
-def pretrain_backbone(corpus_path: str, run_dir: str, preset: str, vocab_size: int, config: dict[str, Any]) -> dict[str, Any]:
-    """Train the tokenizer (first run only) and the causal LM; resumes from ``run_dir`` checkpoints."""
+def pretrain_backbone(corpus: dict[str, Any], run_dir: str, base: str, vocab_size: int, config: dict[str, Any],
+                      steps_per_run: int | None = None) -> dict[str, Any]:
+    """Causal-LM training of a preset (tokenizer trained first) or a pretrained backbone (its own
+    tokenizer), resumed from ``run_dir`` checkpoints; reports held-out perplexity before and after.
+
+    ``steps_per_run`` makes the step budget relative: a run resumed at step S trains to
+    S + steps_per_run (a weekly run on new data), instead of stopping at an absolute ``max_steps``.
+    """
     import pandas as pd
 
-    from models.backbone import build_backbone
-    from models.pretrain import PretrainConfig, pretrain
+    from models.backbone import PRESETS, build_backbone, load_backbone
+    from models.generate import perplexity
+    from models.pretrain import STATE, PretrainConfig, latest_checkpoint, pretrain
     from models.tokenizer import load_tokenizer, train_tokenizer
 
-    texts = pd.read_parquet(corpus_path).text.tolist()
-    n_val = max(1, len(texts) // 50)
+    log = get_run_logger()
+    texts = pd.read_parquet(corpus["path"]).text.tolist()
     run = Path(run_dir)
+    found = latest_checkpoint(run / "checkpoint")
+    if not texts:
+        log.info("no new articles since %s: nothing to train on, the backbone stays as it is", corpus.get("since"))
+        if found is None:
+            raise ValueError("the corpus is empty and there is no earlier checkpoint: ingest articles first")
+        return {"steps": 0, "resumed_from": None, "model_dir": str(run / "checkpoint" / "model"), "base": base,
+                "skipped": True, "val_perplexity": None, "val_perplexity_before": None, "tokens_per_s": 0.0}
+    n_val = max(1, min(500, len(texts) // 50))
+    val, train = texts[:n_val], texts[n_val:] or texts[:n_val]
     tok_dir = run / "tokenizer"
-    tok = load_tokenizer(tok_dir) if (tok_dir / "tokenizer.json").exists() else train_tokenizer(texts[n_val:], tok_dir, vocab_size)
-    lm = build_backbone(preset, tok)
-    result = pretrain(lm, tok, texts[n_val:], texts[:n_val], PretrainConfig(**config), run / "checkpoint")
-    get_run_logger().info("pretrained %d steps (resumed from %d): val perplexity %.1f, %.0f tokens/s",
-                          result.steps, result.resumed_from, result.val_perplexity, result.tokens_per_s)
+    if base in PRESETS:
+        tok = load_tokenizer(tok_dir) if (tok_dir / "tokenizer.json").exists() else train_tokenizer(train, tok_dir, vocab_size)
+        lm = build_backbone(base, tok)
+    else:
+        tok = load_tokenizer(base)
+        lm = load_backbone(base, tok)
+    if found is not None and steps_per_run:
+        step = int(torch_load_step(found / STATE))
+        config = {**config, "max_steps": step + steps_per_run}
+    cfg = PretrainConfig(**config)
+    before = None
+    if base not in PRESETS and found is None:  # the pretrained model as shipped, on this run's held-out texts
+        before = perplexity(lm, tok, val, max_length=cfg.block_size)
+    result = pretrain(lm, tok, train, val, cfg, run / "checkpoint")
+    if before is None and result.history:
+        before = math.exp(min(result.history[0]["val_loss"], 50)) if result.resumed_from == 0 else None
+    log.info("trained to step %d (resumed from %d) on %d documents: held-out perplexity %s -> %.1f, %.0f tokens/s",
+             result.steps, result.resumed_from, len(train), f"{before:.1f}" if before else "n/a",
+             result.val_perplexity, result.tokens_per_s)
     create_table_artifact(key="pretrain-history", table=result.history, description="Validation loss during pretraining")
-    return {**asdict(result), "model_dir": str(run / "checkpoint" / "model"), "preset": preset}
+    return {**asdict(result), "model_dir": str(run / "checkpoint" / "model"), "base": base,
+            "val_perplexity_before": before, "documents": len(train), "skipped": False}
+
+
+def torch_load_step(state_path: Path) -> int:
+    """The optimizer step a pretraining checkpoint's ``state.pt`` records (tensors-only load)."""
+    import torch
+
+    return int(torch.load(state_path, map_location="cpu", weights_only=True)["step"])
 
 
 def resolve_base(settings: Settings, base: str | None) -> str:
@@ -168,8 +228,8 @@ def register_model(settings: Settings, info: dict[str, Any], out_dir: str, data:
     version = new_version()
     info = {**info, "val_split_id": data["val_split_id"]}
     info["data"] = {**info.get("data", {}), "val_split_id": data["val_split_id"],
-                    "snapshot": f"labels of {data['datasets']}", "datasets": [
-                        *data["datasets"].get("sentiment", []), *data["datasets"].get("topic", [])]}
+                    "snapshot": f"labels of {data['datasets']}", "datasets": list(dict.fromkeys(
+                        [*data["datasets"].get("sentiment", []), *data["datasets"].get("topic", [])]))}
     with writer_slot(settings), connect(settings) as con:
         current = db_registry.champion(con)
     version_dir = store_version(settings.registry_dir, version, Path(out_dir) / "model")

@@ -52,7 +52,7 @@ def labelled_examples(
     val_frac: float = 0.1,
     test_frac: float = 0.1,
 ) -> pd.DataFrame:
-    """One row per article: ``article_id, text, sentiment, topic, split, dataset``.
+    """One row per article: ``article_id, text, title, sentiment, topic, split, dataset``.
 
     ``sentiment`` keeps negative/neutral/positive only (the gold set's ``none`` is not a
     sentiment). ``topic_top_k`` keeps the k most frequent topic labels (Reuters top-10) among the
@@ -99,14 +99,15 @@ def labelled_examples(
                         "given_split": given.given, "split_dataset": given.dataset,
                         "dataset": dataset}).reset_index(names="article_id")
     texts = con.execute(
-        "SELECT article_id, concat_ws(' ', title, body) AS text FROM articles WHERE article_id IN (SELECT unnest($ids))",
+        "SELECT article_id, concat_ws(' ', title, body) AS text, title FROM articles "
+        "WHERE article_id IN (SELECT unnest($ids))",
         {"ids": out.article_id.tolist()},
     ).df()
     out = out.merge(texts, on="article_id", how="inner")
     out["split"] = assign_splits(
         out.assign(dataset=out.split_dataset.fillna(out.dataset)), seed, val_frac, test_frac,
         ships_train=ships_train, ships_validation=ships_validation)
-    cols = ["article_id", "text", "sentiment", "topic", "split", "dataset"]
+    cols = ["article_id", "text", "title", "sentiment", "topic", "split", "dataset"]
     result = out[cols].sort_values(["split", "article_id"]).reset_index(drop=True)
     result.attrs["excluded"] = excluded
     return result

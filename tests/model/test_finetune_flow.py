@@ -113,3 +113,43 @@ def test_pretrain_flow_then_finetune_on_it(settings) -> None:
     finally:
         con.close()
     assert row[0].startswith("checkpoint:") and row[1] == pre["model_dir"]
+
+
+def test_weekly_continued_pretraining_of_a_pretrained_backbone(settings, tmp_path: Path) -> None:
+    """pretrain-weekly on a (tiny, Llama) pretrained checkpoint: trains on what arrived since the
+    last run, reports perplexity before/after, leaves labelled texts out, does nothing without news."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from flows.finetune import finetune_flow
+    from flows.pipeline import pipeline_flow
+    from flows.pretrain import pretrain_flow
+    from models.tokenizer import train_tokenizer
+
+    _demo_data(settings)
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    try:
+        texts = [r[0] for r in con.execute("SELECT title FROM articles LIMIT 400").fetchall()]
+    finally:
+        con.close()
+    base = tmp_path / "tiny-llama"
+    tok = train_tokenizer(texts, tmp_path / "tok", vocab_size=400, max_length=64)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                                 bos_token_id=tok.bos_token_id)).save_pretrained(base)
+    tok.save_pretrained(base)
+    weekly = {"run_name": "weekly", "base": str(base), "incremental": True, "steps_per_run": 10, "batch_size": 8,
+              "block_size": 32, "lr": 3e-3}
+    first = pretrain_flow(**weekly)
+    assert first["steps"] == 10 and first["resumed_from"] == 0
+    assert first["corpus"]["excluded"] > 0 and first["corpus"]["since"] is None  # labelled texts left out
+    assert first["val_perplexity"] < first["val_perplexity_before"]
+    idle = pretrain_flow(**weekly)  # nothing new ingested: no training, same checkpoint
+    assert idle["skipped"] and idle["steps"] == 0
+    pipeline_flow(seed=4, days=2, articles_per_day=80, n_users=10, train=False)  # a new week of news
+    second = pretrain_flow(**weekly)
+    assert second["resumed_from"] == 10 and second["steps"] == 20  # 10 more steps, on the new articles only
+    assert second["corpus"]["since"] and 0 < second["corpus"]["written"] < first["corpus"]["written"] + 200
+    out = finetune_flow(sentiment_datasets=["synthetic"], topic_datasets=["synthetic"], base="pretrain:weekly",
+                        recipe="frozen", run_name="ft-weekly")
+    assert out["model_version"] and out["golden"]["n"] == 180
