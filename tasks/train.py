@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from datetime import datetime
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,8 @@ def export_corpus(settings: Settings, run_dir: str, sources: list[str] | None = 
         since = json.loads(state_path.read_text(encoding="utf-8")).get("watermark")
     with writer_slot(settings), connect(settings) as con:
         watermark = con.execute("SELECT max(ingested_at) FROM articles").fetchone()[0]
-        counts = write_corpus(con, path, sources=sources, max_docs=max_docs, since=since)
+        counts = write_corpus(con, path, sources=sources, max_docs=max_docs,
+                              since=datetime.fromisoformat(since) if since else None)
     get_run_logger().info("corpus: %d documents%s (%d labelled ones left out: they may be validation or test)",
                           counts.written, f" ingested after {since}" if since else "", counts.excluded)
     return {"path": str(path), "written": counts.written, "excluded": counts.excluded, "since": since,
@@ -106,8 +108,8 @@ def pretrain_backbone(corpus: dict[str, Any], run_dir: str, base: str, vocab_siz
     else:
         tok = load_tokenizer(base)
         lm = load_backbone(base, tok)
-    if found is not None and steps_per_run:
-        step = int(torch_load_step(found / STATE))
+    if steps_per_run:  # relative budget: this run trains steps_per_run more steps than the checkpoint has
+        step = int(torch_load_step(found / STATE)) if found is not None else 0
         config = {**config, "max_steps": step + steps_per_run}
     cfg = PretrainConfig(**config)
     before = None
