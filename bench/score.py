@@ -127,7 +127,8 @@ def build_model(texts: list[str], work: Path, preset: str = "small", vocab_size:
 def param_counts(model) -> dict[str, int]:
     """All parameters and non-embedding ones (all minus token and position embeddings)."""
     total = sum(p.numel() for p in model.parameters())
-    emb = model.transformer.wte.weight.numel() + model.transformer.wpe.weight.numel()
+    gpt2 = model.causal_lm().transformer  # the preset is GPT-2: token + position embeddings
+    emb = gpt2.wte.weight.numel() + gpt2.wpe.weight.numel()
     return {"all": total, "non_embedding": total - emb, "embedding": emb}
 
 
@@ -168,7 +169,7 @@ def make_pipeline(model, tok):
     config.label2id = {v: k for k, v in config.id2label.items()}
     config.pad_token_id = tok.pad_token_id  # GPT-2 refuses batches > 1 without it; right padding (STACK_NOTES §4.3)
     clf = GPT2ForSequenceClassification(config).eval()
-    clf.transformer.load_state_dict(model.transformer.state_dict())
+    clf.transformer.load_state_dict(model.causal_lm().transformer.state_dict())
     return pipeline("text-classification", model=clf, tokenizer=tok, device=-1)
 
 

@@ -72,11 +72,17 @@ def test_finetune_takes_the_weekly_backbone(tmp_path: Path) -> None:
     from tasks.train import resolve_base
 
     assert BY_NAME["finetune-weekly"]["parameters"]["base"] == f"pretrain:{BY_NAME['pretrain-weekly']['parameters']['run_name']}"
+    from models.catalogue import BackboneError
+
+    weekly = BY_NAME["pretrain-weekly"]["parameters"]
+    assert weekly["base"] == "smollm2-135m" and weekly["incremental"] and weekly["steps_per_run"] > 0
     settings = Settings(home=tmp_path)
-    with pytest.raises(FileNotFoundError, match="run that pretrain first"):
+    with pytest.raises(BackboneError, match="run that pretrain first"):
         resolve_base(settings, "pretrain:weekly")
     backbone = settings.runs_dir / "weekly" / "checkpoint" / "model"
     backbone.mkdir(parents=True)
+    (backbone / "config.json").write_text("{}")
+    (backbone / "model.safetensors").write_bytes(b"\0")
     assert resolve_base(settings, "pretrain:weekly") == str(backbone)
     assert resolve_base(settings, "small") == "small"
 
