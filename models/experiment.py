@@ -84,7 +84,8 @@ def run_experiment(
         raise ValueError(f"need train and validation rows, got {df.split.value_counts().to_dict()}")
     if config.recipe == "frozen" and base in PRESETS:
         raise ValueError(f"the frozen recipe needs a pretrained backbone, not the untrained preset {base!r}")
-    in_select = selection_halves(val.article_id) if len(val) >= 20 else np.ones(len(val), dtype=bool)
+    keys = val.article_id if "article_id" in val else val.text  # examples written by hand may lack ids
+    in_select = selection_halves(keys) if len(val) >= 20 else np.ones(len(val), dtype=bool)
     tune = val[~in_select].reset_index(drop=True) if (~in_select).any() else val
     select = val[in_select].reset_index(drop=True)
     topics = sorted(train.topic.dropna().unique().tolist())

@@ -284,7 +284,7 @@ def champion_gate(settings: Settings, examples_path: str, candidate_dir: Path,
     cand = ServedModel(candidate_dir, precision=precision)
     df = pd.read_parquet(examples_path)
     val = df[df.split == "validation"].reset_index(drop=True)
-    rows = val[selection_halves(val.article_id)] if len(val) >= 20 else val
+    rows = val[selection_halves(val.article_id if "article_id" in val else val.text)] if len(val) >= 20 else val
     pc, _ = cand.score(rows.text.tolist())
     ph, _ = champ.score(rows.text.tolist())
     pairs_c, pairs_h, labels = {}, {}, {}

@@ -35,9 +35,11 @@ def test_demo_then_sql_then_rerun(settings, monkeypatch: pytest.MonkeyPatch) -> 
         labels = con.execute("SELECT count(*) FROM labels WHERE dataset = 'synthetic'").fetchall()[0][0]
         behaviors = con.execute("SELECT count(*) FROM behaviors WHERE source = 'synthetic'").fetchall()[0][0]
         runs = con.execute("SELECT count(DISTINCT batch_id) FROM validation_runs").fetchall()[0][0]
+        seed = con.execute("SELECT count(*) FROM labels WHERE dataset = 'newspulse_seed'").fetchall()[0][0]
     finally:
         con.close()
-    assert bad == 0 and labels > 0 and behaviors > 0 and runs == 3
+    # articles, labels, click logs, and the 600 hand-written seed headlines: one validated batch each
+    assert bad == 0 and labels > 0 and behaviors > 0 and runs == 4 and seed == 600
 
     # Re-running the demo regenerates identical files: nothing new is inserted.
     again = runner.invoke(app, args)

@@ -66,8 +66,11 @@ def test_score_flow_scores_everything_once_with_lineage(settings) -> None:
                              "JOIN embeddings e USING (article_id) ORDER BY s.article_id LIMIT 40").df()
         run = con.execute("SELECT rows_selected, rows_inserted, n_shards FROM score_runs").fetchall()
     assert run == [(230, 230, 5)]
-    # Sharding and bucketing change nothing: the stored scores equal a direct call on the texts.
-    served = ServedModel(Path(settings.registry_dir) / "versions" / version)
+    # Sharding and bucketing change nothing: the stored scores equal a direct call on the texts
+    # (in the precision the flow used: bf16 where this machine's probe chose it).
+    from tasks.score import score_precision
+
+    served = ServedModel(Path(settings.registry_dir) / "versions" / version, precision=score_precision(settings))
     frame, emb = served.score(stored.text.tolist())
     np.testing.assert_allclose(stored.sentiment_p_negative, frame.sentiment_p_negative, atol=1e-5)
     assert stored.topic_label.tolist() == frame.topic_label.tolist()
