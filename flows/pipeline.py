@@ -35,8 +35,8 @@ DEFAULT_DATASETS = [
 @flow(name="pipeline", flow_run_name="pipeline-seed{seed}-{days}d", log_prints=True)
 def pipeline_flow(
     seed: int = 7,
-    days: int = 28,
-    articles_per_day: int = 400,
+    days: int = 14,
+    articles_per_day: int = 200,
     n_users: int = 300,
     datasets: list[str] | None = None,
     data_dir: str | None = None,

@@ -108,8 +108,9 @@ def demo(
     data_dir: Annotated[Path | None, typer.Option(help="Also ingest the public datasets from this folder "
                                                        "(default: $NEWSPULSE_DATA_DIR if set).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic stream.")] = 7,
-    days: Annotated[int, typer.Option(help="Days of synthetic news.")] = 28,
-    articles_per_day: Annotated[int, typer.Option(help="Synthetic articles per day.")] = 400,
+    days: Annotated[int, typer.Option(help="Days of synthetic news (every article goes through a "
+                                            "135M-parameter model: more days cost minutes on a CPU).")] = 14,
+    articles_per_day: Annotated[int, typer.Option(help="Synthetic articles per day.")] = 200,
     users: Annotated[int, typer.Option(help="Synthetic users with click logs.")] = 300,
     train: Annotated[bool, typer.Option(help="Also pretrain + fine-tune a model (a few minutes).")] = True,
     base: Annotated[str | None, typer.Option(help="Backbone for the demo model (default: NEWSPULSE_DEFAULT_BACKBONE, "
