@@ -16,7 +16,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export TOKENIZERS_PARALLELISM ?= false
 SHARED_DATA := $(abspath ../shared/data)
 
-.PHONY: install demo demo-real serve stop test test-fast bench-ingest bench-score bench-monitor bench-recommend bench-gpu bench-reliability lock clean
+.PHONY: install demo demo-real serve stop test test-fast bench-ingest bench-quality bench-score bench-monitor bench-recommend bench-gpu bench-reliability lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ test-fast: install
 ## bench-ingest: 1M generated rows, our ingest vs a bare DuckDB load (see bench/README.md)
 bench-ingest: install
 	$(PY) bench/ingest.py
+
+## bench-quality: TF-IDF vs own preset GPT vs SmolLM2 frozen / LoRA vs the served choice on PhraseBank,
+##                AG News, Reuters (3 seeds, ~70 min on 2 cores; QUALITY_ARGS=--quick for a smoke run)
+bench-quality: install
+	NEWSPULSE_DATA_DIR=$${NEWSPULSE_DATA_DIR:-$(SHARED_DATA)} $(PY) bench/quality.py $(QUALITY_ARGS)
 
 ## bench-score: docs/s of our scorer vs the HF pipeline and a naive loop, GFLOP/s vs matmul
 bench-score: install
