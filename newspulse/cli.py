@@ -474,11 +474,23 @@ def finetune(
     console.print(f"[bold]{out['model_version']}[/bold]: {out['reason']}")
 
 
-def _registry_con(write: bool = False):
+def _require_warehouse() -> Any:
+    """The settings, once the warehouse file exists; otherwise one line and exit 1."""
+    settings = get_settings()
+    if not Path(settings.warehouse_path).exists():
+        console.print(f"[red]no warehouse at {settings.warehouse_path}: run `newspulse demo` or `newspulse ingest` first")
+        raise typer.Exit(1)
+    return settings
+
+
+@contextmanager
+def _registry_con(write: bool = False) -> Iterator[Any]:
+    """A warehouse connection for the registry commands; no warehouse yet is one line, exit 1."""
     from warehouse.connection import connect, connect_readonly
 
-    settings = get_settings()
-    return connect(settings) if write else connect_readonly(settings, sandboxed=False)
+    settings = _require_warehouse()
+    with (connect(settings) if write else connect_readonly(settings, sandboxed=False)) as con:
+        yield con
 
 
 @models_app.command("list")
@@ -486,7 +498,7 @@ def models_list(fmt: Annotated[str, typer.Option("--format", help="table | csv |
     """Every model version with its stage and validation scores."""
     from warehouse.query import run_readonly
 
-    _print_result(run_readonly(get_settings(), "SELECT * FROM v_models ORDER BY created_at DESC"), fmt)
+    _print_result(run_readonly(_require_warehouse(), "SELECT * FROM v_models ORDER BY created_at DESC"), fmt)
 
 
 @models_app.command("show")
@@ -732,12 +744,19 @@ def predict(
     from models.serving import ServedModel
     from warehouse.registry import get_model
 
+    if not input.is_file():
+        console.print(f"[red]no input file {input}")
+        raise typer.Exit(2)
     with _registry_con() as con:
         row = get_model(con, model)
     if row is None:
         console.print(f"[red]no model {model!r}: train one with `newspulse finetune`")
         raise typer.Exit(1)
-    df = _read_table(input)
+    try:
+        df = _read_table(input)
+    except (ValueError, OSError, UnicodeError) as exc:
+        console.print(f"[red]cannot read {input}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        raise typer.Exit(2) from None
     if text_column not in df.columns:
         console.print(f"[red]no column {text_column!r}; columns are {list(df.columns)}")
         raise typer.Exit(2)

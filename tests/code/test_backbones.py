@@ -136,3 +136,19 @@ def test_cli_list_show_and_errors(tmp_path: Path, monkeypatch) -> None:
         assert not (tmp_path / "var" / "registry").exists()  # nothing registered
     finally:
         get_settings.cache_clear()
+
+
+def test_model_commands_without_a_warehouse_or_input_are_one_line(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("NEWSPULSE_WAREHOUSE_PATH", str(tmp_path / "none.duckdb"))
+    from newspulse.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        for args in (["models", "show", "no-such-version"], ["models", "list"], ["models", "rollback"]):
+            res = runner.invoke(app, args)
+            assert res.exit_code == 1 and "no warehouse" in res.output and "Traceback" not in res.output, args
+        res = runner.invoke(app, ["predict", "--input", str(tmp_path / "missing.csv"), "--output",
+                                  str(tmp_path / "o.parquet")])
+        assert res.exit_code == 2 and "no input file" in res.output and "Traceback" not in res.output
+    finally:
+        get_settings.cache_clear()
