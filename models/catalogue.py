@@ -30,7 +30,7 @@ import json
 import os
 import secrets
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -298,15 +298,7 @@ def _hub_reachable(repo_id: str) -> bool:
     return isinstance(cached, str) or not constants.HF_HUB_OFFLINE
 
 
-def describe_forms() -> str:
-    """The accepted ``--base`` forms, for help texts."""
-    return _forms()
-
-
 def card_json(info: dict[str, Any]) -> str:
     """A card as indented JSON (for ``backbones show --json``)."""
     return json.dumps(info, indent=2, default=str)
 
-
-__all__ = ["BackboneError", "Resolved", "SHIPPED", "Shipped", "asdict", "card", "fetch", "list_backbones",
-           "resolve", "shipped_file", "convert_gguf", "describe_forms"]

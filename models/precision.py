@@ -95,13 +95,14 @@ def cpu_precision(cache_file: Path | None = None) -> ProbeResult:
     return result
 
 
-def resolve_precision(setting: str, device: str | torch.device, cache_file: Path | None = None) -> str:
-    """``"bf16"`` or ``"fp32"`` for ``device``: a forced setting wins; ``auto`` is bf16 on CUDA and
-    the cached probe's answer on CPU."""
+def resolve_precision(setting: str, device: str | torch.device | None = None, cache_file: Path | None = None) -> str:
+    """``"bf16"`` or ``"fp32"`` for ``device`` (default: CUDA when present, else CPU): a forced
+    setting wins; ``auto`` is bf16 on CUDA and the cached probe's answer on CPU."""
     if setting not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {setting!r}")
     if setting != "auto":
         return setting
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")  # where this process computes
     if torch.device(device).type == "cuda":
         return "bf16"
     return cpu_precision(cache_file).precision

@@ -775,13 +775,10 @@ def predict(
 
 def _precision() -> str:
     """bf16 or fp32 for this machine's forward passes (NEWSPULSE_PRECISION; 'auto' probes once, cached)."""
-    import torch
-
     from models.precision import resolve_precision
 
     settings = get_settings()
-    return resolve_precision(settings.precision, "cuda" if torch.cuda.is_available() else "cpu",
-                             settings.precision_cache)
+    return resolve_precision(settings.precision, cache_file=settings.precision_cache)
 
 
 def pd_concat(left: "Any", right: "Any") -> "Any":

@@ -47,12 +47,9 @@ def served_model(artifact_path: str, precision: str | None = None):
 
 def score_precision(settings: Settings) -> str:
     """bf16 or fp32 for this worker's scoring device (settings.precision; 'auto' probes the CPU once)."""
-    import torch
-
     from models.precision import resolve_precision
 
-    device = settings.score_device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return resolve_precision(settings.precision, device, settings.precision_cache)
+    return resolve_precision(settings.precision, settings.score_device, settings.precision_cache)
 
 
 @task(name="plan-score-shards", cache_policy=NO_CACHE)

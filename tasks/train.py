@@ -156,7 +156,7 @@ def train_settings(settings: Settings, base: str, recipe: str) -> dict[str, Any]
 
     on_gpu = torch.cuda.is_available()
     recipe = default_recipe(base, on_gpu) if recipe == "auto" else recipe
-    precision = resolve_precision(settings.precision, "cuda" if on_gpu else "cpu", settings.precision_cache)
+    precision = resolve_precision(settings.precision, cache_file=settings.precision_cache)
     return {"recipe": recipe, "precision": precision}
 
 
