@@ -113,7 +113,8 @@ def run_experiment(
     else:
         result = finetune(model, tok, train, tune, config, out_dir / "model", progress=progress)
         training = {"best_epoch": result.best_epoch, "tokens_per_s": round(result.tokens_per_s),
-                    "device": result.device, "processes": result.processes, "history": result.history}
+                    "device": result.device, "processes": result.processes, "history": result.history,
+                    "trainable_parameters": result.trainable_parameters}
     train_s = time.perf_counter() - t0
     if not distributed_state().is_main_process:
         return {}  # data-parallel helpers are done: the main process evaluates and writes
@@ -122,7 +123,8 @@ def run_experiment(
     info: dict[str, Any] = {
         "backbone": {"preset": where if kind == "preset" else None, "checkpoint": where if kind == "checkpoint" else None},
         "backbone_name": backbone, "parameters": count_parameters(model),
-        "trainable_parameters": _trainable(model, config), "heads": asdict(model.heads), "recipe": config.recipe,
+        "trainable_parameters": _trainable(model, config, training.get("trainable_parameters")),
+        "heads": asdict(model.heads), "recipe": config.recipe,
         "training": {**asdict(config), **training, "time_s": round(train_s, 1)},
         "data": {"datasets": sorted(set("+".join(df.dataset.astype(str)).split("+"))) if "dataset" in df else [],
                  "split_sizes": {"train": len(train), "validation (tune)": len(tune),
@@ -217,23 +219,11 @@ def _cpu_precision(config: TrainConfig) -> str | None:
     return None if config.precision == "auto" else config.precision
 
 
-def _trainable(model, config: TrainConfig) -> int:
-    """Parameters the recipe updated: heads only (frozen), adapters + heads (lora), all (full)."""
-    heads = sum(p.numel() for n, p in model.named_parameters() if n.split(".", 1)[0] in HEADS)
-    if config.recipe == "frozen":
-        return heads
-    if config.recipe == "lora":
-        from models.backbone import lora_targets
-
-        targets, _ = lora_targets(model.config)
-        n = 0
-        for name, mod in model.causal_lm().named_modules():
-            leaf = name.rsplit(".", 1)[-1]
-            weight = getattr(mod, "weight", None)
-            if weight is not None and weight.dim() == 2 and (targets == "all-linear" or leaf in targets):
-                n += config.lora_r * (weight.shape[0] + weight.shape[1])
-        return heads + n
-    return count_parameters(model)
+def _trainable(model, config: TrainConfig, trained: int | None) -> int:
+    """Parameters the recipe updated: the heads (frozen), else what the training loop counted."""
+    if config.recipe == "frozen" or not trained:
+        return sum(p.numel() for n, p in model.named_parameters() if n.split(".", 1)[0] in HEADS)
+    return trained
 
 
 def served_summary(info: dict[str, Any]) -> str:

@@ -98,6 +98,7 @@ class TrainResult:
     device: str
     out_dir: str
     processes: int = 1  # data-parallel processes (GPUs) that trained
+    trainable_parameters: int = 0  # what the optimizer updated (LoRA: adapters + heads)
 
 
 def distributed_state():
@@ -260,6 +261,7 @@ def finetune(
         model.save(out_dir, tokenizer)  # the base LM, once: LoRA leaves its weights as they are
         _wrap_lora(model, config)
     model.train()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = torch.optim.AdamW(_param_groups(model, config), betas=(0.9, 0.999), eps=1e-8)
     loader = torch.utils.data.DataLoader(
         rows, batch_size=config.batch_size, shuffle=True, collate_fn=_Collate(pad_id),
@@ -335,4 +337,4 @@ def finetune(
                        seconds=time.perf_counter() - t_start,
                        tokens_per_s=int(train_tokens) / max(train_seconds, 1e-9),
                        device=str(accelerator.device), out_dir=str(out_dir),
-                       processes=accelerator.num_processes)
+                       processes=accelerator.num_processes, trainable_parameters=trainable)
