@@ -165,6 +165,15 @@ class Settings(BaseSettings):
     monitor_cooldown_h: float = Field(
         12.0, description="A key's significant windows closer than this to its last alert extend it."
     )
+    # issue 19: the scan detector (warehouse/scan.py); 'windows' keeps the old per-window test for one release.
+    monitor_detector: Literal["scan", "windows"] = Field(
+        "scan", description="'scan': prospective scan over every window length ending now (15 min to 1 day); "
+        "'windows': the previous fixed tumbling windows with a per-window test (kept for one release)."
+    )
+    monitor_scan_alpha: float = Field(
+        1e-6, description="Scan detector: a key alarms when its best window's beta-binomial tail p-value, times "
+        "the number of window lengths scanned (Bonferroni), is below this."
+    )
     alert_block: str = Field(
         "custom-webhook/newspulse-alerts",
         description="Prefect notification block (<block-type-slug>/<name>) alerts are sent through: "
