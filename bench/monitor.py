@@ -45,7 +45,10 @@ import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from warehouse.monitor import MonitorParams, compute_windows, group_episodes, spike_windows  # noqa: E402
+from warehouse.monitor import (MonitorParams, compute_windows, day_cutoff, group_episodes,  # noqa: E402
+                               slot_counts, spike_windows)
+from warehouse.scan import Confusion, ScanParams, run_scan, scan_spikes  # noqa: E402
+from warehouse.scan_alerts import detect, explain  # noqa: E402
 
 console = Console(width=160)
 GRACE = timedelta(hours=6)
@@ -74,12 +77,23 @@ def _dt(x) -> datetime:
     return x if isinstance(x, datetime) else datetime.fromisoformat(str(x).replace("Z", "+00:00"))
 
 
-def evaluate(con, table: str, params: MonitorParams, episodes: list[dict], ignore: set | None = None) -> dict:
-    """Run the monitor over ``table`` and score alerts against ``episodes`` (see the matching rule)."""
-    t0 = time.perf_counter()
-    cut = compute_windows(con, params, None, source=table)
-    spikes = spike_windows(con, cut)
+def run_detector(con, table: str, detector: str, conf: Confusion = Confusion()) -> tuple[list[dict], list[dict]]:
+    """(significant windows, alerts) of ``detector`` ('windows': the old tumbling-window test;
+    'scan': the scan, whose alerts carry ``explained_by`` when a narrower alert explains them)."""
+    if detector == "windows":
+        spikes = spike_windows(con, compute_windows(con, MonitorParams(), None, source=table))
+        return spikes, group_episodes(spikes, {}, COOLDOWN)[0]
+    spikes = detect(con, ScanParams(), day_cutoff(con, None, table), conf, source=table)
     alerts, _ = group_episodes(spikes, {}, COOLDOWN)
+    explain(con, alerts, source=table)
+    return spikes, alerts
+
+
+def evaluate(con, table: str, detector: str, episodes: list[dict], ignore: set | None = None,
+             conf: Confusion = Confusion()) -> dict:
+    """Run ``detector`` over ``table`` and score alerts against ``episodes`` (see the matching rule)."""
+    t0 = time.perf_counter()
+    spikes, alerts = run_detector(con, table, detector, conf)
     secs = time.perf_counter() - t0
     span = con.execute(f"SELECT min(ts), max(ts) FROM {table}").fetchall()[0]
     weeks = (span[1] - span[0]).total_seconds() / (7 * 86400)
@@ -98,9 +112,13 @@ def evaluate(con, table: str, params: MonitorParams, episodes: list[dict], ignor
                        "delay_h": delay})
     tp = related = 0
     false_alarms, preexisting = [], 0
+    page = {"tp": 0, "fa": 0, "explained": 0}  # the new rule: explained alerts do not page
     for a in alerts:
+        if a.get("explained_by"):
+            page["explained"] += 1
         if any(detects(a, e) for e in episodes):
             tp += 1
+            page["tp"] += not a.get("explained_by")
             continue
         if ignore and (a["dimension"], a["key"], a["window_start"]) in ignore:
             preexisting += 1
@@ -118,7 +136,8 @@ def evaluate(con, table: str, params: MonitorParams, episodes: list[dict], ignor
             related += 1
         else:
             false_alarms.append(a)
-    return {"episodes": per_ep, "n_alerts": len(alerts), "tp_alerts": tp, "related_alerts": related,
+            page["fa"] += not a.get("explained_by")
+    return {"episodes": per_ep, "n_alerts": len(alerts), "tp_alerts": tp, "related_alerts": related, "page": page,
             "false_alarms": len(false_alarms), "preexisting_alerts": preexisting, "weeks": weeks,
             "seconds": secs, "alerts": alerts, "false_alarm_examples": [_short(a) for a in false_alarms[:5]]}
 
@@ -135,22 +154,41 @@ def summarize(runs: list[dict]) -> dict:
     delays = [e["delay_h"] for e in det]
     tp, fa = sum(r["tp_alerts"] for r in runs), sum(r["false_alarms"] for r in runs)
     weeks = sum(r["weeks"] for r in runs)
+    ptp, pfa = sum(r["page"]["tp"] for r in runs), sum(r["page"]["fa"] for r in runs)
     return {"episodes": len(eps), "detected": len(det), "recall": len(det) / max(len(eps), 1),
-            "precision": tp / max(tp + fa, 1), "tp_alerts": tp, "related_alerts": sum(r["related_alerts"] for r in runs),
+            "precision": tp / max(tp + fa, 1), "precision_paged": ptp / max(ptp + pfa, 1), "paged_false_alarms": pfa,
+            "explained_alerts": sum(r["page"]["explained"] for r in runs), "alerts": sum(r["n_alerts"] for r in runs),
+            "tp_alerts": tp, "related_alerts": sum(r["related_alerts"] for r in runs),
             "false_alarms": fa, "false_alarms_per_week": fa / max(weeks, 1e-9),
             "median_delay_h": float(np.median(delays)) if delays else None,
             "median_delay_1h_windows": float(np.median([math.ceil(d) for d in delays])) if delays else None,
             "by_dimension": {d: f"{sum(e['detected'] for e in eps if e['dimension'] == d)}/"
                                 f"{sum(e['dimension'] == d for e in eps)}" for d in ("ticker", "topic", "source", "overall")
                              if any(e["dimension"] == d for e in eps)},
-            "detected_at": {g: sum(e["granularity"] == g for e in det) for g in ("15m", "1h", "4h", "1d")}}
+            "detected_at": {g: sum(e["granularity"] == g for e in det)
+                            for g in ("15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d")}}
 
 
 # ----------------------------------------------------------------------------- (a) synthetic
 
 
-def load_synthetic(con, seed: int, work: Path) -> dict:
-    """Generate one stream into ``work``; tables syn_true and syn_noisy; returns ground truth."""
+def _confusion(true: np.ndarray, pred: np.ndarray, name: str, every: int = 5) -> Confusion:
+    """What the registry would store: the validation split's confusion matrix (here every 5th
+    article of the stream), through the same parser the monitor flow uses."""
+    from warehouse.scan import confusion_from_model
+
+    val = np.arange(len(true)) % every == 0
+    cm = np.zeros((3, 3), int)
+    np.add.at(cm, (true[val], pred[val]), 1)
+    row = {"model_version": name, "served": "gpt", "heads": {"sentiment_labels": list(SENTS)},
+           "metrics": {"sentiment": {"validation": {"gpt": {"confusion_matrix": cm.tolist()}}}}}
+    return confusion_from_model(row)
+
+
+def load_synthetic(con, seed: int, work: Path, matrices: dict[str, np.ndarray]) -> dict:
+    """Generate one stream into ``work``; table syn_true (true labels) and one syn_<i> per flipping
+    matrix (rows true, columns predicted); returns ground truth with each variant's accuracy and
+    validation ``Confusion``."""
     from sources.synthetic import SyntheticConfig, generate_stream
 
     st = generate_stream(work / f"s{seed}", SyntheticConfig(seed=seed, label_fraction=1.0))
@@ -163,43 +201,51 @@ def load_synthetic(con, seed: int, work: Path) -> dict:
         format='newline_delimited') l USING (id) WHERE l.task = 'sentiment' AND a.ts IS NOT NULL ORDER BY a.id""").df()
     rng = np.random.default_rng(seed + 1000)
     true = lab.label.map(SENTS.index).to_numpy()
-    u = rng.random(len(true))
-    noisy = (u[:, None] > np.cumsum(CONFUSION[true], axis=1)).sum(axis=1)
-    lab["noisy"] = [SENTS[i] for i in noisy]
+    cols = [("syn_true", "label")]
+    truth["variants"] = {"true labels": {"table": "syn_true", "accuracy": 1.0, "conf": Confusion()}}
+    for i, (name, matrix) in enumerate(matrices.items()):
+        u = rng.random(len(true))
+        pred = (u[:, None] > np.cumsum(matrix[true], axis=1)).sum(axis=1)
+        lab[f"v{i}"] = [SENTS[j] for j in pred]
+        cols.append((f"syn_{i}", f"v{i}"))
+        truth["variants"][name] = {"table": f"syn_{i}", "accuracy": float((pred == true).mean()),
+                                   "conf": _confusion(true, pred, name)}
     con.register("syn_lab", lab)
-    for name, col in (("syn_true", "label"), ("syn_noisy", "noisy")):
+    for name, col in cols:
         con.execute(f"""CREATE OR REPLACE TABLE {name} AS SELECT a.id AS article_id, ts, source, topic, tickers,
             {col} = 'negative' AS neg, {col} = 'positive' AS pos,
             CASE {col} WHEN 'negative' THEN -1 WHEN 'positive' THEN 1 ELSE 0 END::DOUBLE AS score, title
             FROM syn_arts a JOIN syn_lab l USING (id)""")
     con.unregister("syn_lab")
-    truth["accuracy_noisy"] = float((noisy == true).mean())
     return truth
 
 
-def bench_synthetic(seeds: list[int], params: MonitorParams) -> dict:
-    out = {}
+def bench_synthetic(seeds: list[int], matrices: dict[str, np.ndarray], detectors: tuple[str, ...]) -> dict:
+    """Every variant (true labels + one per flipping matrix) x detector over the seeds."""
+    runs: dict[tuple[str, str], list] = {}
+    decoys: dict[tuple[str, str], int] = {}
+    accs: dict[str, list[float]] = {}
+    confs: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {"true labels": [], "noisy classifier": []}
-        decoy_alerts = {"true labels": 0, "noisy classifier": 0}
-        accs = []
         for seed in seeds:
             con = _con()
-            truth = load_synthetic(con, seed, Path(tmp))
-            accs.append(truth["accuracy_noisy"])
-            for label, table in (("true labels", "syn_true"), ("noisy classifier", "syn_noisy")):
-                r = evaluate(con, table, params, truth["episodes"])
-                r["seed"] = seed
-                decoy_alerts[label] += sum(1 for a in r["alerts"] for d in truth["decoys"]
-                                           if (a["dimension"], a["key"]) == (d["dimension"], d["key"])
-                                           and a["window_start"] < _dt(d["end"]) and a["window_end"] > _dt(d["onset"]))
-                runs[label].append(r)
+            truth = load_synthetic(con, seed, Path(tmp), matrices)
+            for label, v in truth["variants"].items():
+                accs.setdefault(label, []).append(v["accuracy"])
+                confs[label] = f"s={v['conf'].sensitivity:.2f} f={v['conf'].false_rate:.3f}"
+                for det in detectors:
+                    r = evaluate(con, v["table"], det, truth["episodes"], conf=v["conf"])
+                    r["seed"] = seed
+                    decoys[label, det] = decoys.get((label, det), 0) + sum(
+                        1 for a in r["alerts"] for d in truth["decoys"]
+                        if (a["dimension"], a["key"]) == (d["dimension"], d["key"])
+                        and a["window_start"] < _dt(d["end"]) and a["window_end"] > _dt(d["onset"]))
+                    runs.setdefault((label, det), []).append(r)
             con.close()
-    for label, rs in runs.items():
-        out[label] = {**summarize(rs), "decoy_alerts": decoy_alerts[label],
-                      "per_seed": [{"seed": r["seed"], "episodes": r["episodes"], "false_alarms": r["false_alarm_examples"]}
-                                   for r in rs]}
-    out["noisy_accuracy"] = float(np.mean(accs))
+    out: dict = {"accuracy": {k: float(np.mean(v)) for k, v in accs.items()}, "confusion": confs}
+    for (label, det), rs in runs.items():
+        out[f"{label} | {det}"] = {**summarize(rs), "decoy_alerts": decoys[label, det], "per_seed": [
+            {"seed": r["seed"], "episodes": r["episodes"], "false_alarms": r["false_alarm_examples"]} for r in rs]}
     return out
 
 
@@ -252,13 +298,17 @@ def load_real(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     pool = pb[held].reset_index(drop=True)
     pool["pred"] = model.predict(pool.body.tolist())
     real["pred"] = model.predict(real.title.tolist())
+    vtrue = np.array([SENTS.index(x) for x in tr.label[val]])
+    vpred = np.array([SENTS.index(x) for x in model.predict(tr.body[val].tolist())])
+    conf = _confusion(vtrue, vpred, "phrasebank-tfidf", every=1)
     real["topic"] = real.title.map(_topic)
     real["tickers"] = [[k for k, rx in ENTITIES.items() if re.search(rx, t.lower())] for t in real.title]
     info = {"headlines": len(real), "model_fit_s": time.perf_counter() - t0,
             "heldout_accuracy": float((pool.pred == pool.label).mean()),
             "heldout_negative_recall": float((pool.pred[pool.label == "negative"] == "negative").mean()),
             "real_negative_share": float((real.pred == "negative").mean()),
-            "span": [str(real.ts.min()), str(real.ts.max())]}
+            "span": [str(real.ts.min()), str(real.ts.max())], "conf": conf,
+            "confusion": f"s={conf.sensitivity:.2f} f={conf.false_rate:.3f} ({len(vtrue)} validation rows)"}
     return real.sort_values("ts").reset_index(drop=True), pool, info
 
 
@@ -281,6 +331,7 @@ def inject(real: pd.DataFrame, pool: pd.DataFrame, n_eps: int, seed: int, sized:
     in a thin feed). Negative share of the span's articles 0.6-0.85 (by true PhraseBank label).
     """
     rng = np.random.default_rng(seed)
+    trng = np.random.default_rng(seed + 7919)  # topics of injected rows: own stream, same episodes as before
     keys = [("overall", "*")] * 2 + [("source", "cnbc"), ("source", "guardian")] * 2 + \
            [("topic", t) for t in ("markets", "macro", "earnings", "energy", "technology", "other")]
     t_lo, t_hi = real.ts.min() + pd.Timedelta(days=21), real.ts.max() - pd.Timedelta(days=2)
@@ -305,47 +356,55 @@ def inject(real: pd.DataFrame, pool: pd.DataFrame, n_eps: int, seed: int, sized:
         x_neg = int(min(extra, max(0, round(share * total) - k0)))
         picks = pd.concat([neg_pool.sample(x_neg, replace=True, random_state=int(rng.integers(1 << 31))),
                            oth_pool.sample(extra - x_neg, replace=True, random_state=int(rng.integers(1 << 31)))])
-        srcs = real.source.value_counts(normalize=True)
+        srcs, tops = real.source.value_counts(normalize=True), real.topic.value_counts(normalize=True)
         for body, pred in zip(picks.body, picks.pred, strict=True):
+            # Topics of source/overall episodes follow the stream's mix (until 2026-12-04 they were all
+            # 'other', which made every such episode a topic:other episode too).
             rows.append({"title": body, "ts": onset + pd.Timedelta(seconds=float(rng.uniform(0, hours * 3600))),
                          "source": key if dim == "source" else rng.choice(srcs.index, p=srcs.values),
-                         "topic": key if dim == "topic" else "other", "tickers": [], "pred": pred})
+                         "topic": key if dim == "topic" else trng.choice(tops.index, p=tops.values),
+                         "tickers": [], "pred": pred})
         eps.append({"dimension": dim, "key": key, "onset": onset.to_pydatetime(), "end": end.to_pydatetime(),
                     "n_articles": total, "n_negative": k0 + x_neg, "n_extra": extra})
     return pd.concat([real, pd.DataFrame(rows)], ignore_index=True).sort_values("ts"), eps
 
 
-def bench_real(data_dir: Path, params: MonitorParams, replays: int, n_eps: int) -> dict:
+def bench_real(data_dir: Path, replays: int, n_eps: int, detectors: tuple[str, ...]) -> dict:
+    """Clean replay and injected replays (span- and daily-sized episodes), each detector."""
     real, pool, info = load_real(data_dir)
+    conf = info.pop("conf")
     con = _con()
     _to_table(con, "real_clean", real)
-    clean = evaluate(con, "real_clean", params, [])
-    ignore = {(a["dimension"], a["key"], a["window_start"]) for a in clean["alerts"]}
-    out = {"data": info, "clean": {"alerts": clean["n_alerts"], "weeks": clean["weeks"],
-                                   "alerts_per_week": clean["n_alerts"] / clean["weeks"],
-                                   "by_key": pd.Series([f"{a['dimension']}:{a['key']}" for a in clean["alerts"]])
-                                   .value_counts().to_dict() if clean["alerts"] else {},
-                                   "examples": [], "seconds": clean["seconds"]}}
-    worst = sorted(clean["alerts"], key=lambda a: a["p_value"])[:6]
-    for a in worst:
-        ev = con.execute(f"SELECT title FROM real_clean WHERE neg AND ts >= $a AND ts < $b AND "
-                         f"{_pred('', a['dimension'], a['key'])} ORDER BY article_id LIMIT 2",
-                         {"a": a["window_start"], "b": a["window_end"]}).fetchall()
-        out["clean"]["examples"].append({**_short(a), "evidence": [t[0][:90] for t in ev]})
+    out: dict = {"data": info}
+    ignore: dict[str, set] = {}
+    for det in detectors:
+        clean = evaluate(con, "real_clean", det, [], conf=conf)
+        ignore[det] = {(a["dimension"], a["key"], a["window_start"]) for a in clean["alerts"]}
+        paged = [a for a in clean["alerts"] if not a.get("explained_by")]
+        c = {"alerts": clean["n_alerts"], "paged": len(paged), "weeks": clean["weeks"],
+             "alerts_per_week": clean["n_alerts"] / clean["weeks"], "examples": [], "seconds": clean["seconds"],
+             "by_key": pd.Series([f"{a['dimension']}:{a['key']}" for a in clean["alerts"]]).value_counts().to_dict()
+             if clean["alerts"] else {}}
+        for a in sorted(clean["alerts"], key=lambda a: a["p_value"])[:6]:
+            ev = con.execute(f"SELECT title FROM real_clean WHERE neg AND ts >= $a AND ts < $b AND "
+                             f"{_pred('', a['dimension'], a['key'])} ORDER BY article_id LIMIT 2",
+                             {"a": a["window_start"], "b": a["window_end"]}).fetchall()
+            c["examples"].append({**_short(a), "explained_by": a.get("explained_by"), "evidence": [t[0][:90] for t in ev]})
+        out[f"clean | {det}"] = c
     for sized in (False, True):
-        runs = []
+        runs: dict[str, list] = {d: [] for d in detectors}
         for rep in range(replays):
             df, eps = inject(real, pool, n_eps, seed=100 + rep, sized=sized)
             _to_table(con, "real_inj", df)
-            r = evaluate(con, "real_inj", params, eps, ignore=ignore)
-            runs.append(r)
+            for det in detectors:
+                runs[det].append(evaluate(con, "real_inj", det, eps, ignore=ignore[det], conf=conf))
         label = "daily-sized episodes" if sized else "span-sized episodes (x2-4)"
-        s = summarize(runs)
-        sizes = [e["n_extra"] for r in runs for e in r["episodes"]]
-        s["median_extra_articles"] = float(np.median(sizes))
-        s["preexisting_alerts"] = sum(r["preexisting_alerts"] for r in runs)
-        s["false_alarm_examples"] = [x for r in runs for x in r["false_alarm_examples"]][:5]
-        out[label] = s
+        for det, rs in runs.items():
+            sm = summarize(rs)
+            sm["median_extra_articles"] = float(np.median([e["n_extra"] for r in rs for e in r["episodes"]]))
+            sm["preexisting_alerts"] = sum(r["preexisting_alerts"] for r in rs)
+            sm["false_alarm_examples"] = [x for r in rs for x in r["false_alarm_examples"]][:5]
+            out[f"{label} | {det}"] = sm
     con.close()
     return out
 
@@ -353,7 +412,8 @@ def bench_real(data_dir: Path, params: MonitorParams, replays: int, n_eps: int) 
 # ----------------------------------------------------------------------------- (c) timing
 
 
-def bench_timing(rows: int, params: MonitorParams) -> dict:
+def bench_timing(rows: int, detectors: tuple[str, ...]) -> dict:
+    """Each detector over ``rows`` random score rows (a year; no episodes: every alert is false)."""
     con = _con()
     t0 = time.perf_counter()
     con.execute(f"""
@@ -366,20 +426,34 @@ def bench_timing(rows: int, params: MonitorParams) -> dict:
           r2 < 0.25 AS neg, r2 > 0.7 AS pos, r2 * 2 - 1 AS score, '' AS title
         FROM (SELECT i, random() AS r, random() AS r2 FROM range({rows}) t(i))""")
     gen_s = time.perf_counter() - t0
-    best = None
-    for _ in range(2):
-        t0 = time.perf_counter()
-        cut = compute_windows(con, params, None, source="big")
-        t1 = time.perf_counter()
-        spikes = spike_windows(con, cut)
-        t2 = time.perf_counter()
-        if best is None or t2 - t0 < best["total_s"]:
-            best = {"compute_windows_s": t1 - t0, "spike_windows_s": t2 - t1, "total_s": t2 - t0}
-    best.update(rows=rows, generate_s=gen_s, windows=con.execute("SELECT count(*) FROM mon_windows").fetchall()[0][0],
-                tested=con.execute("SELECT count(*) FROM mon_windows WHERE p_value IS NOT NULL").fetchall()[0][0],
-                spikes=len(spikes), threads=con.execute("SELECT current_setting('threads')").fetchall()[0][0])
+    out = {"rows": rows, "generate_s": gen_s, "threads": con.execute("SELECT current_setting('threads')").fetchall()[0][0]}
+    for det in detectors:
+        best = None
+        for _ in range(2):
+            t0 = time.perf_counter()
+            if det == "windows":
+                cut = compute_windows(con, MonitorParams(), None, source="big")
+                t1 = time.perf_counter()
+                spikes = spike_windows(con, cut)
+                table = "mon_windows"
+            else:
+                sp = ScanParams()
+                cut = day_cutoff(con, None, "big")
+                slot_counts(con, cut - sp.lookback, "big")
+                t1 = time.perf_counter()
+                run_scan(con, sp, cut)
+                spikes = scan_spikes(con, cut)
+                table = "mon_scan"
+            t2 = time.perf_counter()
+            if best is None or t2 - t0 < best["total_s"]:
+                best = {"aggregate_s": t1 - t0, "test_s": t2 - t1, "total_s": t2 - t0}
+        alerts, _ = group_episodes(spikes, {}, COOLDOWN)
+        best.update(evaluated=con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0],
+                    tested=con.execute(f"SELECT count(*) FROM {table} WHERE p_value IS NOT NULL").fetchall()[0][0],
+                    spikes=len(spikes), alerts=len(alerts))
+        out[det] = best
     con.close()
-    return best
+    return out
 
 
 # ----------------------------------------------------------------------------- main
@@ -390,17 +464,36 @@ def _fmt(x, nd=2):
 
 
 def quality_table(title: str, rows: dict[str, dict]) -> None:
+    """One row per variant | detector; 'precision' is the old rule (every alert), 'paged' the new one."""
     t = Table(title=title)
-    for c in ("variant", "episodes", "recall", "precision", "TP alerts", "related", "false alarms", "FA/week",
-              "median delay h", "median delay 1h-win", "by dimension", "detected at", "decoy alerts"):
+    for c in ("variant | detector", "episodes", "recall", "precision", "paged precision", "TP alerts", "related",
+              "false alarms", "explained", "median delay h", "by dimension", "detected at", "decoy alerts"):
         t.add_column(c)
     for name, s in rows.items():
         t.add_row(name, str(s["episodes"]), f"{s['detected']}/{s['episodes']} ({s['recall']:.0%})",
-                  f"{s['precision']:.0%}", str(s["tp_alerts"]), str(s["related_alerts"]), str(s["false_alarms"]),
-                  _fmt(s["false_alarms_per_week"]), _fmt(s["median_delay_h"], 1), _fmt(s["median_delay_1h_windows"], 0),
-                  " ".join(f"{k}:{v}" for k, v in s["by_dimension"].items()),
+                  f"{s['precision']:.0%}", f"{s['precision_paged']:.0%}", str(s["tp_alerts"]), str(s["related_alerts"]),
+                  f"{s['false_alarms']} ({s['paged_false_alarms']} paged)", str(s["explained_alerts"]),
+                  _fmt(s["median_delay_h"], 1), " ".join(f"{k}:{v}" for k, v in s["by_dimension"].items()),
                   " ".join(f"{k}:{v}" for k, v in s["detected_at"].items() if v), str(s.get("decoy_alerts", "-")))
     console.print(t)
+
+
+def champion_matrix(path: Path | None) -> np.ndarray | None:
+    """The champion's validation confusion matrix (served kind, row-normalised) from a warehouse."""
+    if path is None or not path.exists():
+        return None
+    from warehouse.registry import champion
+
+    with duckdb.connect(str(path), read_only=True) as con:
+        row = champion(con)
+    if row is None:
+        return None
+    served = str(row.get("served") or "gpt")
+    served = served.split("sentiment:", 1)[1].split(",")[0] if "sentiment:" in served else served
+    kind = "ensemble" if "ensemble" in served else "baseline" if "baseline" in served else "gpt"
+    cm = np.asarray(row["metrics"]["sentiment"]["validation"][kind]["confusion_matrix"], float)
+    console.print(f"champion {row['model_version']} ({kind}) validation confusion matrix: {cm.astype(int).tolist()}")
+    return cm / cm.sum(axis=1, keepdims=True)
 
 
 def main() -> None:
@@ -411,54 +504,68 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=30, help="episodes per real replay")
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    ap.add_argument("--champion-db", type=Path, default=None,
+                    help="a warehouse whose champion's validation confusion matrix flips the labels of a third variant")
+    ap.add_argument("--detectors", nargs="*", default=["windows", "scan"], choices=["windows", "scan"])
     ap.add_argument("--skip", nargs="*", default=[], choices=["synthetic", "real", "timing"])
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.replays, args.episodes, args.rows = 2, 1, 12, 200_000
-    params = MonitorParams()
-    results: dict = {"params": params.__dict__ | {"cooldown_h": COOLDOWN.total_seconds() / 3600},
-                     "run_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    dets = tuple(args.detectors)
+    results: dict = {"windows_params": MonitorParams().__dict__, "scan_params": ScanParams().__dict__,
+                     "cooldown_h": COOLDOWN.total_seconds() / 3600, "run_at": datetime.now(UTC).isoformat(timespec="seconds")}
     if "synthetic" not in args.skip:
-        syn = bench_synthetic(list(range(1, args.seeds + 1)), params)
+        matrices = {"noisy classifier": CONFUSION}
+        champ = champion_matrix(args.champion_db)
+        if champ is not None:
+            matrices["champion's matrix"] = champ
+        syn = bench_synthetic(list(range(1, args.seeds + 1)), matrices, dets)
         results["synthetic"] = syn
-        quality_table(f"(a) synthetic, seeds 1-{args.seeds}, noisy accuracy {syn['noisy_accuracy']:.1%}",
-                      {k: v for k, v in syn.items() if isinstance(v, dict)})
-        for label in ("true labels", "noisy classifier"):
-            for ps in syn[label]["per_seed"]:
-                miss = [f"{e['dimension']}:{e['key']} ({e['n_articles']}/{e['n_negative']} neg)"
-                        for e in ps["episodes"] if not e["detected"]]
+        quality_table(f"(a) synthetic, seeds 1-{args.seeds}; accuracy "
+                      + ", ".join(f"{k} {v:.1%} (validation {syn['confusion'][k]})" for k, v in syn["accuracy"].items()),
+                      {k: v for k, v in syn.items() if isinstance(v, dict) and "recall" in v})
+        for key, v in syn.items():
+            if not (isinstance(v, dict) and "per_seed" in v and key.endswith("scan")):
+                continue
+            for ps in v["per_seed"]:
+                miss = [f"{e['dimension']}:{e['key']}" for e in ps["episodes"] if not e["detected"]]
                 fas = [f"{a['granularity']} {a['dimension']}:{a['key']} {a['n_neg']}/{a['n']}" for a in ps["false_alarms"]]
                 if miss or fas:
-                    console.print(f"  {label} seed {ps['seed']}: missed {miss or '-'}; false alarms {fas or '-'}")
+                    console.print(f"  {key} seed {ps['seed']}: missed {miss or '-'}; false alarms {fas or '-'}")
     if "real" not in args.skip and (args.data_dir / "financial_news_headlines").is_dir():
-        real = bench_real(args.data_dir, params, args.replays, args.episodes)
+        real = bench_real(args.data_dir, args.replays, args.episodes, dets)
         results["real"] = real
         d = real["data"]
         console.print(f"(b) real: {d['headlines']} headlines {d['span'][0][:10]}..{d['span'][1][:10]}, PhraseBank model "
                       f"held-out accuracy {d['heldout_accuracy']:.1%} (negative recall {d['heldout_negative_recall']:.1%}), "
-                      f"predicted negative share of real headlines {d['real_negative_share']:.1%}")
+                      f"predicted negative share {d['real_negative_share']:.1%}, validation confusion {d['confusion']}")
         quality_table(f"(b) real headlines + injected episodes ({args.replays} replays x {args.episodes})",
-                      {k: real[k] for k in ("span-sized episodes (x2-4)", "daily-sized episodes")})
-        for k in ("span-sized episodes (x2-4)", "daily-sized episodes"):
-            console.print(f"  {k}: median extra articles {real[k]['median_extra_articles']:.0f}, "
-                          f"alerts also on the clean stream {real[k]['preexisting_alerts']}")
-        c = real["clean"]
-        console.print(f"  alerts on real data (no injection): {c['alerts']} in {c['weeks']:.0f} weeks "
-                      f"({c['alerts_per_week']:.2f}/week): {c['by_key']}")
-        for ex in c["examples"]:
-            console.print(f"    {ex['granularity']} {ex['dimension']}:{ex['key']} {ex['window_start'][:16]} "
-                          f"{ex['n_neg']}/{ex['n']} neg (baseline {ex['baseline']:.2f}, p={ex['p_value']:.1e}) "
-                          f"e.g. {ex['evidence']}")
+                      {k: v for k, v in real.items() if "episodes" in k})
+        for k, v in real.items():
+            if "episodes" in k:
+                console.print(f"  {k}: median extra articles {v['median_extra_articles']:.0f}, "
+                              f"alerts also on the clean stream {v['preexisting_alerts']}")
+        for det in dets:
+            c = real[f"clean | {det}"]
+            console.print(f"  {det}: alerts on real data (no injection): {c['alerts']} ({c['paged']} paged) in "
+                          f"{c['weeks']:.0f} weeks: {c['by_key']}")
+            for ex in c["examples"]:
+                console.print(f"    {ex['granularity']} {ex['dimension']}:{ex['key']} {ex['window_start'][:16]} "
+                              f"{ex['n_neg']}/{ex['n']} neg (expected {ex['baseline']:.2f}, p={ex['p_value']:.1e}"
+                              f"{', explained by ' + ex['explained_by'] if ex['explained_by'] else ''}) e.g. {ex['evidence']}")
     if "timing" not in args.skip:
-        tm = bench_timing(args.rows, params)
+        tm = bench_timing(args.rows, dets)
         results["timing"] = tm
-        t = Table(title=f"(c) timing: {tm['rows']:,} score rows, best of 2, {tm['threads']} DuckDB threads")
-        for c in ("compute_windows", "spike_windows", "total", "target", "windows", "tested", "spikes"):
+        t = Table(title=f"(c) timing: {tm['rows']:,} random score rows (a year, 65 keys), best of 2, "
+                        f"{tm['threads']} DuckDB threads; every alert here is a false one")
+        for c in ("detector", "aggregate", "test", "total", "target", "windows evaluated", "tested", "spikes", "alerts"):
             t.add_column(c)
-        t.add_row(f"{tm['compute_windows_s']:.2f} s", f"{tm['spike_windows_s']:.3f} s", f"{tm['total_s']:.2f} s",
-                  "< 5 s", f"{tm['windows']:,}", f"{tm['tested']:,}", str(tm["spikes"]))
+        for det in dets:
+            x = tm[det]
+            t.add_row(det, f"{x['aggregate_s']:.2f} s", f"{x['test_s']:.2f} s", f"{x['total_s']:.2f} s", "< 5 s",
+                      f"{x['evaluated']:,}", f"{x['tested']:,}", str(x["spikes"]), str(x["alerts"]))
         console.print(t)
-    out = Path(__file__).resolve().parent / "results" / "monitor.json"
+    out = Path(__file__).resolve().parent / "results" / ("monitor_quick.json" if args.quick else "monitor.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=1, default=str))
     console.print(f"wrote {out}")

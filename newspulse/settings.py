@@ -171,8 +171,8 @@ class Settings(BaseSettings):
         "'windows': the previous fixed tumbling windows with a per-window test (kept for one release)."
     )
     monitor_scan_alpha: float = Field(
-        1e-6, description="Scan detector: a key alarms when its best window's beta-binomial tail p-value, times "
-        "the number of window lengths scanned (Bonferroni), is below this."
+        1e-4, description="Scan detector: a key alarms when its best window's beta-binomial tail p-value, times "
+        "the number of window lengths and tests scanned (Bonferroni), is below this."
     )
     alert_block: str = Field(
         "custom-webhook/newspulse-alerts",

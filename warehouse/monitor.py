@@ -82,22 +82,14 @@ def create_monitor_input(con: duckdb.DuckDBPyConnection, model_version: str) -> 
     )
 
 
-def compute_windows(con: duckdb.DuckDBPyConnection, params: MonitorParams, since: datetime | None,
-                    source: str = "monitor_input") -> datetime | None:
-    """Aggregate ``source`` into TEMP TABLE ``mon_windows`` with baselines and spike tests.
+def slot_counts(con: duckdb.DuckDBPyConnection, lo: datetime, source: str = "monitor_input") -> None:
+    """TEMP TABLE ``mon_g1`` (s, dimension, key, n, n_neg, n_pos, sum_score): one row per 15-minute
+    slot ``s`` (slots since the epoch) and key with articles from ``lo`` on.
 
-    Windows starting at or after ``cutoff`` (``since`` truncated to its day; the first data day
-    when ``since`` is None) are complete and are the ones to store; the ``baseline_h`` hours
-    before the cutoff are read only to form baselines. Returns the cutoff (None: no data).
+    The scored articles are read twice: one aggregation per slot x source x topic (rolled up to the
+    overall, source and topic keys), one UNNEST of the tickers (a ticker named twice counts once).
+    Both detectors start from this table.
     """
-    if since is None:
-        since = con.execute(f"SELECT min(ts) FROM {source}").fetchall()[0][0]
-        if since is None:
-            return None
-    # Windows are aligned to UTC days whatever the session's time zone.
-    since_utc = since.astimezone(UTC) if since.tzinfo else since.replace(tzinfo=UTC)
-    cutoff = since_utc.replace(hour=0, minute=0, second=0, microsecond=0)
-    lo = cutoff - timedelta(hours=params.baseline_h)
     # Time in 15-minute slots since the epoch (integers hash and sort faster than timestamps).
     slot = f"epoch_us(ts) // {SLOT_US}"
     agg = "sum(n) AS n, sum(n_neg) AS n_neg, sum(n_pos) AS n_pos, sum(sum_score) AS sum_score"
@@ -116,19 +108,58 @@ def compute_windows(con: duckdb.DuckDBPyConnection, params: MonitorParams, since
             SELECT {slot} AS s, unnest(list_distinct(tickers)) AS t, neg, pos, score
             FROM {source} WHERE ts >= $lo AND len(tickers) > 0) WHERE t IS NOT NULL GROUP BY s, t
     """, {"lo": lo})
+    con.execute("DROP TABLE IF EXISTS mon_st")
+
+
+def day_cutoff(con: duckdb.DuckDBPyConnection, since: datetime | None, source: str = "monitor_input") -> datetime | None:
+    """``since`` (else the first article time in ``source``) truncated to its UTC day; None: no data.
+
+    Windows are aligned to UTC days whatever the session's time zone.
+    """
+    if since is None:
+        since = con.execute(f"SELECT min(ts) FROM {source}").fetchall()[0][0]
+        if since is None:
+            return None
+    since_utc = since.astimezone(UTC) if since.tzinfo else since.replace(tzinfo=UTC)
+    return since_utc.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def compute_windows(con: duckdb.DuckDBPyConnection, params: MonitorParams, since: datetime | None,
+                    source: str = "monitor_input", spike_test: bool = True, keep_slots: bool = False,
+                    slots_from: datetime | None = None) -> datetime | None:
+    """Aggregate ``source`` into TEMP TABLE ``mon_windows`` with baselines and spike tests.
+
+    Windows starting at or after ``cutoff`` (``since`` truncated to its day; the first data day
+    when ``since`` is None) are complete and are the ones to store; the ``baseline_h`` hours
+    before the cutoff are read only to form baselines. Returns the cutoff (None: no data).
+    ``spike_test=False`` leaves p_value/is_spike empty (the scan detector decides instead);
+    ``keep_slots`` keeps ``mon_g1`` (read from ``slots_from`` when that is earlier) for it.
+    """
+    cutoff = day_cutoff(con, since, source)
+    if cutoff is None:
+        return None
+    lo = cutoff - timedelta(hours=params.baseline_h)
+    slot_counts(con, min(lo, slots_from) if slots_from else lo, source)
+    agg = "sum(n) AS n, sum(n_neg) AS n_neg, sum(n_pos) AS n_pos, sum(sum_score) AS sum_score"
+    if slots_from and slots_from < lo:  # the scan's longer look-back: windows keep their own
+        con.execute(f"CREATE OR REPLACE TEMP TABLE mon_w1 AS SELECT * FROM mon_g1 WHERE s >= {_slot(lo)}")
+        first = "mon_w1"
+    else:
+        first = "mon_g1"
     # Coarser windows roll up from the coarsest finer one that divides them (15m -> 1h -> 4h -> 1d).
     sizes = sorted({int(GRANULARITIES[g][1] / timedelta(minutes=15)) for g in params.granularities} | {1})
     for i, k in enumerate(sizes[1:], start=1):
         f = max(x for x in sizes[:i] if k % x == 0)
         con.execute(f"CREATE OR REPLACE TEMP TABLE mon_g{k} AS SELECT s // {k} * {k} AS s, dimension, key, {agg} "
-                    f"FROM mon_g{f} GROUP BY ALL")
+                    f"FROM {first if f == 1 else f'mon_g{f}'} GROUP BY ALL")
     cap, prior, slots = float(params.baseline_cap), float(params.prior_strength), round(params.baseline_h * 4)
     parts, views = [], []
     for g in params.granularities:  # POSITIONAL JOIN: _trailing returns its arrays in table order
         k = int(GRANULARITIES[g][1] / timedelta(minutes=15))
         views.append(f"mon_b{k}")
-        con.register(views[-1], _trailing(con, f"mon_g{k}", slots))
-        parts.append(f"SELECT '{g}' AS granularity, {k} AS k, * FROM mon_g{k} POSITIONAL JOIN mon_b{k}")
+        table = first if k == 1 else f"mon_g{k}"
+        con.register(views[-1], _trailing(con, table, slots))
+        parts.append(f"SELECT '{g}' AS granularity, {k} AS k, * FROM {table} POSITIONAL JOIN mon_b{k}")
     # Baseline pseudo-counts: the key's own history capped at `cap`, plus `prior` at the overall share.
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE mon_windows AS
@@ -149,10 +180,16 @@ def compute_windows(con: duckdb.DuckDBPyConnection, params: MonitorParams, since
     """)
     for v in views:
         con.unregister(v)
-    for t in ["mon_st"] + [f"mon_g{k}" for k in sizes]:
+    for t in ["mon_w1"] + [f"mon_g{k}" for k in sizes if k > 1 or not keep_slots]:
         con.execute(f"DROP TABLE IF EXISTS {t}")
-    _spike_tests(con, params)
+    if spike_test:
+        _spike_tests(con, params)
     return cutoff
+
+
+def _slot(ts: datetime) -> int:
+    """The 15-minute slot number (since the epoch) that holds ``ts``."""
+    return int(ts.timestamp() * 1_000_000) // SLOT_US
 
 
 def _trailing(con: duckdb.DuckDBPyConnection, table: str, slots: int) -> dict[str, np.ndarray]:
@@ -258,7 +295,7 @@ def group_episodes(spikes: list[dict], last_end: dict[tuple[str, str], datetime]
         end = s["window_end"] if horizon is None else min(s["window_end"], horizon)
         prev = ends.get(k)
         if prev is not None and s["window_start"] <= prev + cooldown:
-            if end > prev and GRANULARITIES[s["granularity"]][1] <= cooldown:
+            if end > prev and s["window_end"] - s["window_start"] <= cooldown:
                 ends[k] = end
                 if k in opened:
                     opened[k]["last_window_end"] = end
