@@ -110,7 +110,9 @@ def alert_message(alert: dict[str, Any]) -> tuple[str, str]:
     lines = [
         f"{alert['n_negative']} of {alert['n_articles']} articles negative "
         f"({alert['observed']:.0%} vs baseline {alert['baseline']:.0%}, p={alert['p_value']:.1e})",
-        f"window {alert['window_start']:%Y-%m-%d %H:%M} to {alert['window_end']:%H:%M} UTC ({alert['granularity']})",
+        f"window {alert['window_start']:%Y-%m-%d %H:%M} to {alert['window_end']:%H:%M} UTC "
+        f"({alert['granularity']} window{', the most significant length ending then' if alert.get('detector') == 'scan' else ''})",
+        *([f"explained by the {alert['explained_by']} alert"] if alert.get("explained_by") else []),
         "most negative headlines:",
         *[f"  - {e.get('title')} ({e.get('source')}, score {e.get('score')})" for e in alert.get("evidence") or []],
         f"alert_id: {alert['alert_id']}",
@@ -139,6 +141,7 @@ def spike_event(alert: dict[str, Any], notify: bool, handoff: bool = False):
         payload={"alert_id": alert["alert_id"], "severity": alert["severity"], "observed": alert["observed"],
                  "baseline": alert["baseline"], "n_articles": alert["n_articles"], "n_negative": alert["n_negative"],
                  "p_value": alert["p_value"], "granularity": alert["granularity"],
+                 "detector": alert.get("detector"), "explained_by": alert.get("explained_by"),
                  "window_start": str(alert["window_start"]), "window_end": str(alert["window_end"]),
                  "subject": subject, "body": body},
         id=uuid.uuid5(_EVENT_NS, alert["alert_id"] + (":handoff" if handoff else "")),
@@ -170,7 +173,9 @@ def notify_alerts(settings: Settings, notify_backfill: bool = False) -> dict[str
     with writer_slot(settings), connect(settings) as con:
         no_event = db_alerts.alerts_without_event(con)
         claimed = db_alerts.claim_pending(con, claimer, settings.alert_claim_timeout_s)
-    notify = {a["alert_id"]: notify_backfill or a["window_end"] >= cutoff for a in no_event}
+    # Explained alerts (a narrower alert pages for the episode) and old windows do not page.
+    notify = {a["alert_id"]: (notify_backfill or a["window_end"] >= cutoff) and not a.get("explained_by")
+              for a in no_event}
     emitted = {a["alert_id"]: eid for a in no_event if (eid := _emit(a, notify=notify[a["alert_id"]]))}
     stale = [a for a in claimed if not notify_backfill and a["window_end"] < cutoff]
     fresh = [a for a in claimed if a not in stale]

@@ -17,25 +17,52 @@ from prefect.runtime import flow_run
 from newspulse.settings import Settings
 from tasks.warehouse import writer_slot
 from warehouse import alerts as db_alerts
-from warehouse import monitor, reports
+from warehouse import monitor, reports, scan, scan_alerts, scan_report
 from warehouse import registry as db_registry
 from warehouse.connection import connect
 
 
-def _since(con, model_version: str) -> tuple[datetime | None, datetime | None, datetime | None, bool]:
-    """(earliest article time among scores not yet windowed, newest committed_at, the stored
-    watermark, anything new?).
+def _since(con, model_version: str) -> dict[str, Any]:
+    """What is new for ``model_version``: ``since`` (earliest article time among scores not yet
+    windowed; None: everything), ``until`` (newest committed_at, the next watermark), ``new``
+    (anything to do), ``n_scores`` and ``clock_back``.
 
     The watermark is the commit time, not the scoring time: a shard scored early but committed
-    late must still count as new (commits and this read are serialised by the writer slot).
+    late must still count as new (commits and this read are serialised by the writer slot). If
+    the clock went back, rows commit *below* the watermark and would never be seen; the score
+    count catches that (more rows than last time, but fewer above the watermark), and the run
+    recomputes everything instead (logged; old windows are opened without paging anyone).
     """
-    state = con.execute("SELECT committed_until FROM monitor_state WHERE model_version = ?", [model_version]).fetchall()
-    until = state[0][0] if state else None
+    state = con.execute("SELECT committed_until, n_scores FROM monitor_state WHERE model_version = ?",
+                        [model_version]).fetchall()
+    until, seen = state[0] if state else (None, None)
     row = con.execute(
-        "SELECT min(coalesce(a.published_at, a.ingested_at)), max(s.committed_at), count(*) FROM scores s "
-        "JOIN articles a USING (article_id) WHERE s.model_version = ? AND (? IS NULL OR s.committed_at > ?)",
-        [model_version, until, until]).fetchall()[0]
-    return (None if until is None else row[0]), row[1], until, bool(row[2])
+        "SELECT min(coalesce(a.published_at, a.ingested_at)) FILTER (s.committed_at > ?), max(s.committed_at), "
+        "count(*) FILTER (? IS NULL OR s.committed_at > ?), count(*) FROM scores s JOIN articles a USING (article_id) "
+        "WHERE s.model_version = ?", [until, until, until, model_version]).fetchall()[0]
+    fresh, total = int(row[2]), int(row[3])
+    clock_back = until is not None and seen is not None and total - int(seen) > fresh
+    since = None if until is None or clock_back else row[0]
+    return {"since": since, "until": max(row[1], until) if row[1] and until else row[1] or until,
+            "new": bool(fresh) or clock_back, "n_scores": total, "clock_back": clock_back}
+
+
+def _detect(con, settings: Settings, model: dict[str, Any], since: datetime | None) -> tuple[datetime | None, list, dict]:
+    """Windows for the views plus the configured detector's significant windows from the cutoff."""
+    params = monitor.MonitorParams.from_settings(settings)
+    if settings.monitor_detector == "windows":
+        cutoff = monitor.compute_windows(con, params, since)
+        return cutoff, monitor.spike_windows(con, cutoff) if cutoff else [], {"detector": "windows"}
+    sp = scan.ScanParams.from_settings(settings)
+    cutoff = monitor.day_cutoff(con, since)
+    if cutoff is None:
+        return None, [], {"detector": "scan"}
+    # One pass over the scores feeds both: the tumbling windows the analyst views show (no test
+    # on them) and the scan, which reads a day further back (its longest window + baseline).
+    monitor.compute_windows(con, params, cutoff, spike_test=False, keep_slots=True, slots_from=cutoff - sp.lookback)
+    conf = scan.confusion_from_model(model)
+    spikes = scan_alerts.detect(con, sp, cutoff, conf, slots_ready=True)
+    return cutoff, spikes, {"detector": "scan", "confusion": conf.source}
 
 
 @task(name="detect-spikes", cache_policy=NO_CACHE)
@@ -44,50 +71,58 @@ def detect_spikes(settings: Settings, full: bool = False) -> dict[str, Any]:
 
     Always the champion's scores: ``sentiment_windows`` and the alerts are the desk's view, and a
     candidate must not overwrite them (a new champion's first run recomputes everything).
-    ``full`` recomputes every window (after a parameter change, or to replay history).
+    ``full`` recomputes every window (after a parameter change, or to replay history). The
+    detector is ``monitor_detector``: 'scan' (default) or the old tumbling 'windows'.
     """
     log = get_run_logger()
-    params = monitor.MonitorParams.from_settings(settings)
     run_id = str(flow_run.get_id()) if flow_run.get_id() else None
+    empty = {"windows": 0, "spikes": 0, "new_alerts": [], "extended": 0, "detector": settings.monitor_detector}
     with writer_slot(settings), connect(settings) as con:
         model = db_registry.champion(con)
         if model is None:
             log.warning("no champion yet: nothing to monitor")
-            return {"model_version": None, "windows": 0, "spikes": 0, "new_alerts": [], "extended": 0}
+            return {"model_version": None, **empty}
         version = model["model_version"]
-        since, committed_until, previous, anything = _since(con, version)
-        if not anything and not full:
+        state = _since(con, version)
+        if state["clock_back"]:
+            log.warning("scores committed below the watermark (the clock went back?): recomputing every window")
+        if not state["new"] and not full:
             log.info("no new scores since the last run")
-            return {"model_version": version, "windows": 0, "spikes": 0, "new_alerts": [], "extended": 0}
+            return {"model_version": version, **empty}
         monitor.create_monitor_input(con, version)
-        cutoff = monitor.compute_windows(con, params, None if full else since)
+        cutoff, spikes, info = _detect(con, settings, model, None if full else state["since"])
         if cutoff is None:
-            return {"model_version": version, "windows": 0, "spikes": 0, "new_alerts": [], "extended": 0}
-        spikes = monitor.spike_windows(con, cutoff)
+            return {"model_version": version, **empty}
         anchors = db_alerts.last_alert_ends(con)  # (dimension, key) -> (alert_id, last_window_end)
         horizon = con.execute("SELECT max(ts) FROM monitor_input").fetchall()[0][0]
         new, extended = monitor.group_episodes(spikes, {k: end for k, (_, end) in anchors.items()},
                                                timedelta(hours=settings.monitor_cooldown_h), horizon)
+        alpha = settings.monitor_scan_alpha if info["detector"] == "scan" else settings.monitor_alpha
         for a in new:
-            a["severity"] = monitor.severity(a["p_value"], a["observed"], a["baseline"], params.alpha)
+            a["severity"] = monitor.severity(a["p_value"], a["observed"], a["baseline"], alpha)
             a["evidence"] = monitor.evidence(con, a)
+            a["detector"] = info["detector"]
+        explained = scan_alerts.explain(con, new, db_alerts.known_alerts(con)) if info["detector"] == "scan" else 0
         stored = monitor.store_windows(con, cutoff, version)
+        if info["detector"] == "scan":
+            scan_alerts.store_scan(con, cutoff, version)
         # Alerts and the watermark commit together: a crash before this point leaves the
         # watermark behind, so the next run recomputes the same windows and inserts the alerts.
         con.execute("BEGIN TRANSACTION")
         try:
             db_alerts.extend_alerts(con, {anchors[k][0]: end for k, end in extended.items()})
             inserted = db_alerts.insert_alerts(con, new, model_version=version, flow_run_id=run_id)
-            con.execute("INSERT OR REPLACE INTO monitor_state VALUES (?, ?, now())",
-                        [version, committed_until or previous])
+            con.execute("INSERT OR REPLACE INTO monitor_state (model_version, committed_until, updated_at, n_scores) "
+                        "VALUES (?, ?, now(), ?)", [version, state["until"], state["n_scores"]])
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
             raise
-    log.info("%d windows from %s, %d significant -> %d new alert(s), %d extended",
-             stored, cutoff, len(spikes), len(inserted), len(extended))
+    log.info("%s: %d windows from %s, %d significant -> %d new alert(s) (%d explained by a narrower one), "
+             "%d extended", info["detector"], stored, cutoff, len(spikes), len(inserted), explained, len(extended))
     return {"model_version": version, "cutoff": str(cutoff), "windows": stored, "spikes": len(spikes),
-            "new_alerts": inserted, "extended": len(extended)}
+            "new_alerts": inserted, "extended": len(extended), "explained": explained,
+            "clock_back": state["clock_back"], **info}
 
 
 @task(name="publish-monitor-report", cache_policy=NO_CACHE)
@@ -96,10 +131,15 @@ def publish_monitor_report(settings: Settings, summary: dict[str, Any]) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     with writer_slot(settings), connect(settings) as con:
         keys = reports.report_keys(con, summary.get("new_alerts", []))
-        png = reports.plot_timelines(con, keys, settings.reports_dir / f"monitor-{stamp}.png")
+        out = settings.reports_dir / f"monitor-{stamp}.png"
+        if settings.monitor_detector == "scan":  # expected share + band + the window that fired
+            png = scan_report.plot_scan_timelines(con, keys, out)
+            extra = scan_report.explained_lines(con)
+        else:
+            png, extra = reports.plot_timelines(con, keys, out), []
         rows = reports.open_alerts_table(con)
     reports.prune_reports(settings.reports_dir)
-    markdown = reports.markdown_report(summary, rows, png)
+    markdown = reports.markdown_report(summary, rows, png) + "\n".join(extra)
     create_markdown_artifact(key="sentiment-monitor", markdown=markdown,
                              description=f"{len(summary.get('new_alerts', []))} new alert(s), {len(rows)} open")
     return str(png) if png else ""

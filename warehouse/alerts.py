@@ -51,12 +51,20 @@ def last_alert_ends(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], tup
     return {(d, k): (aid, end) for d, k, aid, end in rows}
 
 
+def known_alerts(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """Unresolved alerts as ``warehouse.scan_alerts.explain`` reads them (window and span per key)."""
+    return fetch_dicts(con, "SELECT alert_id, dimension, key, window_start, window_end, last_window_end "
+                            f"FROM alerts WHERE status IN {OPEN_STATUSES}")
+
+
 def insert_alerts(con: duckdb.DuckDBPyConnection, alerts: list[dict[str, Any]], *, model_version: str | None,
                   flow_run_id: str | None) -> list[str]:
     """Insert new alerts as 'pending' in one statement; existing dedup keys are skipped.
 
     Each alert dict carries the spike fields (see ``warehouse.monitor.spike_windows``) plus
-    ``last_window_end``, ``severity`` and ``evidence``. Returns the ids actually inserted.
+    ``last_window_end``, ``severity`` and ``evidence``, and optionally ``detector`` and
+    ``explained_by``: an explained alert is stored 'open' without being sent (the narrower alert
+    that explains it pages instead). Returns the ids actually inserted.
     """
     if not alerts:
         return []
@@ -69,7 +77,8 @@ def insert_alerts(con: duckdb.DuckDBPyConnection, alerts: list[dict[str, Any]], 
                      "metric": "negative_share", "observed": float(a["observed"]), "baseline": float(a["baseline"]),
                      "n_articles": int(a["n"]), "n_negative": int(a["n_neg"]), "p_value": float(a["p_value"]),
                      "severity": a["severity"], "evidence": json.dumps(a.get("evidence", []), default=str),
-                     "model_version": model_version, "flow_run_id": flow_run_id})
+                     "model_version": model_version, "flow_run_id": flow_run_id,
+                     "explained_by": a.get("explained_by"), "detector": a.get("detector", "windows")})
     import pandas as pd
 
     frame = pd.DataFrame(rows)
@@ -77,8 +86,11 @@ def insert_alerts(con: duckdb.DuckDBPyConnection, alerts: list[dict[str, Any]], 
     try:
         inserted = con.execute("""
             INSERT INTO alerts BY NAME
-            SELECT n.* EXCLUDE (evidence), n.evidence::JSON AS evidence, 'pending' AS status, now() AS created_at,
-                   0 AS delivery_attempts
+            SELECT n.* EXCLUDE (evidence), n.evidence::JSON AS evidence,
+                   -- an explained alert is for the record and the report: the narrower one pages
+                   CASE WHEN n.explained_by IS NULL THEN 'pending' ELSE 'open' END AS status,
+                   CASE WHEN n.explained_by IS NULL THEN NULL ELSE 'not sent (explained by ' || n.explained_by || ')'
+                   END AS delivery_channel, now() AS created_at, 0 AS delivery_attempts
             FROM new_alerts n WHERE NOT EXISTS (SELECT 1 FROM alerts a WHERE a.dedup_key = n.dedup_key)
             RETURNING alert_id
         """).fetchall()

@@ -69,8 +69,11 @@ def explain(con: duckdb.DuckDBPyConnection, alerts: list[dict], known: list[dict
                           {"ws": a["window_start"], "we": a["window_end"]}).fetchall()[0]
         p0 = float(a["baseline"])
         excess = float(a["n_neg"]) - float(a["n"]) * p0
-        best = max(range(len(kids)), key=lambda i: row[2 * i + 1] - row[2 * i] * p0)
-        if excess > 0 and row[2 * best + 1] - row[2 * best] * p0 >= EXPLAINED_SHARE * excess:
+        # Of the narrower alerts that carry enough of the excess, name the narrowest (a ticker
+        # before a topic that contains it), then the one that carries most.
+        ok = [i for i in range(len(kids)) if excess > 0 and row[2 * i + 1] - row[2 * i] * p0 >= EXPLAINED_SHARE * excess]
+        if ok:
+            best = max(ok, key=lambda i: (kids[i]["dimension"] == "ticker", row[2 * i + 1] - row[2 * i] * p0))
             a["explained_by"] = f"{kids[best]['dimension']}:{kids[best]['key']}"
             marked += 1
     return marked

@@ -84,19 +84,26 @@ def test_spike_found_delivered_once_with_retry_then_not_again(settings, monkeypa
         assert a["observed"] > 0.6 and a["baseline"] < 0.4 and a["evidence"]
         assert not [x for x in alerts if x["key"] == "YYY"]
         assert a["event_id"] is not None
-        # exactly one POST per alert, although the first attempt failed
-        assert sorted(p["text"].rsplit("alert_id: ", 1)[1] for p in receiver.posts) == sorted(x["alert_id"] for x in alerts)
+        # The burst also lifts the overall, its source and its topic: those alerts say that ZZZ
+        # explains them and do not page (issue 19: one page per episode, at the right key).
+        paged = [x for x in alerts if not x["explained_by"]]
+        assert paged == [a] and all(x["explained_by"] == "ticker:ZZZ" and x["status"] == "open"
+                                    and x["notified_at"] is None for x in alerts if x is not a)
+        assert a["detector"] == "scan" and a["granularity"] in ("15m", "30m", "1h", "2h", "4h")
+        # exactly one POST per paged alert, although the first attempt failed
+        assert sorted(p["text"].rsplit("alert_id: ", 1)[1] for p in receiver.posts) == [a["alert_id"]]
         assert summary["delivered"] and not summary["failed"]
-        assert receiver.requests == len(alerts) + 1  # one 500, then one accepted POST per alert
+        assert receiver.requests == len(paged) + 1  # one 500, then one accepted POST per paged alert
         # The report: a timeline PNG of the alerted keys and a markdown artifact with it and the table.
         png = summary["report_png"]
         assert png and open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
         report = _artifact("sentiment-monitor")
         assert "data:image/png;base64," in report and a["alert_id"] in report and "ZZZ" in report
-        assert sum(x["delivery_attempts"] for x in alerts) == len(alerts) + 1  # one retry in all
+        assert "expected share" in report or "band" in report or a["alert_id"] in report
+        assert sum(x["delivery_attempts"] for x in alerts) == len(paged) + 1  # one retry in all
         # nothing new: no new alert, no second delivery
         monitor_flow(notify_backfill=True)
-        assert len(receiver.posts) == len(alerts) == len(_alerts(settings))
+        assert len(receiver.posts) == len(paged) and len(alerts) == len(_alerts(settings))
     finally:
         receiver.close()
 
@@ -109,7 +116,7 @@ def test_receiver_down_keeps_alerts_pending_until_it_returns(settings, monkeypat
     port = _free_port()
     _use_webhook(monkeypatch, port)  # nothing listens there yet
     monitor_flow(notify_backfill=True)
-    pending = _alerts(settings)
+    pending = [a for a in _alerts(settings) if not a["explained_by"]]  # explained ones never page
     assert pending and all(a["status"] == "pending" for a in pending)
     # The first alert is tried 3 times; then the run stops (circuit breaker) instead of letting
     # every other alert time out against a dead receiver.
@@ -118,7 +125,7 @@ def test_receiver_down_keeps_alerts_pending_until_it_returns(settings, monkeypat
     receiver = Receiver(port=port)
     try:
         monitor_flow(notify_backfill=True)
-        delivered = _alerts(settings)
+        delivered = [a for a in _alerts(settings) if not a["explained_by"]]
         assert all(a["status"] == "open" for a in delivered)
         assert len(receiver.posts) == len(delivered)
         monitor_flow(notify_backfill=True)
@@ -162,8 +169,10 @@ def test_old_windows_open_without_paging_anyone(settings, monkeypatch: pytest.Mo
         _use_webhook(monkeypatch, receiver.port)
         summary = monitor_flow()  # scheduled behaviour: notify_backfill=False
         alerts = _alerts(settings)
-        assert alerts and summary["stale"] == len(alerts) and not receiver.posts
-        assert all(a["status"] == "open" and a["delivery_channel"] == "not sent (stale)" for a in alerts)
+        paged = [a for a in alerts if not a["explained_by"]]
+        assert paged and summary["stale"] == len(paged) and not receiver.posts
+        assert all(a["status"] == "open" and a["delivery_channel"] == "not sent (stale)" for a in paged)
+        assert all(a["delivery_channel"].startswith("not sent (explained by") for a in alerts if a not in paged)
         assert all(a["event_id"] for a in alerts)  # automations still see the events
 
 
@@ -206,9 +215,10 @@ def test_automation_mode_hands_alerts_to_the_automation(settings, monkeypatch: p
         summary = monitor_flow(notify_backfill=True)
         alerts = _alerts(settings)
         assert alerts and not receiver.posts  # the automation (not here) would send them
-    assert sorted(summary["delivered"]) == sorted(a["alert_id"] for a in alerts) and summary["pending"] == 0
+    paged = [a for a in alerts if not a["explained_by"]]
+    assert sorted(summary["delivered"]) == sorted(a["alert_id"] for a in paged) and summary["pending"] == 0
     assert all(a["status"] == "open" and a["delivery_channel"] == f"automation:{AUTOMATION}" and a["event_id"]
-               for a in alerts)
+               for a in paged)
     ours: dict = {}
     deadline = time.monotonic() + 30  # the server persists events asynchronously
     while time.monotonic() < deadline and not {a["event_id"] for a in alerts} <= set(ours):
@@ -219,5 +229,5 @@ def test_automation_mode_hands_alerts_to_the_automation(settings, monkeypatch: p
         time.sleep(0.5)
     for a in alerts:
         event = ours[a["event_id"]]
-        assert event.resource["newspulse.notify"] == "true"
+        assert event.resource["newspulse.notify"] == ("false" if a["explained_by"] else "true")
         assert event.payload["subject"].startswith("[") and a["alert_id"] in event.payload["body"]
