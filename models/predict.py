@@ -39,6 +39,7 @@ from torch.nn import functional as F
 from models.backbone import context_length, hidden_size
 from models.precision import autocast
 
+MIN_SHARED_PREFIX = 4  # shorter common prefixes are not worth a cache copy per batch
 MAX_CHARS_PER_TOKEN = 64  # pre-cut huge strings on characters; BPE tokens are far shorter than this
 DEFAULT_BATCH_SIZE = 32  # rows per forward pass; see the module docstring
 
@@ -155,9 +156,23 @@ def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
 
 
+def shared_prefix_length(ids: Sequence[Sequence[int]]) -> int:
+    """Tokens every row starts with (the prompt, usually), leaving each row at least one of its own."""
+    if not ids:
+        return 0
+    first = list(ids[0])
+    n = min(len(r) for r in ids) - 1
+    for row in ids:
+        if n <= 0:
+            break
+        if list(row[:n]) != first[:n]:  # slice compare first: C speed for the usual full match
+            n = next(i for i in range(n) if row[i] != first[i])
+    return max(n, 0)
+
+
 def predict_ids(model, ids: Sequence[Sequence[int]], pad_id: int, *, batch_size: int = DEFAULT_BATCH_SIZE,
                 device: str | torch.device = "cpu", progress: bool = False, precision: str | None = None,
-                features: bool = False) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+                features: bool = False, reuse_prefix: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Score pre-tokenized rows (each non-empty, within the context) with length bucketing.
 
     Returns ``(sentiment_probs (N, 3), topic_probs (N, K) or None, embeddings (N, d))`` in the
@@ -165,6 +180,11 @@ def predict_ids(model, ids: Sequence[Sequence[int]], pad_id: int, *, batch_size:
     (N, len(pool_layers) * d). ``precision`` is ``"bf16"`` (autocast) or ``"fp32"``; None means
     bf16 on CUDA and fp32 on CPU (:mod:`models.precision` decides per machine). The model is put
     in eval mode for the call and its mode is restored after.
+
+    ``reuse_prefix``: tokens that every row starts with (a prompt's instruction) run once for the
+    whole call and each batch continues from their cached keys/values
+    (:class:`~models.multihead.SharedPrefix`): the same outputs within float rounding, with
+    ~1.5-2x fewer tokens per forward pass for prompted headlines.
     """
     from tqdm.auto import tqdm
 
@@ -184,16 +204,20 @@ def predict_ids(model, ids: Sequence[Sequence[int]], pad_id: int, *, batch_size:
     topic_t = torch.from_numpy(topic) if topic is not None else None
     was_training = model.training
     model.eval()
+    skip = shared_prefix_length(ids) if reuse_prefix and hasattr(model, "shared_prefix") else 0
+    skip = skip if skip >= MIN_SHARED_PREFIX else 0
     try:
         with torch.inference_mode(), _fused_activations(model):
+            with autocast(device, precision):
+                prefix = model.shared_prefix(list(ids[0][:skip]), device) if skip else None
             starts = range(0, n, batch_size)
             for s in tqdm(starts, disable=not progress, desc="predict", leave=False):
                 idx = order[s : s + batch_size]  # (B,) original row indices of this bucket
                 idx_t = torch.from_numpy(idx)
-                input_ids, mask = pad_batch([ids[i] for i in idx], pad_id)  # (B, T) each
+                input_ids, mask = pad_batch([ids[i][skip:] for i in idx], pad_id)  # (B, T) each
                 input_ids, mask = input_ids.to(device), mask.to(device)
                 with autocast(device, precision):
-                    out = model(input_ids=input_ids, attention_mask=mask)
+                    out = model(input_ids=input_ids, attention_mask=mask, prefix=prefix)
                 # Softmax in fp32 so every row sums to 1 within float32 precision.
                 sent_t.index_copy_(0, idx_t, F.softmax(out.sentiment_logits.float(), dim=-1).cpu())
                 if topic_t is not None:

@@ -170,3 +170,36 @@ def test_prompt_wraps_text_and_only_the_text_is_truncated(checkpoint) -> None:
     assert len(ids[2]) == len(prefix) + 24 + len(suffix)
     assert tok.decode(ids[0]).replace(" ", "") == "Headline:Acmebeatsestimates\nSentiment:".replace(" ", "")
     assert len(plain[0]) == n_tokens[0]
+
+
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+def test_shared_prompt_prefix_runs_once_with_the_same_outputs(checkpoint, pooling: str) -> None:
+    """The prompt's keys/values computed once per call give what running every row whole gives."""
+    from models.multihead import HeadsConfig, from_backbone
+    from models.predict import encode_texts, predict_ids, shared_prefix_length
+    from models.tokenizer import load_tokenizer
+
+    _, base, df = checkpoint
+    from models.generate import load_causal_lm
+
+    tok = load_tokenizer(base)
+    lm = load_causal_lm(base)
+    torch.manual_seed(1)
+    model = from_backbone(lm, HeadsConfig(topic_labels=["earnings", "markets"], pool_layers=[-1, -2],
+                                          pooling=pooling, prompt="Classify this headline. Headline: {text}\nSentiment:"))
+    texts = df.text.tolist()[:70] + ["", "Acme"]  # one empty text: only the prompt's own tokens remain
+    ids, _, _ = encode_texts(tok, texts, 24, model.heads.prompt)
+    assert shared_prefix_length(ids) >= 4
+    whole = predict_ids(model, ids, tok.pad_token_id, batch_size=16, precision="fp32", features=True,
+                        reuse_prefix=False)
+    reused = predict_ids(model, ids, tok.pad_token_id, batch_size=16, precision="fp32", features=True)
+    for a, b in zip(whole, reused):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_shared_prefix_length_keeps_a_token_per_row() -> None:
+    from models.predict import shared_prefix_length
+
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5, 6], [1, 2, 9]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # every row keeps its last token
+    assert shared_prefix_length([[7]]) == 0 and shared_prefix_length([]) == 0
