@@ -88,7 +88,7 @@ def detect_spikes(settings: Settings, full: bool = False) -> dict[str, Any]:
             log.warning("scores committed below the watermark (the clock went back?): recomputing every window")
         if not state["new"] and not full:
             log.info("no new scores since the last run")
-            return {"model_version": version, **empty}
+            return {"model_version": version, **empty, "clock_back": False}
         monitor.create_monitor_input(con, version)
         cutoff, spikes, info = _detect(con, settings, model, None if full else state["since"])
         if cutoff is None:
