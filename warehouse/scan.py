@@ -32,7 +32,7 @@ detector looks at **every window length ending there** (15 min, 30 min, 1 h, 2 h
   binomial tail (vectorised, never smaller than the beta-binomial one out here) before the exact
   beta-binomial tail is computed, so the 10M-row year stays within seconds.
 
-Input: TEMP TABLE ``mon_g1`` (:func:`warehouse.monitor.slot_counts`). Output: TEMP TABLE
+Input: TEMP TABLE ``mon_g1`` (:func:`warehouse.monitor.slot_counts`). Output: TEMP VIEW
 ``mon_scan``, one row per (key, slot with articles) from the cutoff on.
 """
 
@@ -137,6 +137,15 @@ def scan_arrays(kid: np.ndarray, s: np.ndarray, n: np.ndarray, k: np.ndarray, ov
     (its counts), ``expected`` (expected negative share), ``base_n``, ``overall_base_n``,
     ``p_value`` (scan p-value, NaN when no length came near significance) and ``is_spike``.
     """
+    order, out = _scan_sorted(kid, s, n, k, overall, params, conf)
+    inverse = np.empty(len(s), np.int64)
+    inverse[order] = np.arange(len(s))
+    return {name: col[inverse] for name, col in out.items()}
+
+
+def _scan_sorted(kid: np.ndarray, s: np.ndarray, n: np.ndarray, k: np.ndarray, overall: int,
+                 params: ScanParams, conf: Confusion) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """:func:`scan_arrays` in (key, slot) order: returns that ``order`` and the columns."""
     rows = len(s)
     code = kid.astype(np.int64) * (1 << 40) + s.astype(np.int64)
     order = np.argsort(code, kind="stable")
@@ -164,8 +173,12 @@ def scan_arrays(kid: np.ndarray, s: np.ndarray, n: np.ndarray, k: np.ndarray, ov
     expected = a / np.maximum(a + b, 1e-12)
     exp_true = conf.true_share(expected)
     warm = (o_n >= params.min_history) & (a > 0)
+    # The floors in predicted counts (cheap compares on every row): true share >= expected + lift
+    # and true negatives >= min_negative, through q = f + (s - f) * true share.
+    sf = conf.sensitivity - conf.false_rate
+    share_floor = np.where(warm, conf.false_rate + sf * (exp_true + params.min_lift), np.inf)
 
-    from scipy.stats import binom
+    from scipy.special import bdtrc  # binomial upper tail; scipy.stats (1 s to import) only when needed
 
     m = len(params.lengths)
     best_p = np.full(rows, np.inf)
@@ -181,26 +194,27 @@ def scan_arrays(kid: np.ndarray, s: np.ndarray, n: np.ndarray, k: np.ndarray, ov
     for length in params.lengths:
         lo = np.searchsorted(c, c - length + 1, "left")
         wn, wk = cum_n[idx] - cum_n[lo], cum_k[idx] - cum_k[lo]
-        wn_all = wn[ko][j] if len(so) else wn
-        true_share = conf.true_share(wk / np.maximum(wn, 1))
-        true_k = true_share * wn  # the floors count estimated true negatives, not predicted ones
-        cand = np.flatnonzero(warm & (wn >= params.min_articles) & (true_k >= params.min_negative - 1e-9)
-                              & (true_share - exp_true >= params.min_lift))
+        cand = np.flatnonzero((wn >= params.min_articles) & (wk >= wn * share_floor)
+                              & (wk >= conf.false_rate * wn + sf * params.min_negative - 1e-9))
         if not len(cand):
             continue
+        wn_all = wn[ko][j[cand]] if len(so) else wn[cand]  # all articles in the same window
+        # the floors count estimated true negatives, not predicted ones
+        true_k = conf.true_share(wk[cand] / np.maximum(wn[cand], 1)) * wn[cand]
         # Screen: the binomial tail is below the beta-binomial one this far above the mean.
-        ps = binom.sf(wk[cand] - 1, wn[cand], expected[cand])
+        ps = bdtrc(wk[cand] - 1, wn[cand], expected[cand])
         if tests == 2:
-            vol = true_k[cand] >= params.min_negative_volume
-            ps = np.minimum(ps, np.where(vol, binom.sf(wk[cand] - 1, wn_all[cand], rate[cand]), 1.0))
-        close = cand[ps * m * tests < params.alpha]
+            vol = true_k >= params.min_negative_volume
+            ps = np.minimum(ps, np.where(vol, bdtrc(wk[cand] - 1, wn_all, rate[cand]), 1.0))
+        near = ps * m * tests < params.alpha
+        close = cand[near]
         if not len(close):
             continue
         p = _bb_sf(wk[close], wn[close], a[close], b[close])
         if tests == 2:
-            vol = true_k[close] >= params.min_negative_volume
+            vol, n_all = vol[near], wn_all[near]
             q = np.ones(len(close))
-            q[vol] = _bb_sf(wk[close][vol], wn_all[close][vol], a2[close][vol], b2[close][vol])
+            q[vol] = _bb_sf(wk[close][vol], n_all[vol], a2[close][vol], b2[close][vol])
             p = np.minimum(p, q)
         better = p < best_p[close]
         sel = close[better]
@@ -208,14 +222,12 @@ def scan_arrays(kid: np.ndarray, s: np.ndarray, n: np.ndarray, k: np.ndarray, ov
     p_scan = np.where(np.isfinite(best_p), np.minimum(1.0, best_p * m * tests), np.nan)
     out = {"length": best_len, "n_w": nw, "k_w": kw, "expected": expected, "base_n": base_n,
            "overall_base_n": o_n, "p_value": p_scan, "is_spike": np.nan_to_num(p_scan, nan=1.0) < params.alpha}
-    inverse = np.empty(rows, np.int64)
-    inverse[order] = np.arange(rows)
-    return {name: col[inverse] for name, col in out.items()}
+    return order, out
 
 
 def run_scan(con: duckdb.DuckDBPyConnection, params: ScanParams, cutoff: datetime,
              conf: Confusion = Confusion()) -> int:
-    """TEMP TABLE ``mon_scan`` from ``mon_g1``: the scan at every slot with articles from ``cutoff``.
+    """TEMP VIEW ``mon_scan`` from ``mon_g1``: the scan at every slot with articles from ``cutoff``.
 
     Columns: dimension, key, window_start, window_end, length (label), n, n_neg, observed,
     expected, base_n, overall_base_n, p_value, is_spike. Returns the rows written.
@@ -225,29 +237,29 @@ def run_scan(con: duckdb.DuckDBPyConnection, params: ScanParams, cutoff: datetim
     d = con.execute("SELECT k.kid, g.s, g.n::BIGINT AS n, g.n_neg::BIGINT AS n_neg FROM mon_g1 g JOIN mon_keys k USING (dimension, key)").fetchnumpy()
     ov = con.execute("SELECT kid FROM mon_keys WHERE dimension = 'overall'").fetchall()
     cut = int(cutoff.timestamp() * 1_000_000) // SLOT_US
-    res = scan_arrays(d["kid"], d["s"], d["n"], d["n_neg"], ov[0][0] if ov else -1, params, conf)
+    order, res = _scan_sorted(d["kid"], d["s"], d["n"], d["n_neg"], ov[0][0] if ov else -1, params, conf)
+    d = {"kid": d["kid"][order], "s": d["s"][order]}
     keep = d["s"] >= cut
     labels = np.array([LENGTHS.get(x, f"{x * 15}m") for x in params.lengths] + ["1h"])
-    pos = {x: i for i, x in enumerate(params.lengths)}
-    frame = {"kid": d["kid"][keep], "s": d["s"][keep].astype(np.int64),
-             "li": np.array([pos.get(x, len(params.lengths)) for x in res["length"][keep]], np.int64),
-             "len": res["length"][keep]}
+    uniq, inv = np.unique(res["length"][keep], return_inverse=True)  # a handful of lengths
+    index = {x: i for i, x in enumerate(params.lengths)}
+    li = np.array([index.get(int(x), len(params.lengths)) for x in uniq], np.int64)[inv]
+    frame = {"kid": d["kid"][keep], "s": d["s"][keep].astype(np.int64), "li": li, "len": res["length"][keep]}
     frame.update({name: res[name][keep] for name in ("n_w", "k_w", "expected", "base_n", "overall_base_n",
                                                      "p_value", "is_spike")})
+    # A view over the arrays, not a table: the alarms query reads a handful of rows, and storing
+    # (sentiment_scan) reads them all once; materialising 2M rows first cost ~0.5 s on 10M scores.
+    # The arrays stay registered until the next scan on this connection replaces them.
     con.register("mon_scan_np", frame)
     con.register("mon_scan_labels", {"li": np.arange(len(labels)), "label": labels})
-    try:
-        con.execute("""
-            CREATE OR REPLACE TEMP TABLE mon_scan AS
-            SELECT k.dimension, k.key, to_timestamp((x.s + 1 - x.len) * 900) AS window_start,
-                   to_timestamp((x.s + 1) * 900) AS window_end, l.label AS length, x.n_w::INTEGER AS n,
-                   x.k_w::INTEGER AS n_neg, x.k_w / greatest(x.n_w, 1) AS observed, x.expected, x.base_n,
-                   x.overall_base_n, CASE WHEN isnan(x.p_value) THEN NULL ELSE x.p_value END AS p_value, x.is_spike
-            FROM mon_scan_np x JOIN mon_keys k USING (kid) JOIN mon_scan_labels l USING (li)
-        """)
-    finally:
-        con.unregister("mon_scan_np")
-        con.unregister("mon_scan_labels")
+    con.execute("""
+        CREATE OR REPLACE TEMP VIEW mon_scan AS
+        SELECT k.dimension, k.key, to_timestamp((x.s + 1 - x.len) * 900) AS window_start,
+               to_timestamp((x.s + 1) * 900) AS window_end, l.label AS length, x.n_w::INTEGER AS n,
+               x.k_w::INTEGER AS n_neg, x.k_w / greatest(x.n_w, 1) AS observed, x.expected, x.base_n,
+               x.overall_base_n, CASE WHEN isnan(x.p_value) THEN NULL ELSE x.p_value END AS p_value, x.is_spike
+        FROM mon_scan_np x JOIN mon_keys k USING (kid) JOIN mon_scan_labels l USING (li)
+    """)
     return int(keep.sum())
 
 

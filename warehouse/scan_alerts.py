@@ -39,7 +39,7 @@ def detect(con: duckdb.DuckDBPyConnection, params: ScanParams, cutoff: datetime,
     if not slots_ready:
         from warehouse.monitor import slot_counts
 
-        slot_counts(con, cutoff - params.lookback, source)
+        slot_counts(con, cutoff - params.lookback, source, measures=False)
     run_scan(con, params, cutoff, conf)
     con.execute("DROP TABLE IF EXISTS mon_g1")
     return scan_spikes(con, cutoff)
