@@ -456,6 +456,75 @@ def bench_timing(rows: int, detectors: tuple[str, ...]) -> dict:
     return out
 
 
+# ----------------------------------------------------------------------------- (d) the monitor flow
+
+
+def bench_flow(warehouse: Path, detectors: tuple[str, ...], truth: Path | None, reps: int = 3) -> dict:
+    """Wall time of ``monitor_flow`` per detector on copies of a demo warehouse (never the original),
+    its alerts and monitor state cleared first so each detector starts as on a first run: the
+    first run (everything), a scheduled run after the newest day's scores were re-committed, and a
+    run with nothing new. Alternating detectors, median of ``reps``; no delivery configured; the
+    Prefect API is an ephemeral one in a temporary PREFECT_HOME. With the demo's ``truth`` the
+    first run's alerts are scored the way ``newspulse demo`` scores them."""
+    import os
+    import shutil
+
+    from newspulse.settings import settings_env
+    from sources.synthetic import score_detection
+
+    times: dict[str, dict[str, list[float]]] = {d: {"full": [], "last day": [], "nothing new": [], "detect full": [],
+                                                    "detect last day": []} for d in detectors}
+    found: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ.update({"PREFECT_HOME": str(Path(tmp) / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                           "DO_NOT_TRACK": "1"})
+        env = {"NEWSPULSE_HOME": str(Path(tmp) / "var"), "NEWSPULSE_ALERT_BLOCK": ""}
+        with settings_env({**env, "NEWSPULSE_WAREHOUSE_PATH": str(Path(tmp) / "warm.duckdb")}):
+            shutil.copy(warehouse, Path(tmp) / "warm.duckdb")
+            from flows.monitor import monitor_flow
+
+            monitor_flow()  # starts Prefect's ephemeral API and imports everything once: not timed
+        for rep in range(reps):
+            for det in detectors if rep % 2 == 0 else detectors[::-1]:
+                db = Path(tmp) / f"{det}-{rep}.duckdb"
+                shutil.copy(warehouse, db)
+                with duckdb.connect(str(db)) as con:
+                    con.execute("DELETE FROM alerts")
+                    con.execute("DELETE FROM monitor_state")
+                with settings_env({**env, "NEWSPULSE_WAREHOUSE_PATH": str(db), "NEWSPULSE_MONITOR_DETECTOR": det}):
+                    t0 = time.perf_counter()
+                    out = monitor_flow()
+                    times[det]["full"].append(time.perf_counter() - t0)
+                    times[det]["detect full"].append(out.get("detect_s", float("nan")))
+                    with duckdb.connect(str(db)) as con:
+                        rows = con.execute("SELECT dimension, key, window_start, window_end, explained_by FROM alerts"
+                                           ).fetchall()
+                    got = [dict(zip(("dimension", "key", "window_start", "window_end", "explained_by"), r, strict=True))
+                           for r in rows]
+                    found[det] = {"alerts": len(got), "paged": sum(not a["explained_by"] for a in got)}
+                    if truth is not None and truth.exists():
+                        det_all = score_detection(got, json.loads(truth.read_text()))
+                        det_paged = score_detection([a for a in got if not a["explained_by"]], json.loads(truth.read_text()))
+                        found[det].update({k: det_all[k] for k in ("detected", "episodes", "false_alarms", "related_alerts",
+                                                                   "decoys_alerted", "median_delay_h", "missed")},
+                                          paged_false_alarms=det_paged["false_alarms"])
+                    with duckdb.connect(str(db)) as con:
+                        con.execute("UPDATE scores SET committed_at = now() WHERE article_id IN (SELECT article_id "
+                                    "FROM articles WHERE published_at >= (SELECT max(published_at) FROM articles) "
+                                    "- INTERVAL 1 DAY)")
+                    t0 = time.perf_counter()
+                    out = monitor_flow()
+                    times[det]["last day"].append(time.perf_counter() - t0)
+                    times[det]["detect last day"].append(out.get("detect_s", float("nan")))
+                    t0 = time.perf_counter()
+                    monitor_flow()
+                    times[det]["nothing new"].append(time.perf_counter() - t0)
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        n = con.execute("SELECT count(*) FROM scores").fetchall()[0][0]
+    return {"warehouse": str(warehouse), "scores": n, "reps": reps, "detection": found,
+            "median_s": {d: {k: float(np.median(v)) for k, v in t.items()} for d, t in times.items()}, "runs_s": times}
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -507,6 +576,9 @@ def main() -> None:
     ap.add_argument("--champion-db", type=Path, default=None,
                     help="a warehouse whose champion's validation confusion matrix flips the labels of a third variant")
     ap.add_argument("--detectors", nargs="*", default=["windows", "scan"], choices=["windows", "scan"])
+    ap.add_argument("--flow-warehouse", type=Path, default=None,
+                    help="a demo warehouse: time monitor_flow per detector on copies of it (section d)")
+    ap.add_argument("--flow-truth", type=Path, default=None, help="the demo's ground_truth.json (section d)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["synthetic", "real", "timing"])
     args = ap.parse_args()
     if args.quick:
@@ -564,6 +636,23 @@ def main() -> None:
             x = tm[det]
             t.add_row(det, f"{x['aggregate_s']:.2f} s", f"{x['test_s']:.2f} s", f"{x['total_s']:.2f} s", "< 5 s",
                       f"{x['evaluated']:,}", f"{x['tested']:,}", str(x["spikes"]), str(x["alerts"]))
+        console.print(t)
+    if args.flow_warehouse is not None:
+        fl = bench_flow(args.flow_warehouse, dets, args.flow_truth)
+        results["flow"] = fl
+        t = Table(title=f"(d) monitor flow wall time on copies of {args.flow_warehouse} ({fl['scores']:,} scores), "
+                        f"median of {fl['reps']}")
+        for c in ("detector", "first run (detect-spikes)", "newest day re-committed (detect-spikes)", "nothing new",
+                  "alerts (paged)",
+                  "episodes detected", "false alarms (paged)", "decoys alerted", "median delay", "missed"):
+            t.add_column(c)
+        for det in dets:
+            m, f = fl["median_s"][det], fl["detection"][det]
+            t.add_row(det, f"{m['full']:.2f} s ({m['detect full']:.2f} s)",
+                      f"{m['last day']:.2f} s ({m['detect last day']:.2f} s)", f"{m['nothing new']:.2f} s",
+                      f"{f['alerts']} ({f['paged']})", f"{f.get('detected', '-')}/{f.get('episodes', '-')}",
+                      f"{f.get('false_alarms', '-')} ({f.get('paged_false_alarms', '-')})", str(f.get("decoys_alerted", "-")),
+                      _fmt(f.get("median_delay_h"), 1), ", ".join(f.get("missed") or []) or "-")
         console.print(t)
     out = Path(__file__).resolve().parent / "results" / ("monitor_quick.json" if args.quick else "monitor.json")
     out.parent.mkdir(exist_ok=True)

@@ -6,6 +6,7 @@ windows touched by newly scored articles and stores new alerts in the same short
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -78,6 +79,7 @@ def detect_spikes(settings: Settings, full: bool = False) -> dict[str, Any]:
     run_id = str(flow_run.get_id()) if flow_run.get_id() else None
     empty = {"windows": 0, "spikes": 0, "new_alerts": [], "extended": 0, "detector": settings.monitor_detector}
     with writer_slot(settings), connect(settings) as con:
+        t0 = time.perf_counter()  # the detector's own cost, without waiting for the writer slot
         model = db_registry.champion(con)
         if model is None:
             log.warning("no champion yet: nothing to monitor")
@@ -118,6 +120,7 @@ def detect_spikes(settings: Settings, full: bool = False) -> dict[str, Any]:
         except Exception:
             con.execute("ROLLBACK")
             raise
+        info["detect_s"] = round(time.perf_counter() - t0, 3)
     log.info("%s: %d windows from %s, %d significant -> %d new alert(s) (%d explained by a narrower one), "
              "%d extended", info["detector"], stored, cutoff, len(spikes), len(inserted), explained, len(extended))
     return {"model_version": version, "cutoff": str(cutoff), "windows": stored, "spikes": len(spikes),
