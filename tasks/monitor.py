@@ -104,7 +104,15 @@ def detect_spikes(settings: Settings, full: bool = False) -> dict[str, Any]:
             a["severity"] = monitor.severity(a["p_value"], a["observed"], a["baseline"], alpha)
             a["evidence"] = monitor.evidence(con, a)
             a["detector"] = info["detector"]
-        explained = scan_alerts.explain(con, new, db_alerts.known_alerts(con)) if info["detector"] == "scan" else 0
+        explained, later = 0, {}
+        if info["detector"] == "scan":
+            known = db_alerts.known_alerts(con)
+            explained = scan_alerts.explain(con, new, known)
+            # A broad alert stored earlier that this run's narrower alert explains: it already
+            # paged, but its record (and the report) should say what it was about.
+            broad = [k for k in known if k["dimension"] in scan_alerts.NARROWER and not k["explained_by"]]
+            scan_alerts.explain(con, broad, [a for a in new if not a.get("explained_by")], known_first=False)
+            later = {k["alert_id"]: k["explained_by"] for k in broad if k.get("explained_by")}
         stored = monitor.store_windows(con, cutoff, version)
         if info["detector"] == "scan":
             scan_alerts.store_scan(con, cutoff, version)
@@ -113,6 +121,7 @@ def detect_spikes(settings: Settings, full: bool = False) -> dict[str, Any]:
         con.execute("BEGIN TRANSACTION")
         try:
             db_alerts.extend_alerts(con, {anchors[k][0]: end for k, end in extended.items()})
+            db_alerts.set_explained(con, later)
             inserted = db_alerts.insert_alerts(con, new, model_version=version, flow_run_id=run_id)
             con.execute("INSERT OR REPLACE INTO monitor_state (model_version, committed_until, updated_at, n_scores) "
                         "VALUES (?, ?, now(), ?)", [version, state["until"], state["n_scores"]])

@@ -52,9 +52,17 @@ def last_alert_ends(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], tup
 
 
 def known_alerts(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    """Unresolved alerts as ``warehouse.scan_alerts.explain`` reads them (window and span per key)."""
-    return fetch_dicts(con, "SELECT alert_id, dimension, key, window_start, window_end, last_window_end "
+    """Unresolved alerts as ``warehouse.scan_alerts.explain`` reads them (window, span, counts)."""
+    return fetch_dicts(con, "SELECT alert_id, dimension, key, window_start, window_end, last_window_end, "
+                            "n_articles AS n, n_negative AS n_neg, baseline, explained_by "
                             f"FROM alerts WHERE status IN {OPEN_STATUSES}")
+
+
+def set_explained(con: duckdb.DuckDBPyConnection, explained: dict[str, str]) -> int:
+    """Record ``alert_id -> 'dimension:key'`` of the narrower alert that explains a stored one."""
+    for aid, by in explained.items():
+        con.execute("UPDATE alerts SET explained_by = ? WHERE alert_id = ? AND explained_by IS NULL", [by, aid])
+    return len(explained)
 
 
 def insert_alerts(con: duckdb.DuckDBPyConnection, alerts: list[dict[str, Any]], *, model_version: str | None,

@@ -46,18 +46,23 @@ def detect(con: duckdb.DuckDBPyConnection, params: ScanParams, cutoff: datetime,
 
 
 def explain(con: duckdb.DuckDBPyConnection, alerts: list[dict], known: list[dict] | None = None,
-            source: str = "monitor_input") -> int:
+            source: str = "monitor_input", known_first: bool = True) -> int:
     """Set ``explained_by`` (``dimension:key``) on broad alerts that a narrower one explains.
 
     ``alerts`` are the new alerts (``group_episodes`` rows: window, n, n_neg, baseline); ``known``
     are stored unresolved alerts (dimension, key, window_start, window_end, last_window_end).
-    Returns how many alerts were marked.
+    ``known_first=False`` also accepts narrower alerts that fired later (annotating stored broad
+    alerts after the fact: they already paged, but the record says why). Returns how many alerts
+    were marked.
     """
     narrow = [a for a in alerts + (known or []) if a["dimension"] in ("topic", "ticker")]
     marked = 0
     for a in alerts:
+        if a.get("explained_by"):
+            continue
         kids = [c for c in narrow if c["dimension"] in NARROWER.get(a["dimension"], ()) and c is not a
-                and c["window_end"] <= a["window_end"] and c["last_window_end"] >= a["window_start"]
+                and (c["window_end"] <= a["window_end"] or not known_first)
+                and c["last_window_end"] >= a["window_start"] and c["window_start"] <= a["last_window_end"]
                 and (c["dimension"], c["key"]) != (a["dimension"], a["key"])]
         kids = list({(c["dimension"], c["key"]): c for c in kids}.values())
         if not kids:

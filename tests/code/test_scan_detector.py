@@ -118,6 +118,8 @@ def test_explained_only_by_an_alert_known_when_the_broad_one_fires():
              "window_end": broad["window_end"] + timedelta(minutes=15),
              "last_window_end": broad["window_end"] + timedelta(minutes=15)}
     assert explain(con, [dict(broad)], [later]) == 0  # it fired after: the source already paged
+    stored = dict(broad)  # ... but the stored source alert's record is annotated after the fact
+    assert explain(con, [stored], [later], known_first=False) == 1 and stored["explained_by"] == "topic:energy"
     earlier = {**later, "window_end": broad["window_end"]}
     a = dict(broad)
     assert explain(con, [a], [earlier]) == 1 and a["explained_by"] == "topic:energy"
