@@ -1,9 +1,10 @@
 """The monitor picture for the scan detector: why a key paged, at a glance.
 
-Per alerted key, hourly: volume bars, the negative share of each hour as dots (sized by volume, so
-a thin hour that jumps between 0 and 1 does not shout), the key's **expected share with its
-band** (the upper edge is 3 standard deviations of an hour's share at that hour's volume), and
-the **window that fired** (shaded, labelled with its length, counts and p-value), with the
+Per alerted key, hourly: volume bars, the negative share of each hour as faint dots (sized by
+volume, so a thin hour that jumps between 0 and 1 does not shout), the share over the fired
+window's length ending at each hour, the key's **expected share with its band** (the upper edge is
+3 standard deviations of that share at that volume, the expectation's own uncertainty included),
+and the **window that fired** (shaded, labelled with its length, counts and p-value), with the
 episode's later extension in a lighter shade. Reads ``sentiment_windows`` (hourly counts) and
 ``sentiment_scan`` (expected share); draws with matplotlib's Agg canvas (no pyplot state).
 """
@@ -52,6 +53,11 @@ def plot_scan_timelines(con: duckdb.DuckDBPyConnection, alerts: list[dict[str, A
         if df.empty:
             ax.set_title(f"{a['dimension']} {a['key']}: no windows stored", fontsize=9)
             continue
+        # Hours without articles have no window row: put them back (0 articles) so rolling sums
+        # run over hours, not rows.
+        grid = pd.date_range(pd.Timestamp(df.hour.min()), pd.Timestamp(df.hour.max()), freq="1h")
+        df = df.assign(hour=pd.to_datetime(df.hour)).set_index("hour").reindex(grid).rename_axis("hour").reset_index()
+        df[["n", "k"]] = df[["n", "k"]].fillna(0)
         ts = pd.to_datetime(df.hour)
         vol = ax.twinx()
         vol.bar(ts, df.n, width=1 / 24, align="edge", color="#d0d7de", alpha=0.6)
@@ -59,13 +65,20 @@ def plot_scan_timelines(con: duckdb.DuckDBPyConnection, alerts: list[dict[str, A
         ax.set_zorder(vol.get_zorder() + 1)
         ax.patch.set_visible(False)
         share = df.k / df.n.where(df.n > 0)
-        ax.scatter(ts + pd.Timedelta(minutes=30), share, s=4 + 30 * df.n / max(df.n.max(), 1), color="#cf222e",
-                   alpha=0.55, label="negative share (hour; dot size = volume)")
+        ax.scatter(ts + pd.Timedelta(minutes=30), share, s=3 + 25 * df.n / max(df.n.max(), 1), color="#cf222e",
+                   alpha=0.35, label="negative share of the hour (dot size = volume)")
+        # The share over the fired window's length, ending at each hour, against the band that
+        # length's volume allows: a thin hour's 0-or-1 jumps do not cross it, the episode does.
+        hours = max(1, int(np.ceil((a["window_end"] - a["window_start"]) / timedelta(hours=1))))
+        roll_n = df.n.rolling(hours, min_periods=1).sum()
+        roll = df.k.rolling(hours, min_periods=1).sum() / roll_n.where(roll_n > 0)
         exp = df.expected.ffill()
-        upper = [band(e, int(n), b if b == b else 0) if e == e else np.nan
-                 for e, n, b in zip(exp, df.n, df.base_n.ffill(), strict=True)]
-        ax.plot(ts, exp, color="#57606a", lw=1.2, label="expected share")
-        ax.fill_between(ts, exp, upper, color="#57606a", alpha=0.15, step="post", label="band (3 sd at the hour's volume)")
+        upper = [band(e, int(n), b if b == b else 0) if e == e and n > 0 else np.nan
+                 for e, n, b in zip(exp, roll_n, df.base_n.ffill(), strict=True)]
+        end = ts + pd.Timedelta(hours=1)
+        ax.plot(end, roll, color="#cf222e", lw=1.3, label="negative share over the fired window's length")
+        ax.plot(end, exp, color="#57606a", lw=1.2, label="expected share")
+        ax.fill_between(end, exp, upper, color="#57606a", alpha=0.18, label="band (3 sd at that length's volume)")
         ax.axvspan(a["window_start"], a["window_end"], color="#ff8182", alpha=0.35)
         if a["last_window_end"] > a["window_end"]:
             ax.axvspan(a["window_end"], a["last_window_end"], color="#ffebe9", alpha=0.8)
@@ -74,7 +87,8 @@ def plot_scan_timelines(con: duckdb.DuckDBPyConnection, alerts: list[dict[str, A
         ax.set_ylim(0, 1)
         ax.set_ylabel("negative share", fontsize=8)
         why = f", explained by {a['explained_by']}" if a.get("explained_by") else ""
-        ax.set_title(f"{a['dimension']} {a['key']}: {a['severity']} alert {a['alert_id']}{why}", fontsize=9)
+        ax.set_title(f"{a['dimension']} {a['key']}: {a['severity']} alert {a['alert_id']}{why} "
+                     f"(lines over {hours} h)", fontsize=9)
         ax.tick_params(labelsize=7)
         if i == 1:
             ax.legend(loc="upper left", fontsize=6)
