@@ -1,27 +1,35 @@
-"""Detection benchmark for the sentiment monitor (``warehouse.monitor``): quality and speed.
+"""Detection benchmark for the sentiment monitor: the old tumbling-window test (``windows``,
+``warehouse.monitor``) and the scan (``scan``, ``warehouse.scan``), side by side on the same data.
 
 (a) **Synthetic episodes.** ``sources.synthetic`` streams (default config, 4 weeks, ~11.5k articles,
     6 injected negative episodes + 3 tiny decoy bursts) over several seeds, scored with the TRUE
-    labels and with a *noisy classifier* (labels flipped by a fixed confusion matrix, ~80% accuracy).
+    labels, with a *noisy classifier* (labels flipped by a fixed confusion matrix, ~80% accuracy)
+    and, with ``--champion-db``, flipped by a real champion's validation confusion matrix. The scan
+    gets each variant's confusion matrix as the registry would store it (every 5th article as the
+    validation split).
 (b) **Real dated headlines.** CNBC + Guardian business headlines (Dec 2017 - Jul 2020) replayed in
     time order, sentiment from TF-IDF + LR trained on 60% of Financial PhraseBank (66Agree; C and class
-    weights picked on another 10%), topic
+    weights picked on another 10%, whose confusion matrix the scan uses), topic
     from a keyword map, a few company names as tickers. Synthetic negative episodes are injected at
     known times and keys (extra headlines drawn from the *held-out* 30% of PhraseBank and scored by
     the same model, so their labels are model predictions). Alerts on the un-injected stream are
     reported separately ("alerts on real data": the truth is unknown).
 (c) **Timing.** 10M score rows generated in DuckDB (a year, 8 sources, 6 topics, 50 tickers with
-    0-2 per row) through ``compute_windows`` + ``spike_windows``, best of 2.
+    0-2 per row, no episodes: every alert is a false one), each detector end to end, best of 2.
+(d) **The monitor flow** (``--flow-warehouse``): wall time per detector on copies of a demo warehouse.
 
 Matching rule (documented in bench/README.md): a significant window *detects* an episode when it has
 the episode's dimension and key and overlaps [onset, end + 6 h). An alert (one per episode after
 the cooldown, ``group_episodes``) is a true positive when it detects an episode; it is *related*
 (neither true nor false) when it overlaps an episode and at least 30% of its window's negatives
 are that episode's articles (the overall or a topic key that contains the episode); otherwise it
-is a false alarm. Delay = first detecting window's END minus onset (hours; also in 1 h windows,
-rounded up). Writes ``bench/results/monitor.json``.
+is a false alarm. Delay = first detecting window's END minus onset (hours). ``precision`` is that
+rule over every alert (old); ``paged precision`` counts only alerts that page, i.e. leaves out
+alerts that carry ``explained_by`` (new, because those are never sent: issue 19 item 2). Writes
+``bench/results/monitor.json``.
 
     python bench/monitor.py [--quick] [--seeds 5] [--rows 10000000] [--data-dir ../shared/data]
+        [--champion-db WAREHOUSE] [--flow-warehouse WAREHOUSE --flow-truth ground_truth.json]
 """
 
 from __future__ import annotations
@@ -50,7 +58,7 @@ from warehouse.monitor import (MonitorParams, compute_windows, day_cutoff, group
 from warehouse.scan import Confusion, ScanParams, run_scan, scan_spikes  # noqa: E402
 from warehouse.scan_alerts import detect, explain  # noqa: E402
 
-console = Console(width=160)
+console = Console(width=230)
 GRACE = timedelta(hours=6)
 RELATED_SHARE = 0.3
 COOLDOWN = timedelta(hours=12)
