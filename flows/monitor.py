@@ -1,9 +1,11 @@
 """Watch sentiment: windows per topic, ticker and source, spike alerts, notifications, report.
 
-Every 15 minutes: recompute the windows touched by newly scored articles and test them against
-each key's own trailing baseline -> store one alert per episode -> emit a Prefect event per new
-alert and deliver every pending alert through the notification block -> publish the report
-(timeline picture + open alerts). Alerts whose delivery failed stay pending and are retried by
+Every 15 minutes: recompute the windows touched by newly scored articles and scan every window
+length ending at each slot (15 min to 1 day) of every key against its own expected share
+(``monitor_detector='scan'``; 'windows' is the old per-window test) -> store one alert per episode,
+marking broad alerts a narrower one explains -> emit a Prefect event per new alert and deliver
+every pending alert through the notification block -> publish the report (picture of expected
+share, band, volume and the window that fired + open alerts). Alerts whose delivery failed stay pending and are retried by
 the next run, so a receiver that is down loses nothing.
 """
 
