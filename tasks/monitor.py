@@ -45,11 +45,28 @@ def _since(con, model_version: str) -> dict[str, Any]:
     clock_back = until is not None and seen is not None and total - int(seen) > fresh
     since = None if until is None or clock_back else row[0]
     return {"since": since, "until": max(row[1], until) if row[1] and until else row[1] or until,
-            "new": bool(fresh) or clock_back, "n_scores": total, "clock_back": clock_back}
+            "previous": until, "new": bool(fresh) or clock_back, "n_scores": total, "clock_back": clock_back}
 
 
-def _detect(con, settings: Settings, model: dict[str, Any], since: datetime | None) -> tuple[datetime | None, list, dict]:
-    """Windows for the views plus the configured detector's significant windows from the cutoff."""
+def _touched(con, model_version: str, after: datetime) -> str:
+    """TEMP TABLE ``mon_touched``: the keys (dimension, key) of scores committed after ``after``;
+    the scan re-tests only these (the overall key is always among them)."""
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE mon_touched AS
+        WITH n AS (SELECT a.source, s.topic_label AS topic, a.tickers FROM scores s JOIN articles a USING (article_id)
+                   WHERE s.model_version = ? AND s.committed_at > ?)
+        SELECT 'overall' AS dimension, '*' AS key
+        UNION SELECT 'source', source FROM n WHERE source IS NOT NULL
+        UNION SELECT 'topic', topic FROM n WHERE topic IS NOT NULL
+        UNION SELECT 'ticker', t FROM (SELECT unnest(tickers) AS t FROM n) WHERE t IS NOT NULL
+    """, [model_version, after])
+    return "mon_touched"
+
+
+def _detect(con, settings: Settings, model: dict[str, Any], since: datetime | None,
+            touched: str | None = None) -> tuple[datetime | None, list, dict]:
+    """Windows for the views plus the configured detector's significant windows from the cutoff
+    (the scan only for the ``touched`` keys when given)."""
     params = monitor.MonitorParams.from_settings(settings)
     if settings.monitor_detector == "windows":
         cutoff = monitor.compute_windows(con, params, since)
@@ -62,8 +79,9 @@ def _detect(con, settings: Settings, model: dict[str, Any], since: datetime | No
     # on them) and the scan, which reads a day further back (its longest window + baseline).
     monitor.compute_windows(con, params, cutoff, spike_test=False, keep_slots=True, slots_from=cutoff - sp.lookback)
     conf = scan.confusion_from_model(model)
-    spikes = scan_alerts.detect(con, sp, cutoff, conf, slots_ready=True)
-    return cutoff, spikes, {"detector": "scan", "confusion": conf.source}
+    spikes = scan_alerts.detect(con, sp, cutoff, conf, slots_ready=True, touched=touched)
+    keys = con.execute("SELECT count(*) FROM mon_keys").fetchall()[0][0]
+    return cutoff, spikes, {"detector": "scan", "confusion": conf.source, "keys_scanned": keys}
 
 
 @task(name="detect-spikes", cache_policy=NO_CACHE)
@@ -92,7 +110,9 @@ def detect_spikes(settings: Settings, full: bool = False) -> dict[str, Any]:
             log.info("no new scores since the last run")
             return {"model_version": version, **empty, "clock_back": False}
         monitor.create_monitor_input(con, version)
-        cutoff, spikes, info = _detect(con, settings, model, None if full else state["since"])
+        incremental = not full and state["since"] is not None
+        touched = _touched(con, version, state["previous"]) if incremental else None
+        cutoff, spikes, info = _detect(con, settings, model, state["since"] if incremental else None, touched)
         if cutoff is None:
             return {"model_version": version, **empty}
         anchors = db_alerts.last_alert_ends(con)  # (dimension, key) -> (alert_id, last_window_end)

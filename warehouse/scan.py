@@ -226,14 +226,18 @@ def _scan_sorted(kid: np.ndarray, s: np.ndarray, n: np.ndarray, k: np.ndarray, o
 
 
 def run_scan(con: duckdb.DuckDBPyConnection, params: ScanParams, cutoff: datetime,
-             conf: Confusion = Confusion()) -> int:
+             conf: Confusion = Confusion(), touched: str | None = None) -> int:
     """TEMP VIEW ``mon_scan`` from ``mon_g1``: the scan at every slot with articles from ``cutoff``.
 
     Columns: dimension, key, window_start, window_end, length (label), n, n_neg, observed,
-    expected, base_n, overall_base_n, p_value, is_spike. Returns the rows written.
+    expected, base_n, overall_base_n, p_value, is_spike. ``touched`` names a relation of
+    (dimension, key): only those keys are scanned (the keys with new scores; the overall key,
+    whose share is every key's prior, is always one of them). Returns the rows written.
     """
+    only = (f" WHERE dimension = 'overall' OR (dimension, key) IN (SELECT (dimension, key) FROM {touched})"
+            if touched else "")
     con.execute("CREATE OR REPLACE TEMP TABLE mon_keys AS SELECT dimension, key, "
-                "(row_number() OVER () - 1)::INTEGER AS kid FROM (SELECT DISTINCT dimension, key FROM mon_g1)")
+                "(row_number() OVER () - 1)::INTEGER AS kid FROM (SELECT DISTINCT dimension, key FROM mon_g1" + only + ")")
     d = con.execute("SELECT k.kid, g.s, g.n::BIGINT AS n, g.n_neg::BIGINT AS n_neg FROM mon_g1 g JOIN mon_keys k USING (dimension, key)").fetchnumpy()
     ov = con.execute("SELECT kid FROM mon_keys WHERE dimension = 'overall'").fetchall()
     cut = int(cutoff.timestamp() * 1_000_000) // SLOT_US

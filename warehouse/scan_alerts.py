@@ -30,17 +30,17 @@ def _pred(dimension: str, key: str) -> str:
 
 
 def detect(con: duckdb.DuckDBPyConnection, params: ScanParams, cutoff: datetime, conf: Any,
-           source: str = "monitor_input", slots_ready: bool = False) -> list[dict]:
+           source: str = "monitor_input", slots_ready: bool = False, touched: str | None = None) -> list[dict]:
     """Run the scan from ``cutoff`` over ``source``; returns the alarms (``scan_spikes`` rows).
 
     ``slots_ready``: ``mon_g1`` was already built with the scan's look-back (the monitor flow builds
-    it once for the windows and the scan).
+    it once for the windows and the scan). ``touched``: scan only these keys (see ``run_scan``).
     """
     if not slots_ready:
         from warehouse.monitor import slot_counts
 
         slot_counts(con, cutoff - params.lookback, source, measures=False)
-    run_scan(con, params, cutoff, conf)
+    run_scan(con, params, cutoff, conf, touched)
     con.execute("DROP TABLE IF EXISTS mon_g1")
     return scan_spikes(con, cutoff)
 
@@ -85,9 +85,11 @@ def explain(con: duckdb.DuckDBPyConnection, alerts: list[dict], known: list[dict
 
 
 def store_scan(con: duckdb.DuckDBPyConnection, cutoff: datetime, model_version: str | None) -> int:
-    """Replace ``sentiment_scan`` after ``cutoff`` with ``mon_scan`` (one transaction)."""
+    """Replace the scanned keys' ``sentiment_scan`` rows after ``cutoff`` with ``mon_scan`` (one
+    transaction); keys that were not scanned this run keep theirs."""
     with transaction(con):
-        con.execute("DELETE FROM sentiment_scan WHERE window_end > ?", [cutoff])
+        con.execute("DELETE FROM sentiment_scan WHERE window_end > ? AND (dimension, key) IN "
+                    "(SELECT (dimension, key) FROM mon_keys)", [cutoff])
         n = con.execute("""
             INSERT INTO sentiment_scan BY NAME
             SELECT window_end, dimension, key, window_start, length AS window_length, n AS n_articles,

@@ -141,7 +141,7 @@ def test_incremental_run_and_cooldown(settings, monkeypatch: pytest.MonkeyPatch)
     get_settings.cache_clear()
     first = START + timedelta(days=8, hours=10)
     _load(settings, _stream(9, seed=3, spikes=[("ZZZ", first, 40, 32)]))
-    monitor_flow(notify_backfill=True)
+    initial = monitor_flow(notify_backfill=True)
     before = [a for a in _alerts(settings) if a["key"] == "ZZZ"]
     assert len(before) == 1
     # New scores arrive: the same episode continues 2 h later (cooldown: extends), and a second
@@ -158,6 +158,8 @@ def test_incremental_run_and_cooldown(settings, monkeypatch: pytest.MonkeyPatch)
     assert zzz[0]["last_window_end"] >= first + timedelta(hours=3)
     assert zzz[1]["window_start"] >= first + timedelta(days=2) - timedelta(hours=1)
     assert summary["cutoff"].startswith("2026-10-09")  # only windows touched by the new scores were recomputed
+    # ... and only the keys with new scores were re-tested (ZZZ, its source and topic, overall)
+    assert summary["keys_scanned"] == 4 < initial["keys_scanned"]
 
 
 def test_old_windows_open_without_paging_anyone(settings, monkeypatch: pytest.MonkeyPatch) -> None:
