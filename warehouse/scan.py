@@ -11,17 +11,19 @@ detector looks at **every window length ending there** (15 min, 30 min, 1 h, 2 h
   prior is the hierarchical shrinkage: a thin or brand-new key borrows the market's share, a busy
   key is dominated by its own.
 - **Test.** Negatives in the window ~ BetaBinomial(n, a, b) with (a, b) the pseudo-counts above;
-  the window's p-value is the upper tail P(X >= k). The scan's p-value is the smallest over the
-  lengths times the number of lengths (Bonferroni: a bound that holds however the overlapping
-  windows correlate). A key alarms when it is below ``alpha``; because the bound is per key and
-  evaluation time, ``alpha`` sets the false-alarm rate across all keys and lengths together
-  (measured on null data in ``bench/monitor.py``).
+  the window's p-value is the exact upper tail P(X >= k) (for a given n it orders windows as the
+  likelihood ratio against the expected share does, and it is a probability without a Monte
+  Carlo null). The scan's p-value is the smallest over the lengths (and the two tests below)
+  times their number (Bonferroni: a bound that holds however the overlapping windows correlate).
+  A key alarms when it is below ``alpha``; the bound is per key and evaluation time, so ``alpha``
+  sets the false-alarm rate across all keys and lengths together (measured on null data in
+  ``bench/monitor.py``: 9 false alerts a year over 65 keys at 1e-4).
 - **Volume.** An episode is more coverage *and* more negative coverage. A second test asks the
   same of the key's negatives counted against all articles in the window (expected: the key's
   baseline negatives per article overall, capped the same way), so a ticker whose coverage triples
   with a negative share that only doubles is seen; it needs ``min_negative_volume`` negatives (a
   rare ticker's five negative headlines in an hour stay below it) and the same minimum lift (a
-  burst of neutral coverage never fires). The two tests count as two more looks (Bonferroni).
+  burst of neutral coverage never fires).
 - **Classifier noise.** Counts are the classifier's predicted negatives. With the champion's
   confusion matrix (sensitivity s = P(pred neg | neg), false rate f = P(pred neg | not neg)) a
   predicted share q means a true share (q - f) / (s - f); the minimum lift is required of the

@@ -136,3 +136,9 @@ def test_scan_arrays_keeps_input_order_and_lengths():
     base = out["base_n"]
     first = (s[perm] - 5_000) < 96 + 672  # nothing before the longest window + baseline
     assert (base[first & ((s[perm] - 5_000) < 96)] == 0).all()
+
+
+def test_settings_defaults_mirror_scan_params() -> None:
+    from newspulse.settings import Settings
+
+    assert ScanParams.from_settings(Settings()) == ScanParams()
