@@ -142,3 +142,28 @@ def test_settings_defaults_mirror_scan_params() -> None:
     from newspulse.settings import Settings
 
     assert ScanParams.from_settings(Settings()) == ScanParams()
+
+
+def test_report_picture_draws_the_fired_window(tmp_path) -> None:
+    """The scan picture from stored windows and scan rows (thin hours included) is a PNG."""
+    from warehouse.migrate import migrate
+    from warehouse.monitor import MonitorParams, compute_windows, store_windows
+    from warehouse.scan_alerts import store_scan
+    from warehouse.scan_report import explained_lines, plot_scan_timelines
+
+    con = _con(_burst(_flat(per_hour=3), T0 + timedelta(days=8, hours=9), 30, 25, topic="energy", source="src0"))
+    migrate(con)
+    cutoff = day_cutoff(con, None)
+    params = ScanParams()
+    compute_windows(con, MonitorParams(), cutoff, spike_test=False, keep_slots=True, slots_from=cutoff - params.lookback)
+    alarms = detect(con, params, cutoff, Confusion(), slots_ready=True)
+    store_windows(con, cutoff, "m")
+    assert store_scan(con, cutoff, "m") > 0
+    alerts, _ = group_episodes(alarms, {}, COOLDOWN)
+    explain(con, alerts)
+    rows = [{**a, "alert_id": f"a{i}", "severity": "high", "n_articles": a["n"], "n_negative": a["n_neg"]}
+            for i, a in enumerate(alerts)]
+    png = plot_scan_timelines(con, rows, tmp_path / "scan.png")
+    assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_scan_timelines(con, [], tmp_path / "none.png") is None
+    assert explained_lines(con) == []  # nothing stored in alerts here
