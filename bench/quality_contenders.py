@@ -138,12 +138,14 @@ class Features:
 def load_frozen_model(base_dir: str, prompt: str):
     """The pretrained backbone with (untrained) heads reading ``multilayer`` pooled, prompted features."""
     from models.backbone import load_backbone, num_layers
+    from models.frozen import FROZEN_POOLING
     from models.multihead import HeadsConfig, from_backbone, multilayer
     from models.tokenizer import load_tokenizer
 
     tok = load_tokenizer(base_dir)
     lm = load_backbone(base_dir, tok)
-    heads = HeadsConfig(pool_layers=multilayer(num_layers(lm.config)), recipe="frozen", prompt=prompt)
+    heads = HeadsConfig(pool_layers=multilayer(num_layers(lm.config)), recipe="frozen", prompt=prompt,
+                        pooling=FROZEN_POOLING)
     model = from_backbone(lm, heads)
     for p in model.parameters():
         p.requires_grad_(False)

@@ -17,7 +17,7 @@ from prefect import flow
 
 from models.backbone import PRESETS
 from newspulse.settings import get_settings
-from tasks.train import commit_corpus_watermark, export_corpus, pretrain_backbone, resolve_base
+from tasks.train import commit_corpus_watermark, export_corpus, pretrain_backbone, resolve_base, train_settings
 from tasks.warehouse import migrate_warehouse
 
 
@@ -51,7 +51,9 @@ def pretrain_flow(
     corpus = export_corpus(settings, str(run_dir), sources, max_docs, incremental=incremental)
     config = {"max_steps": max_steps, "batch_size": batch_size, "block_size": block_size,
               "lr": lr if lr is not None else (6e-4 if resolved in PRESETS else 5e-5),
-              "time_budget_s": time_budget_s, "seed": seed}
+              "time_budget_s": time_budget_s, "seed": seed,
+              # bf16 autocast where this machine's probe measured it faster (always on CUDA)
+              "precision": train_settings(settings, resolved, "full")["precision"]}
     result = pretrain_backbone(corpus, str(run_dir), resolved, vocab_size, config, steps_per_run)
     commit_corpus_watermark(str(run_dir), corpus)  # only after training: a failed run sees the same texts
     return {**result, "preset": base, "corpus": {k: corpus[k] for k in ("written", "excluded", "since")}}

@@ -28,6 +28,7 @@ from models.backbone import (PRESETS, build_backbone, count_parameters, is_large
                              num_layers)
 from models.baseline import TfidfLogReg, fit_ensemble_weight
 from models.evaluate import classification_metrics, plot_confusion_matrix
+from models.frozen import FROZEN_POOLING
 from models.multihead import PROMPT, SENTIMENT_LABELS, HeadsConfig, from_backbone, multilayer
 from models.predict import predict
 from models.registry import jsonable
@@ -94,8 +95,9 @@ def run_experiment(
     pool = config.pool_layers or (multilayer(num_layers(lm.config)) if config.recipe == "frozen" else [-1])
     # A large pretrained LM reads an instruction around each text (PROMPT); small ones cannot follow it.
     prompt = config.prompt if config.prompt is not None else (PROMPT if is_large_pretrained(base) else None)
+    pooling = config.pooling or (FROZEN_POOLING if config.recipe == "frozen" else "mean")
     heads = HeadsConfig(sentiment_labels=list(SENTIMENT_LABELS), topic_labels=topics, pool_layers=list(pool),
-                        recipe=config.recipe, prompt=prompt or None)
+                        recipe=config.recipe, prompt=prompt or None, pooling=pooling)
     model = from_backbone(lm, heads)
 
     if config.headline_view and "title" in train:

@@ -48,7 +48,9 @@ class HeadsConfig:
 
     sentiment_labels: list[str] = field(default_factory=lambda: list(SENTIMENT_LABELS))
     topic_labels: list[str] = field(default_factory=list)
-    pooling: str = "mean"  # "mean" over real tokens, or "last" real token
+    # "mean" over real tokens, the "last" real token, or "mean+last" (both, concatenated per layer:
+    # the frozen recipe's default; the prompt's last token sums up the instruction's answer)
+    pooling: str = "mean"
     dropout: float = 0.1
     pool_layers: list[int] = field(default_factory=lambda: [-1])  # hidden_states indices, -1 = last
     recipe: str = "full"  # how the backbone was adapted: frozen | lora | full
@@ -93,7 +95,7 @@ class MultiHeadOutput:
     embedding: torch.Tensor  # (B, d), mean-pooled last hidden state
     loss: torch.Tensor | None = None
     losses: dict[str, float] = field(default_factory=dict)
-    features: torch.Tensor | None = None  # (B, len(pool_layers) * d), what the heads read
+    features: torch.Tensor | None = None  # (B, feature_size), what the heads read
 
 
 class MultiHeadGPT(nn.Module):
@@ -103,7 +105,7 @@ class MultiHeadGPT(nn.Module):
         super().__init__()
         self.lm = lm  # AutoModelForCausalLM, or a peft wrapper of one while LoRA trains
         self.heads = heads
-        d_in = hidden_size(self.config) * len(heads.pool_layers)
+        d_in = self.feature_size
         self.dropout = nn.Dropout(heads.dropout)
         self.sentiment = nn.Linear(d_in, len(heads.sentiment_labels))
         self.topic = nn.Linear(d_in, len(heads.topic_labels)) if heads.topic_labels else None
@@ -117,21 +119,41 @@ class MultiHeadGPT(nn.Module):
         """The backbone's Hugging Face config."""
         return self.causal_lm().config
 
-    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor, prefix: SharedPrefix | None = None,
-             layer: int = -1) -> torch.Tensor:
-        """(B, T, d) hidden states -> (B, d), ignoring pad positions (right padding).
+    @property
+    def feature_size(self) -> int:
+        """Width of what the heads read: hidden size x pooled layers (x 2 for ``mean+last``)."""
+        per_layer = 2 if self.heads.pooling == "mean+last" else 1
+        return hidden_size(self.config) * len(self.heads.pool_layers) * per_layer
 
-        With a ``prefix`` the rows' first ``prefix.n`` tokens are not in ``hidden``: the mean adds
-        their summed states of ``layer`` back in, so the result equals pooling the whole row.
-        """
-        if self.heads.pooling == "last":
-            last = attention_mask.sum(dim=1).clamp(min=1) - 1  # index of the last real token
-            return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
+    @staticmethod
+    def _last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) -> (B, d): the state at each row's last real token (right padding)."""
+        last = attention_mask.sum(dim=1).clamp(min=1) - 1
+        return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
+
+    @staticmethod
+    def _mean(hidden: torch.Tensor, attention_mask: torch.Tensor, prefix: SharedPrefix | None, layer: int
+              ) -> torch.Tensor:
+        """(B, T, d) -> (B, d): the mean over real tokens, the shared prefix's tokens included."""
         mask = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
         total, count = (hidden * mask).sum(dim=1), mask.sum(dim=1)
         if prefix is not None:
             total, count = total + prefix.sums[layer].to(total.dtype), count + prefix.n
         return total / count.clamp(min=1.0)
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor, prefix: SharedPrefix | None = None,
+             layer: int = -1) -> torch.Tensor:
+        """(B, T, d) hidden states -> (B, d) (``mean+last``: (B, 2d)), ignoring pad positions.
+
+        With a ``prefix`` the rows' first ``prefix.n`` tokens are not in ``hidden``: the mean adds
+        their summed states of ``layer`` back in, so the result equals pooling the whole row.
+        """
+        if self.heads.pooling == "last":
+            return self._last_token(hidden, attention_mask)
+        mean = self._mean(hidden, attention_mask, prefix, layer)
+        if self.heads.pooling == "mean+last":
+            return torch.cat([mean, self._last_token(hidden, attention_mask)], dim=-1)
+        return mean
 
     def layers_read(self) -> list[int]:
         """The hidden-state indices the heads and the embedding read (-1 always)."""
@@ -166,11 +188,13 @@ class MultiHeadGPT(nn.Module):
                                           attention_mask=full_mask if prefix is not None else attention_mask,
                                           output_hidden_states=many, **extra)
         last = out.last_hidden_state  # (B, T, d), after the final norm
-        embedding = self.pool(last, attention_mask, prefix, -1)
+        top = self.pool(last, attention_mask, prefix, -1)  # what the heads read of the last layer
+        # The embedding (recommendations, drift) is one d-vector: the mean for "mean+last".
+        embedding = top[:, : last.size(-1)] if self.heads.pooling == "mean+last" else top
         if not many:
-            return embedding, embedding, last
+            return top, embedding, last
         # hidden_states has n_layers + 1 entries (embeddings first); its last is the normed output.
-        pooled = [embedding if i == -1 else self.pool(out.hidden_states[i], attention_mask, prefix, i)
+        pooled = [top if i == -1 else self.pool(out.hidden_states[i], attention_mask, prefix, i)
                   for i in self.heads.pool_layers]
         return torch.cat(pooled, dim=-1), embedding, last
 

@@ -177,7 +177,7 @@ def predict_ids(model, ids: Sequence[Sequence[int]], pad_id: int, *, batch_size:
 
     Returns ``(sentiment_probs (N, 3), topic_probs (N, K) or None, embeddings (N, d))`` in the
     order of ``ids``; with ``features=True`` the third item is what the heads read instead,
-    (N, len(pool_layers) * d). ``precision`` is ``"bf16"`` (autocast) or ``"fp32"``; None means
+    (N, ``model.feature_size``). ``precision`` is ``"bf16"`` (autocast) or ``"fp32"``; None means
     bf16 on CUDA and fp32 on CPU (:mod:`models.precision` decides per machine). The model is put
     in eval mode for the call and its mode is restored after.
 
@@ -189,7 +189,7 @@ def predict_ids(model, ids: Sequence[Sequence[int]], pad_id: int, *, batch_size:
     from tqdm.auto import tqdm
 
     n = len(ids)
-    d = hidden_size(model.config) * (len(model.heads.pool_layers) if features else 1)
+    d = model.feature_size if features else hidden_size(model.config)
     n_sent = model.sentiment.out_features
     n_topic = model.topic.out_features if model.topic is not None else 0
     sent = np.zeros((n, n_sent), dtype=np.float32)

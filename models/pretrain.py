@@ -4,7 +4,8 @@ nanoGPT-style: every text is tokenized once into one long stream with ``<|endoft
 each document; a training batch is ``batch_size`` random contiguous windows of ``block_size + 1``
 tokens (inputs = first ``block_size``, targets = the same shifted by one). AdamW (no decay on
 biases / LayerNorm), linear warmup then cosine decay to 10% of ``lr``, gradient clipping, bf16
-autocast on CUDA only (on our CPUs bf16 is ~80x slower than fp32). Validation loss (and
+autocast on CUDA and, on a CPU, when ``config.precision`` says so (the per-machine probe of
+:mod:`models.precision`: some CPUs run bf16 3-4x faster than fp32, others ~80x slower). Validation loss (and
 perplexity = exp(loss)) is measured on fixed, non-overlapping val windows at the start of a
 fresh run, every ``eval_every`` steps and at the end.
 
@@ -39,6 +40,7 @@ import torch
 from torch.nn import functional as F
 
 from models.backbone import context_length
+from models.precision import autocast
 
 STATE, MODEL, PREFIX, TMP_PREFIX = "state.pt", "model", "ckpt-", ".tmp-ckpt-"
 
@@ -59,6 +61,7 @@ class PretrainConfig:
     eval_batches: int = 20
     checkpoint_every: int = 200
     time_budget_s: float | None = None
+    precision: str | None = None  # "bf16" | "fp32"; None: bf16 on CUDA, fp32 on CPU
 
 
 @dataclass
@@ -74,6 +77,9 @@ class PretrainResult:
     tokens_per_s: float
     seconds: float
     history: list[dict] = field(default_factory=list)
+    # Perplexity on this call's val windows before its first step: the pretrained model as shipped
+    # on a fresh run, the previous checkpoint on a resumed one (same windows as val_perplexity).
+    val_perplexity_before: float = math.nan
 
 
 def pack_tokens(tokenizer, texts: Iterable[str], chunk: int = 1000) -> np.ndarray:
@@ -181,14 +187,14 @@ def _blocks(stream: torch.Tensor, block: int, n: int | None, gen: torch.Generato
 
 
 @torch.no_grad()
-def _evaluate(lm_model, val_blocks: torch.Tensor, batch_size: int, device: torch.device) -> float:
+def _evaluate(lm_model, val_blocks: torch.Tensor, batch_size: int, device: torch.device, precision: str) -> float:
     """Mean next-token cross-entropy over the fixed val windows."""
     was_training = lm_model.training
     lm_model.eval()
     total, count = 0.0, 0
     for i in range(0, len(val_blocks), batch_size):
         xy = val_blocks[i : i + batch_size].to(device)  # (B, T + 1)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device, precision):
             logits = lm_model(input_ids=xy[:, :-1]).logits  # (B, T, V)
         loss = F.cross_entropy(logits.float().flatten(0, 1), xy[:, 1:].flatten(), reduction="sum")
         total, count = total + float(loss), count + xy[:, 1:].numel()
@@ -225,7 +231,7 @@ def pretrain(
         else:
             shutil.rmtree(junk, ignore_errors=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    use_bf16 = device.type == "cuda"
+    precision = config.precision or ("bf16" if device.type == "cuda" else "fp32")
 
     train = torch.from_numpy(pack_tokens(tokenizer, train_texts).astype(np.int64))
     val = torch.from_numpy(pack_tokens(tokenizer, val_texts).astype(np.int64))
@@ -261,7 +267,7 @@ def pretrain(
     resumed_from = step
 
     def val_loss() -> float:  # NaN when the val texts are too short for one window
-        return _evaluate(lm_model, val_blocks, config.batch_size, device) if val_blocks is not None else math.nan
+        return _evaluate(lm_model, val_blocks, config.batch_size, device, precision) if val_blocks is not None else math.nan
 
     def record(train_loss: float | None, v: float) -> None:
         history.append({"step": step, "train_loss": train_loss, "val_loss": v, "val_perplexity": math.exp(min(v, 50)),
@@ -273,13 +279,14 @@ def pretrain(
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(sampler)}
         _save_checkpoint(ckpt_dir, lm_model, tokenizer, state)
 
-    if step == 0:  # the baseline the run improves on
-        record(None, val_loss())
+    start_loss = val_loss()  # the baseline this call improves on (this call's held-out texts)
+    if step == 0:
+        record(None, start_loss)
     t_train, tokens_now, loss_sum, n_loss = time.perf_counter(), 0, torch.zeros((), device=device), 0
     bar = tqdm(total=config.max_steps, initial=step, desc="pretrain", disable=not progress)
     while step < config.max_steps:
         xy = _blocks(train, block, config.batch_size, sampler).to(device)  # (B, T + 1)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
+        with autocast(device, precision):
             logits = lm_model(input_ids=xy[:, :-1]).logits  # (B, T, V)
         loss = F.cross_entropy(logits.float().flatten(0, 1), xy[:, 1:].flatten())  # next-token targets
         loss.backward()
@@ -310,4 +317,4 @@ def pretrain(
     return PretrainResult(steps=step, resumed_from=resumed_from, train_loss=last_train_loss, val_loss=v,
                           val_perplexity=math.exp(min(v, 50)), tokens_seen=tokens_seen,
                           tokens_per_s=tokens_now / max(train_s, 1e-9), seconds=time.perf_counter() - t0,
-                          history=history)
+                          history=history, val_perplexity_before=math.exp(min(start_loss, 50)))

@@ -75,6 +75,7 @@ class TrainConfig:
     lm_weight: float = 0.0  # auxiliary next-token loss weight (GPT-1 used 0.5)
     precision: str = "auto"  # auto | fp32 | bf16; "auto" is bf16 on CUDA, fp32 on CPU here
     pool_layers: list[int] | None = None  # hidden-state layers the heads read; None = recipe default
+    pooling: str | None = None  # mean | last | mean+last; None = recipe default (frozen: mean+last)
     prompt: str | None = None  # template around each text; None = PROMPT for pretrained backbones, "" = none
     headline_view: bool = True  # also train on each article's title alone (models.experiment.with_headline_view)
 
@@ -84,6 +85,8 @@ class TrainConfig:
         self.lora = self.recipe == "lora"
         if self.recipe not in RECIPES:
             raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, not {self.recipe!r}")
+        if self.pooling not in (None, "mean", "last", "mean+last"):
+            raise ValueError(f"pooling must be mean, last or mean+last, not {self.pooling!r}")
 
 
 @dataclass

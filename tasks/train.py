@@ -85,7 +85,6 @@ def pretrain_backbone(corpus: dict[str, Any], run_dir: str, base: str, vocab_siz
     import pandas as pd
 
     from models.backbone import PRESETS, build_backbone, load_backbone
-    from models.generate import perplexity
     from models.pretrain import STATE, PretrainConfig, latest_checkpoint, pretrain
     from models.tokenizer import load_tokenizer, train_tokenizer
 
@@ -112,12 +111,8 @@ def pretrain_backbone(corpus: dict[str, Any], run_dir: str, base: str, vocab_siz
         step = int(torch_load_step(found / STATE)) if found is not None else 0
         config = {**config, "max_steps": step + steps_per_run}
     cfg = PretrainConfig(**config)
-    before = None
-    if base not in PRESETS and found is None:  # the pretrained model as shipped, on this run's held-out texts
-        before = perplexity(lm, tok, val, max_length=cfg.block_size)
     result = pretrain(lm, tok, train, val, cfg, run / "checkpoint")
-    if before is None and result.history:
-        before = math.exp(min(result.history[0]["val_loss"], 50)) if result.resumed_from == 0 else None
+    before = None if math.isnan(result.val_perplexity_before) else result.val_perplexity_before
     log.info("trained to step %d (resumed from %d) on %d documents: held-out perplexity %s -> %.1f, %.0f tokens/s",
              result.steps, result.resumed_from, len(train), f"{before:.1f}" if before else "n/a",
              result.val_perplexity, result.tokens_per_s)

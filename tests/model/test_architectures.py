@@ -137,7 +137,7 @@ def test_finetune_register_reload_score_predict_generate(checkpoint, recipe: str
 
 
 def test_bf16_and_fp32_agree(checkpoint, tmp_path: Path) -> None:
-    """Autocast bf16 labels equal fp32 labels on >= 99% of rows; probabilities within 0.05."""
+    """Autocast bf16 labels equal fp32 labels on >= 99% of decided rows; probabilities within 0.05."""
     _, base, df = checkpoint
     run_experiment(base.parent / "examples.parquet", tmp_path / "run", base=str(base),
                    config=TrainConfig(recipe="frozen", prompt=""), progress=False)
@@ -147,10 +147,16 @@ def test_bf16_and_fp32_agree(checkpoint, tmp_path: Path) -> None:
     texts = df.text.tolist() + [f"{c} {p}" for c in ("Nakatomi", "Soylent") for ps in PHRASES.values() for p in ps]
     fp32 = predict(model, tok, texts, precision="fp32")
     bf16 = predict(model, tok, texts, precision="bf16")
-    agree = (fp32.sentiment_probs.argmax(1) == bf16.sentiment_probs.argmax(1)).mean()
-    assert agree >= 0.99, agree
-    assert np.abs(fp32.sentiment_probs - bf16.sentiment_probs).max() < 0.05
-    assert (fp32.topic_probs.argmax(1) == bf16.topic_probs.argmax(1)).mean() >= 0.99
+    for head in ("sentiment_probs", "topic_probs"):
+        a, b = getattr(fp32, head), getattr(bf16, head)
+        # bf16 keeps ~3 significant digits: a row fp32 itself calls a coin toss (top two within
+        # 0.02, e.g. 0.502 vs 0.498 on the tiny model's undecided topics) may flip; no other may.
+        top2 = np.sort(a, axis=1)[:, -2:]
+        decided = top2[:, 1] - top2[:, 0] >= 0.02
+        assert decided.mean() >= 0.9, decided.mean()
+        agree = (a.argmax(1) == b.argmax(1))[decided].mean()
+        assert agree >= 0.99, (head, agree)
+        assert np.abs(a - b).max() < 0.05, head
 
 
 def test_prompt_wraps_text_and_only_the_text_is_truncated(checkpoint) -> None:
@@ -172,7 +178,7 @@ def test_prompt_wraps_text_and_only_the_text_is_truncated(checkpoint) -> None:
     assert len(plain[0]) == n_tokens[0]
 
 
-@pytest.mark.parametrize("pooling", ["mean", "last"])
+@pytest.mark.parametrize("pooling", ["mean", "last", "mean+last"])
 def test_shared_prompt_prefix_runs_once_with_the_same_outputs(checkpoint, pooling: str) -> None:
     """The prompt's keys/values computed once per call give what running every row whole gives."""
     from models.multihead import HeadsConfig, from_backbone

@@ -64,10 +64,18 @@ def test_short_pretrain_reduces_val_loss(tok, tmp_path: Path) -> None:
     assert res.steps == 60 and res.resumed_from == 0
     assert res.history[0]["step"] == 0 and res.val_loss < res.history[0]["val_loss"] - 1.0
     assert res.val_perplexity == pytest.approx(np.exp(res.val_loss))
+    assert res.val_perplexity_before == pytest.approx(res.history[0]["val_perplexity"])  # same windows
     assert res.tokens_seen == 60 * 8 * 32 and res.tokens_per_s > 0
     assert (tmp_path / "ck" / "model" / "model.safetensors").is_file()
     state = torch.load(tmp_path / "ck" / "state.pt", weights_only=True)
     assert state["step"] == 60 and "optimizer" in state and "rng" in state
+
+
+def test_bf16_autocast_on_cpu_trains(tok, tmp_path: Path) -> None:
+    """precision="bf16" (what the probe picks on CPUs with fast bf16) learns like fp32 does."""
+    res = pretrain(_lm(tok), tok, _texts(400, 1), _texts(40, 2), _cfg(max_steps=40, eval_every=40, precision="bf16"),
+                   tmp_path / "ck", progress=False)
+    assert np.isfinite(res.val_loss) and res.val_loss < res.history[0]["val_loss"] - 0.5
 
 
 def test_resume_continues_from_checkpoint(tok, tmp_path: Path) -> None:
@@ -82,6 +90,8 @@ def test_resume_continues_from_checkpoint(tok, tmp_path: Path) -> None:
 
     second = pretrain(_lm(tok, seed=1), tok, _texts(200, 1), _texts(20, 2), _cfg(max_steps=40), ck, progress=False)
     assert second.resumed_from == 20 and second.steps == 40
+    # "before" of a resumed run is the checkpoint it resumed from, on this run's held-out windows
+    assert second.val_perplexity_before == pytest.approx(first.val_perplexity, rel=1e-4)
     assert [h["step"] for h in second.history] == [0, 10, 20, 30, 40]
     assert second.tokens_seen == 40 * 8 * 32
     assert not list(ck.glob(".tmp-*")) and latest_checkpoint(ck).name == "ckpt-000040"
