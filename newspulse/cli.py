@@ -203,20 +203,22 @@ def _print_monitoring(out: dict[str, Any], settings: Any, receiver: Any) -> None
     if receiver is not None:
         console.print(f"the demo's webhook receiver on {receiver.url.split('?')[0]} got {len(receiver.posts)} alert(s)")
     alerts = run_readonly(settings, "SELECT alert_id, severity, dimension, key, window_start, observed_negative_share "
-                                    "AS observed, baseline_negative_share AS baseline, n_negative, n_articles, status "
-                                    "FROM v_alerts ORDER BY window_start")
+                                    "AS observed, baseline_negative_share AS baseline, n_negative, n_articles, status, "
+                                    "explained_by FROM v_alerts ORDER BY window_start")
     if alerts.rows:
         _print_result(alerts, "table")
     truth_path = Path(out["paths"]["ground_truth"])
     if not truth_path.exists() or not mon.get("model_version"):
         return
-    found = run_readonly(settings, "SELECT dimension, key, window_start, window_end FROM v_alerts")
-    det = score_detection([dict(zip(found.columns, r, strict=True)) for r in found.rows],
-                          json.loads(truth_path.read_text(encoding="utf-8")))
+    # Judged on the alerts that page: one explained by a narrower alert (explained_by) is never sent.
+    found = run_readonly(settings, "SELECT dimension, key, window_start, window_end, explained_by FROM v_alerts")
+    rows = [dict(zip(found.columns, r, strict=True)) for r in found.rows]
+    det = score_detection([r for r in rows if r["explained_by"] is None], json.loads(truth_path.read_text(encoding="utf-8")))
+    explained = sum(r["explained_by"] is not None for r in rows)
     delay = f"{det['median_delay_h']:.1f} h" if det["median_delay_h"] is not None else "-"
     console.print(f"[bold]Injected episodes detected: {det['detected']} of {det['episodes']}[/bold]; "
                   f"false alarms: {det['false_alarms']} (plus {det['related_alerts']} related alert(s) on other keys "
-                  f"during an episode); decoy bursts alerted: {det['decoys_alerted']} of {det['decoys']}; "
+                  f"during an episode, and {explained} explained by a narrower alert, not paged); decoy bursts alerted: {det['decoys_alerted']} of {det['decoys']}; "
                   f"median delay {delay} from onset to the end of the first alerting window"
                   + (f"; missed: {', '.join(det['missed'])}" if det["missed"] else ""))
 
@@ -660,7 +662,7 @@ def alerts_list(
         console.print(f"[red]unknown status {status!r}")
         raise typer.Exit(2)
     sql = ("SELECT alert_id, status, severity, dimension, key, granularity, window_start, observed_negative_share, "
-           f"baseline_negative_share, n_negative, n_articles, notified_at FROM v_alerts {where} "
+           f"baseline_negative_share, n_negative, n_articles, notified_at, explained_by FROM v_alerts {where} "
            f"ORDER BY window_end DESC LIMIT {int(limit)}")
     _print_result(run_readonly(get_settings(), sql), fmt)
 
