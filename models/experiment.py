@@ -17,6 +17,7 @@ rows neither half saw.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,14 @@ def run_experiment(
     config: TrainConfig | None = None,
     vocab_size: int = 8000,
     progress: bool = True,
+    fit: Callable[..., Any] | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune + evaluate + baseline + ensemble; returns the info dict (also the card input)."""
+    """Fine-tune + evaluate + baseline + ensemble; returns the info dict (also the card input).
+
+    ``fit``: the training loop for the ``lora``/``full`` recipes, called like
+    :func:`models.train.finetune` and returning its ``TrainResult`` (default: ``finetune``;
+    :func:`models.distill.distill_fit` trains on a teacher's soft targets instead).
+    """
     config = config or TrainConfig()
     df = pd.read_parquet(examples_path)
     train, val, test = (df[df.split == s].reset_index(drop=True) for s in ("train", "validation", "test"))
@@ -113,7 +120,7 @@ def run_experiment(
                     if not __import__("torch").cuda.is_available() else "cuda", "processes": 1,
                     "history": [], "frozen": summary}
     else:
-        result = finetune(model, tok, train, tune, config, out_dir / "model", progress=progress)
+        result = (fit or finetune)(model, tok, train, tune, config, out_dir / "model", progress=progress)
         training = {"best_epoch": result.best_epoch, "tokens_per_s": round(result.tokens_per_s),
                     "device": result.device, "processes": result.processes, "history": result.history,
                     "trainable_parameters": result.trainable_parameters}
