@@ -234,6 +234,22 @@ def _golden_lines(golden: dict[str, Any] | None) -> list[str]:
             "(models/golden/); never used for training or selection.", "", metrics_table(rows), ""]
 
 
+def _distillation_lines(info: dict[str, Any]) -> list[str]:
+    """Lineage of a distilled student: its teacher, the soft-target recipe and any truncation."""
+    dist = info.get("distillation")
+    if not dist:
+        return []
+    lines = ["## Distillation", "", f"- teacher: {_fmt(dist.get('teacher'))}",
+             f"- student: {_fmt(dist.get('student'))} (context {_fmt(dist.get('context'))}, "
+             f"{_fmt(dist.get('max_length'))} tokens per text)",
+             f"- temperature {_fmt(dist.get('temperature'))}, alpha {_fmt(dist.get('alpha'))} (soft targets on "
+             f"{', '.join(dist.get('soft_heads') or []) or 'no head'}), unlabelled pool {_fmt(dist.get('pool'))} texts",
+             "- the teacher, as served, is the `teacher` row of each metrics table"]
+    if dist.get("note"):
+        lines.append(f"- note: {dist['note']}")
+    return [*lines, ""]
+
+
 def model_card(version: str, info: dict[str, Any]) -> str:
     """Markdown model card: backbone, data, training, metrics vs baseline, calibration, promotion.
 
@@ -247,7 +263,7 @@ def model_card(version: str, info: dict[str, Any]) -> str:
     training = info.get("training") or {}
     promotion = info.get("promotion") or {}
     sizes = data.get("split_sizes") or {}
-    lines = [f"# Model card: {version}", "", *_served_lines(info), "## Backbone", "",
+    lines = [f"# Model card: {version}", "", *_served_lines(info), *_distillation_lines(info), "## Backbone", "",
              f"- preset: {_fmt(backbone.get('preset'))}",
              f"- checkpoint: {_fmt(backbone.get('checkpoint'))}",
              f"- parameters: {_fmt(info.get('parameters', backbone.get('parameters')))}",

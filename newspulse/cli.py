@@ -476,6 +476,58 @@ def finetune(
     console.print(f"[bold]{out['model_version']}[/bold]: {out['reason']}")
 
 
+@app.command()
+def distill(
+    teacher: Annotated[str, typer.Option(help="The teacher: a registered version or `champion`.")] = "champion",
+    student: Annotated[str, typer.Option(help="The student preset (tiny | small | base), trained from scratch "
+                                              "with its own tokenizer.")] = "small",
+    sentiment: Annotated[list[str] | None, typer.Option(help="Sentiment datasets (default: the teacher's).")] = None,
+    topic: Annotated[list[str] | None, typer.Option(help="Topic datasets (default: the teacher's).")] = None,
+    epochs: Annotated[int, typer.Option()] = 6,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    lr: Annotated[float, typer.Option()] = 3e-4,
+    temperature: Annotated[float, typer.Option(help="Softmax temperature of the soft targets.")] = 2.0,
+    alpha: Annotated[float, typer.Option(help="Weight of the soft-target loss (1 - alpha: gold labels).")] = 0.5,
+    max_pool: Annotated[int | None, typer.Option(help="Unlabelled articles the teacher labels, at most.")] = 20000,
+    time_budget_s: Annotated[float | None, typer.Option(help="Stop training the student after this long.")] = None,
+    run_name: Annotated[str, typer.Option(help="Run folder under var/runs.")] = "distill",
+) -> None:
+    """Distil the teacher into a small student on unlabelled articles; register it through the gate."""
+    _offline_env()
+    from models.distill import DistillInputError, check_student
+
+    try:  # the user's mistakes are one line and exit 2, before any flow starts
+        check_student(student)
+        if not 0.0 <= alpha <= 1.0 or temperature <= 0:
+            raise DistillInputError(f"--alpha must be in [0, 1] and --temperature above 0, not {alpha} and {temperature}")
+        if teacher != "champion":
+            from warehouse.registry import get_model
+
+            with _registry_con() as con:
+                if get_model(con, teacher) is None:
+                    raise DistillInputError(f"no model version {teacher!r} in the registry (see `newspulse models list`)")
+    except DistillInputError as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(2) from None
+    from flows.distill import distill_flow
+
+    state = distill_flow(teacher=teacher, student_base=student, sentiment_datasets=sentiment, topic_datasets=topic,
+                         epochs=epochs, batch_size=batch_size, lr=lr, temperature=temperature, alpha=alpha,
+                         max_pool=max_pool, time_budget_s=time_budget_s, run_name=run_name, return_state=True)
+    if not state.is_completed():
+        try:
+            state.result()
+        except DistillInputError as exc:  # an empty pool, no champion yet: bad input, not a crash
+            console.print(f"[red]{exc}")
+            raise typer.Exit(2) from None
+        except Exception as exc:  # noqa: BLE001 - show the user the reason, then exit non-zero
+            console.print(f"[red]distill run ended {state.type.value}: {type(exc).__name__}: {exc}")
+        raise typer.Exit(1)
+    out = state.result()
+    console.print(out["card"], markup=False, highlight=False)
+    console.print(f"[bold]{out['model_version']}[/bold]: {out['reason']}")
+
+
 def _require_warehouse() -> Any:
     """The settings, once the warehouse file exists; otherwise one line and exit 1."""
     settings = get_settings()

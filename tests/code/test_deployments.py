@@ -19,7 +19,7 @@ BY_NAME = {d["name"]: d for d in DEPLOYMENTS}
 
 def test_a_deployment_per_flow() -> None:
     flows = {d["entrypoint"].split(":")[1].removesuffix("_flow") for d in DEPLOYMENTS}
-    assert flows == {"ingest", "pretrain", "finetune", "score", "monitor", "recommend", "pipeline"}
+    assert flows == {"ingest", "pretrain", "finetune", "distill", "score", "monitor", "recommend", "pipeline"}
     assert len(BY_NAME) == len(DEPLOYMENTS)  # names are unique
 
 
@@ -39,6 +39,7 @@ def test_entrypoint_imports_and_parameters_fit(deployment: dict) -> None:
     ("ingest-every-15-min", "cpu", {"interval": 900}),
     ("pretrain-weekly", "gpu", {"cron": "0 1 * * 0"}),
     ("finetune-weekly", "gpu", {"cron": "0 6 * * 0"}),
+    ("distill-weekly", "gpu", {"cron": "0 9 * * 0"}),
     ("score-hourly", "cpu", {"cron": "5 * * * *"}),
     ("score-gpu", "gpu", None),
     ("monitor-every-15-min", "cpu", {"interval": 900}),
@@ -85,6 +86,14 @@ def test_finetune_takes_the_weekly_backbone(tmp_path: Path) -> None:
     (backbone / "model.safetensors").write_bytes(b"\0")
     assert resolve_base(settings, "pretrain:weekly") == str(backbone)
     assert resolve_base(settings, "small") == "small"
+
+
+def test_distill_weekly_distils_the_champion_into_a_preset() -> None:
+    from models.backbone import PRESETS
+
+    params = BY_NAME["distill-weekly"]["parameters"]
+    assert params["teacher"] == "champion" and params["student_base"] in PRESETS
+    assert 0 <= params["alpha"] <= 1 and params["temperature"] > 0
 
 
 def test_kubernetes_gpu_template_requests_gpus() -> None:

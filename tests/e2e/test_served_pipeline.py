@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 OUTPUT = REPO / "test-output" / "e2e"  # screenshots and page dumps (gitignored)
 TINY_PIPELINE = {"seed": 7, "days": 4, "articles_per_day": 150, "n_users": 30, "base": "tiny",
                  "pretrain_budget_s": 10.0, "finetune_budget_s": 20.0}
-FLOWS = {"ingest", "pretrain", "finetune", "score", "monitor", "recommend", "pipeline"}
+FLOWS = {"ingest", "pretrain", "finetune", "distill", "score", "monitor", "recommend", "pipeline"}
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--window-size=1400,1400", "--virtual-time-budget=15000"]
