@@ -161,7 +161,6 @@ def frozen_features(model, tok, texts: list[str], golden: pd.DataFrame | None, *
     in chunks of ``chunk``, each after :func:`pick_threads` (length bucketing is per chunk).
     """
     from models.frozen import extract_features
-    from models.predict import encode_texts
 
     cache = {} if cache is None else cache
     t0 = time.perf_counter()
@@ -171,9 +170,9 @@ def frozen_features(model, tok, texts: list[str], golden: pd.DataFrame | None, *
     for start in range(0, len(todo), chunk):  # re-pick the thread count per chunk: other jobs come and go
         part = todo[start:start + chunk]
         pick_threads()
-        cache.update(zip(part, extract_features(model, tok, part, max_length=max_length, precision=precision)))
-        ids, _, _ = encode_texts(tok, part, max_length, model.heads.prompt)
-        tokens += sum(len(r) for r in ids)
+        feats, n_tokens = extract_features(model, tok, part, max_length=max_length, precision=precision)
+        cache.update(zip(part, feats))
+        tokens += n_tokens
     x = np.stack([cache[t] for t in texts])
     g = np.stack([cache[t] for t in golden.text]) if golden is not None else None
     return Features(x, g, time.perf_counter() - t0, tokens, precision, max_length, list(model.heads.pool_layers))

@@ -38,12 +38,13 @@ C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1)
 
 def extract_features(model: MultiHeadGPT, tokenizer, texts: list[str], *, max_length: int,
                      batch_size: int = 32, device: str = "cpu", precision: str | None = None,
-                     progress: bool = False) -> np.ndarray:
-    """What the heads read for ``texts``: (N, ``model.feature_size``) float32, input order."""
+                     progress: bool = False) -> tuple[np.ndarray, int]:
+    """What the heads read for ``texts``: ``(features (N, model.feature_size) float32 in input
+    order, tokens read)``, the token count (prompt + text, no padding) for throughput figures."""
     ids, _, _ = encode_texts(tokenizer, texts, max_length, model.heads.prompt)
     _, _, feats = predict_ids(model, ids, tokenizer.pad_token_id, batch_size=batch_size, device=device,
                               progress=progress, precision=precision, features=True)
-    return feats
+    return feats, sum(len(r) for r in ids)
 
 
 def fit_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
@@ -105,10 +106,8 @@ def fit_frozen(model: MultiHeadGPT, tokenizer, train: pd.DataFrame, val: pd.Data
     labelled = train[[h for h in ("sentiment", "topic") if h in train]].notna().any(axis=1)
     train = train[labelled].reset_index(drop=True)
     texts = train.text.tolist() + val.text.tolist()
-    feats = extract_features(model, tokenizer, texts, max_length=max_length, batch_size=batch_size,
-                             device=device, precision=precision, progress=progress)
-    ids, _, _ = encode_texts(tokenizer, texts, max_length, model.heads.prompt)
-    n_tokens = sum(len(r) for r in ids)
+    feats, n_tokens = extract_features(model, tokenizer, texts, max_length=max_length, batch_size=batch_size,
+                                       device=device, precision=precision, progress=progress)
     feature_s = time.perf_counter() - t0
     x_train, x_val = feats[: len(train)], feats[len(train):]
     summary: dict = {"heads": {}, "feature_seconds": round(feature_s, 1),

@@ -137,6 +137,12 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     return done[-1] if done else None
 
 
+def checkpoint_step(ckpt: Path) -> int:
+    """The optimizer step of a ``ckpt-NNNNNN`` directory, from its name (no need to load ``state.pt``,
+    which holds the optimizer's moments: ~1 GB for a 135M model)."""
+    return int(Path(ckpt).name[len(PREFIX):])
+
+
 def _swap_link(link: Path, target: str) -> None:
     """Point symlink ``link`` at ``target`` atomically (new link + ``os.replace``)."""
     tmp = link.with_name(f".{link.name}.{os.getpid()}.lnk")

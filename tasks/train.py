@@ -85,7 +85,7 @@ def pretrain_backbone(corpus: dict[str, Any], run_dir: str, base: str, vocab_siz
     import pandas as pd
 
     from models.backbone import PRESETS, build_backbone, load_backbone
-    from models.pretrain import STATE, PretrainConfig, latest_checkpoint, pretrain
+    from models.pretrain import PretrainConfig, checkpoint_step, latest_checkpoint, pretrain
     from models.tokenizer import load_tokenizer, train_tokenizer
 
     log = get_run_logger()
@@ -108,7 +108,7 @@ def pretrain_backbone(corpus: dict[str, Any], run_dir: str, base: str, vocab_siz
         tok = load_tokenizer(base)
         lm = load_backbone(base, tok)
     if steps_per_run:  # relative budget: this run trains steps_per_run more steps than the checkpoint has
-        step = int(torch_load_step(found / STATE)) if found is not None else 0
+        step = checkpoint_step(found) if found is not None else 0
         config = {**config, "max_steps": step + steps_per_run}
     cfg = PretrainConfig(**config)
     result = pretrain(lm, tok, train, val, cfg, run / "checkpoint")
@@ -119,13 +119,6 @@ def pretrain_backbone(corpus: dict[str, Any], run_dir: str, base: str, vocab_siz
     create_table_artifact(key="pretrain-history", table=result.history, description="Validation loss during pretraining")
     return {**asdict(result), "model_dir": str(run / "checkpoint" / "model"), "base": base,
             "val_perplexity_before": before, "documents": len(train), "skipped": False}
-
-
-def torch_load_step(state_path: Path) -> int:
-    """The optimizer step a pretraining checkpoint's ``state.pt`` records (tensors-only load)."""
-    import torch
-
-    return int(torch.load(state_path, map_location="cpu", weights_only=True)["step"])
 
 
 def resolve_base(settings: Settings, base: str | None) -> str:
