@@ -14,6 +14,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from models.distill import DistillInputError, check_student  # re-exported: flows reach models through tasks
 from newspulse.settings import Settings
 from tasks.warehouse import writer_slot
 from warehouse import registry as db_registry
@@ -27,7 +28,6 @@ _TEACHER_LOCK = threading.Lock()
 @task(name="resolve-teacher", cache_policy=NO_CACHE)
 def resolve_teacher(settings: Settings, teacher: str) -> dict[str, Any]:
     """The teacher's registry row (``champion`` resolves the alias); a missing version is a DistillInputError."""
-    from models.distill import DistillInputError
 
     with writer_slot(settings), connect(settings) as con:
         row = db_registry.get_model(con, teacher)
@@ -44,7 +44,6 @@ def resolve_teacher(settings: Settings, teacher: str) -> dict[str, Any]:
 @task(name="export-unlabelled-pool", cache_policy=NO_CACHE)
 def export_unlabelled_pool(settings: Settings, run_dir: str, max_docs: int | None = None) -> dict[str, Any]:
     """Articles without any label (so never a validation/test text) -> ``pool.parquet``; empty is an error."""
-    from models.distill import DistillInputError
 
     path = Path(run_dir) / "pool.parquet"
     with writer_slot(settings), connect(settings) as con:
