@@ -28,7 +28,6 @@ _TEACHER_LOCK = threading.Lock()
 @task(name="resolve-teacher", cache_policy=NO_CACHE)
 def resolve_teacher(settings: Settings, teacher: str) -> dict[str, Any]:
     """The teacher's registry row (``champion`` resolves the alias); a missing version is a DistillInputError."""
-
     with writer_slot(settings), connect(settings) as con:
         row = db_registry.get_model(con, teacher)
     if row is None:
@@ -44,7 +43,6 @@ def resolve_teacher(settings: Settings, teacher: str) -> dict[str, Any]:
 @task(name="export-unlabelled-pool", cache_policy=NO_CACHE)
 def export_unlabelled_pool(settings: Settings, run_dir: str, max_docs: int | None = None) -> dict[str, Any]:
     """Articles without any label (so never a validation/test text) -> ``pool.parquet``; empty is an error."""
-
     path = Path(run_dir) / "pool.parquet"
     with writer_slot(settings), connect(settings) as con:
         counts = write_corpus(con, path, max_docs=max_docs, exclude_labelled=True)
