@@ -8,8 +8,14 @@ matmul in both precisions (about 0.1 s) and picks bf16 only when it is at least
 version, threads) in a small JSON file, so every later process pays nothing.
 
 On CUDA the answer is always bf16 (every GPU this project targets has bf16 tensor cores).
-Weights stay fp32 in every mode: autocast runs matmuls in bf16 and keeps reductions
+Weights stay fp32 in every autocast mode: autocast runs matmuls in bf16 and keeps reductions
 (softmax, norms, losses) in fp32.
+
+``int8`` is a scoring-only option, never chosen by ``auto``: :func:`quantize_int8` makes a copy
+of the model whose backbone Linear layers hold int8 weights (per output channel) and quantise
+their activations per batch on the fly (PyTorch dynamic quantisation, fbgemm/x86 kernels using
+VNNI where the CPU has it). Heads, norms and embeddings stay fp32. It trades a little agreement
+with fp32 for speed, so ``bench/score.py`` prints its label agreement next to its docs/s.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")  # training and scoring
+SCORE_PRECISIONS = (*PRECISIONS, "int8")  # scoring only: int8 needs a quantised copy of the model
 MIN_SPEEDUP = 1.3  # bf16 must beat fp32 by this factor to be chosen (noise margin)
 
 
@@ -95,11 +102,15 @@ def cpu_precision(cache_file: Path | None = None) -> ProbeResult:
     return result
 
 
-def resolve_precision(setting: str, device: str | torch.device | None = None, cache_file: Path | None = None) -> str:
-    """``"bf16"`` or ``"fp32"`` for ``device`` (default: CUDA when present, else CPU): a forced
-    setting wins; ``auto`` is bf16 on CUDA and the cached probe's answer on CPU."""
-    if setting not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {setting!r}")
+def resolve_precision(setting: str, device: str | torch.device | None = None, cache_file: Path | None = None,
+                      *, allowed: tuple[str, ...] = PRECISIONS) -> str:
+    """``"bf16"`` or ``"fp32"`` (or a forced ``"int8"`` where ``allowed``) for ``device`` (default:
+    CUDA when present, else CPU): a forced setting wins; ``auto`` is bf16 on CUDA and the cached
+    probe's answer on CPU."""
+    if setting not in allowed:
+        raise ValueError(f"precision must be one of {', '.join(allowed)}, not {setting!r}")
+    if setting == "int8" and device is not None and torch.device(device).type == "cuda":
+        raise ValueError("int8 dynamic quantisation runs on CPU only: use bf16 on CUDA")
     if setting != "auto":
         return setting
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")  # where this process computes
@@ -109,6 +120,54 @@ def resolve_precision(setting: str, device: str | torch.device | None = None, ca
 
 
 def autocast(device: str | torch.device, precision: str):
-    """The autocast context for ``precision`` on ``device`` (a no-op for fp32)."""
+    """The autocast context for ``precision`` on ``device`` (a no-op for fp32 and int8)."""
     dev = torch.device(device).type
     return torch.autocast(device_type=dev, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _conv1d_as_linear(module: torch.nn.Module) -> torch.nn.Linear:
+    """GPT-2's ``Conv1D`` (weight (in, out), ``x @ W + b``) as the equivalent ``nn.Linear`` (weight (out, in))."""
+    weight = module.weight.detach()
+    linear = torch.nn.Linear(weight.shape[0], weight.shape[1], bias=module.bias is not None)
+    linear.weight.data.copy_(weight.t())
+    if module.bias is not None:
+        linear.bias.data.copy_(module.bias.detach())
+    return linear
+
+
+def quantize_int8(model: torch.nn.Module, skip: tuple[str, ...] = ("sentiment", "topic", "lm_head")) -> torch.nn.Module:
+    """A CPU copy of ``model`` with int8 dynamic quantisation of its Linear layers (see the module docstring).
+
+    GPT-2 blocks use ``Conv1D`` rather than ``nn.Linear``; they are converted first so that they
+    are quantised too. Modules whose name starts with one of ``skip`` (the classification heads,
+    an LM head) stay fp32: they are tiny and decide the labels. The original model is untouched.
+    """
+    import copy
+    import warnings
+
+    qmodel = copy.deepcopy(model).cpu().eval()
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        Conv1D = ()  # noqa: N806
+    targets: set[str] = set()
+    for parent_name, parent in list(qmodel.named_modules()):
+        for name, child in list(parent.named_children()):
+            full = f"{parent_name}.{name}" if parent_name else name
+            if full.startswith(skip):
+                continue
+            if Conv1D and isinstance(child, Conv1D):
+                setattr(parent, name, _conv1d_as_linear(child))
+                targets.add(full)
+            elif isinstance(child, torch.nn.Linear):
+                targets.add(full)
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():  # torch.ao eager quantisation warns it is deprecated; it is what ships in 2.x
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(qmodel, {name: per_channel_dynamic_qconfig for name in targets}, dtype=torch.qint8)
+
+
+def is_quantized(model: torch.nn.Module) -> bool:
+    """True when ``model`` holds dynamically quantised (int8) layers, i.e. came from :func:`quantize_int8`."""
+    return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())

@@ -37,7 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.backbone import context_length, hidden_size
-from models.precision import autocast
+from models.precision import autocast, is_quantized, quantize_int8
 
 MIN_SHARED_PREFIX = 4  # shorter common prefixes are not worth a cache copy per batch
 MAX_CHARS_PER_TOKEN = 64  # pre-cut huge strings on characters; BPE tokens are far shorter than this
@@ -178,7 +178,8 @@ def predict_ids(model, ids: Sequence[Sequence[int]], pad_id: int, *, batch_size:
     Returns ``(sentiment_probs (N, 3), topic_probs (N, K) or None, embeddings (N, d))`` in the
     order of ``ids``; with ``features=True`` the third item is what the heads read instead,
     (N, ``model.feature_size``). ``precision`` is ``"bf16"`` (autocast) or ``"fp32"``; None means
-    bf16 on CUDA and fp32 on CPU (:mod:`models.precision` decides per machine). The model is put
+    bf16 on CUDA and fp32 on CPU (:mod:`models.precision` decides per machine). ``"int8"`` expects
+    a model from :func:`models.precision.quantize_int8` (activations stay fp32). The model is put
     in eval mode for the call and its mode is restored after.
 
     ``reuse_prefix``: tokens that every row starts with (a prompt's instruction) run once for the
@@ -243,8 +244,13 @@ def predict(
 
     ``device`` defaults to CUDA when available, else CPU; the model is moved there. Rows come
     back in input order whatever the bucketing did. ``precision``: see :func:`predict_ids`. See
-    the module docstring for long and empty texts.
+    the module docstring for long and empty texts. ``precision="int8"`` scores an int8 copy of the
+    model on CPU (made here unless ``model`` is one already; keep one with
+    :func:`models.precision.quantize_int8` to avoid paying for it per call).
     """
+    if precision == "int8":
+        model = model if is_quantized(model) else quantize_int8(model)
+        device = "cpu"  # quantised kernels are CPU kernels
     limit = default_max_length(model, tokenizer)
     max_length = limit if max_length is None else max(1, min(int(max_length), limit))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

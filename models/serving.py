@@ -23,12 +23,17 @@ class ServedModel:
 
     def __init__(self, version_dir: Path, precision: str | None = None) -> None:
         """Load ``version_dir``; ``precision`` is ``bf16``/``fp32`` for every forward pass (None:
-        the device default, see :func:`models.predict.predict_ids`)."""
+        the device default, see :func:`models.predict.predict_ids`), or ``int8``: the backbone's
+        Linear layers are quantised once here (:func:`models.precision.quantize_int8`, CPU only)."""
         from models.registry import load_manifest
 
         self.version_dir = Path(version_dir)
         self.precision = precision
         self.model, self.tokenizer = MultiHeadGPT.load(self.version_dir)
+        if precision == "int8":
+            from models.precision import quantize_int8
+
+            self.model = quantize_int8(self.model)
         self.info = load_manifest(self.version_dir)
         self.served: dict[str, str] = self.info.get("served") or {}
         self.weights: dict[str, float] = self.info.get("ensemble_weight") or {}

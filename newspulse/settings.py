@@ -112,6 +112,11 @@ class Settings(BaseSettings):
         "on a CPU, whatever a short cached matmul probe measures faster (bf16 only with native support); "
         "'fp32' or 'bf16' force it.",
     )
+    score_precision: Literal["auto", "fp32", "bf16", "int8"] | None = Field(
+        None, description="Precision of the score flow only (default: `precision`). 'int8' scores an int8 "
+        "dynamically quantised copy of the backbone on CPU workers: fastest where measured, slightly less "
+        "faithful to fp32 (bench/score.py prints its agreement).",
+    )
     default_backbone: str = Field(
         "smollm2-135m", description="Backbone fine-tuning starts from when none is named: a catalogue name "
         "(`newspulse backbones list`), a preset, a checkpoint directory or pretrain:<run>.",

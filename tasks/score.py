@@ -46,10 +46,12 @@ def served_model(artifact_path: str, precision: str | None = None):
 
 
 def score_precision(settings: Settings) -> str:
-    """bf16 or fp32 for this worker's scoring device (settings.precision; 'auto' probes the CPU once)."""
-    from models.precision import resolve_precision
+    """bf16, fp32 or int8 for this worker's scoring device (``score_precision``, else ``precision``;
+    'auto' probes the CPU once)."""
+    from models.precision import SCORE_PRECISIONS, resolve_precision
 
-    return resolve_precision(settings.precision, settings.score_device, settings.precision_cache)
+    return resolve_precision(settings.score_precision or settings.precision, settings.score_device,
+                             settings.precision_cache, allowed=SCORE_PRECISIONS)
 
 
 @task(name="plan-score-shards", cache_policy=NO_CACHE)

@@ -5,7 +5,7 @@ like), named with ``--base``-style resolution, then fine-tuned with each recipe 
 LoRA, full), registered, reloaded, scored, used for predictions and for text generation. A short
 causal-LM pretraining first gives the tiny LM a perplexity worth protecting: fine-tuning with the
 auxiliary LM loss must keep held-out perplexity within 10% of the base (the frozen recipe leaves
-it exactly unchanged). Precision: bf16 autocast and fp32 must agree on >= 99% of labels.
+it exactly unchanged). Precision: bf16 autocast and int8 dynamic quantisation must agree with fp32 on >= 99% of labels.
 """
 
 from __future__ import annotations
@@ -136,21 +136,32 @@ def test_finetune_register_reload_score_predict_generate(checkpoint, recipe: str
         assert after <= 1.10 * before, (before, after)
 
 
-def test_bf16_and_fp32_agree(checkpoint, tmp_path: Path) -> None:
-    """Autocast bf16 labels equal fp32 labels on >= 99% of decided rows; probabilities within 0.05."""
+@pytest.mark.parametrize("mode", ["bf16", "int8"])
+def test_lower_precision_agrees_with_fp32(checkpoint, mode: str, tmp_path: Path) -> None:
+    """bf16 autocast and int8 dynamic quantisation: labels equal fp32 labels on >= 99% of decided
+    rows, probabilities within 0.05; the int8 copy quantises the backbone only."""
     _, base, df = checkpoint
     run_experiment(base.parent / "examples.parquet", tmp_path / "run", base=str(base),
                    config=TrainConfig(recipe="frozen", prompt=""), progress=False)
     model, tok = MultiHeadGPT.load(tmp_path / "run" / "model")
+    from models.precision import is_quantized, quantize_int8
     from models.predict import predict
 
     texts = df.text.tolist() + [f"{c} {p}" for c in ("Nakatomi", "Soylent") for ps in PHRASES.values() for p in ps]
     fp32 = predict(model, tok, texts, precision="fp32")
-    bf16 = predict(model, tok, texts, precision="bf16")
+    if mode == "int8":
+        qmodel = quantize_int8(model)
+        assert is_quantized(qmodel) and not is_quantized(model)  # a copy: the fp32 model is untouched
+        quantized = [name for name, m in qmodel.named_modules() if type(m).__module__.startswith("torch.ao.nn.quantized")]
+        assert len(quantized) >= 2 * 4, quantized  # attention and MLP projections of both blocks (GPT-2 Conv1D too)
+        assert type(qmodel.sentiment).__module__.startswith("torch.nn")  # heads stay fp32
+        low = predict(qmodel, tok, texts, precision="int8")
+    else:
+        low = predict(model, tok, texts, precision="bf16")
     for head in ("sentiment_probs", "topic_probs"):
-        a, b = getattr(fp32, head), getattr(bf16, head)
-        # bf16 keeps ~3 significant digits: a row fp32 itself calls a coin toss (top two within
-        # 0.02, e.g. 0.502 vs 0.498 on the tiny model's undecided topics) may flip; no other may.
+        a, b = getattr(fp32, head), getattr(low, head)
+        # bf16 keeps ~3 significant digits, int8 ~2: a row fp32 itself calls a coin toss (top two
+        # within 0.02, e.g. 0.502 vs 0.498 on the tiny model's undecided topics) may flip; no other may.
         top2 = np.sort(a, axis=1)[:, -2:]
         decided = top2[:, 1] - top2[:, 0] >= 0.02
         assert decided.mean() >= 0.9, decided.mean()
