@@ -134,3 +134,26 @@ def count_parameters(model, trainable_only: bool = False) -> int:
         seen.add(id(p))
         total += p.numel()
     return total
+
+
+def truncate_backbone(lm, n_layers: int):
+    """``lm`` (a causal LM, changed in place and returned) cut to its first ``n_layers`` blocks.
+
+    The student initialisation of DistilBERT / "shrink and fine-tune": the lower blocks of a
+    pretrained model keep its embeddings, tokenizer and much of what it learned, at
+    ``n_layers / L`` of its per-token compute. Works for Llama-style (``model.layers``) and GPT-2
+    (``transformer.h``) models; the config is updated so the directory it is saved to reloads as is.
+    """
+    from torch import nn
+
+    base = lm.base_model
+    attr = "layers" if hasattr(base, "layers") else "h"
+    blocks = getattr(base, attr)
+    if not 1 <= n_layers <= len(blocks):
+        raise ValueError(f"the teacher has {len(blocks)} layers: a student needs 1 to {len(blocks)}, not {n_layers}")
+    setattr(base, attr, nn.ModuleList(list(blocks)[:n_layers]))
+    config = lm.config
+    config.num_hidden_layers = n_layers  # GPT2Config maps n_layer to it
+    if getattr(config, "layer_types", None):
+        config.layer_types = list(config.layer_types)[:n_layers]
+    return lm

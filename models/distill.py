@@ -2,9 +2,12 @@
 
 The teacher (a registered version, normally the SmolLM2 champion) labels texts with its GPT heads'
 probabilities (:func:`teacher_probs`, batched :func:`models.predict.predict`; the TF-IDF mix a
-version may serve is not distilled: the student gets its own baseline and ensemble). The student,
-a preset GPT (``small``) with a tokenizer trained on the labelled train texts plus the unlabelled
-pool, trains on (Hinton et al. 2015)::
+version may serve is not distilled: the student gets its own baseline and ensemble). The student
+is either a preset GPT (``small``) with a tokenizer trained on the labelled train texts plus the
+unlabelled pool, or ``teacher:N``: the teacher's own first ``N`` blocks, embeddings and tokenizer
+(:func:`models.backbone.truncate_backbone`; its token embeddings stay frozen, so only the blocks
+and heads train), which starts from what pretraining learned instead of from random weights. It
+trains on (Hinton et al. 2015)::
 
     loss = alpha * T^2 * sum_heads KL(teacher_T || student_T) + (1 - alpha) * sum_heads CE(student, gold)
 
@@ -18,6 +21,7 @@ served on the same validation/test rows and the golden set, so the card shows bo
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -29,7 +33,7 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from models.backbone import PRESETS, context_length
+from models.backbone import PRESETS, context_length, truncate_backbone
 from models.multihead import IGNORE, MultiHeadGPT
 from models.predict import encode_texts, pad_batch, predict, text_budget
 from models.train import HEADS, TrainConfig, TrainResult, encode_labels, evaluate
@@ -41,10 +45,38 @@ class DistillInputError(ValueError):
     """Input a distillation cannot use (unknown teacher or student, empty pool): one clear line."""
 
 
+TEACHER_PREFIX = "teacher:"  # student "teacher:N": the teacher's first N blocks, with its tokenizer
+
+
 def check_student(student_base: str) -> None:
-    """The student must be one of our presets (it gets its own tokenizer trained on the corpus)."""
+    """The student is one of our presets (own tokenizer trained on the corpus) or ``teacher:N``."""
+    if student_base.startswith(TEACHER_PREFIX):
+        n = student_base[len(TEACHER_PREFIX):]
+        if not n.isdigit() or int(n) < 1:
+            raise DistillInputError(f"student {student_base!r}: write teacher:N with N the number of the teacher's "
+                                    "layers to keep, e.g. teacher:6")
+        return
     if student_base not in PRESETS:
-        raise DistillInputError(f"student {student_base!r} is not a preset: use one of {', '.join(PRESETS)}")
+        raise DistillInputError(f"student {student_base!r} is neither a preset ({', '.join(PRESETS)}) nor "
+                                "teacher:N (the teacher's first N layers)")
+
+
+def student_backbone(student_base: str, teacher_dir: Path, out_dir: Path) -> str:
+    """What :func:`models.experiment.run_experiment` takes as ``base`` for ``student_base``: the
+    preset name, or for ``teacher:N`` a model directory written here with the teacher's first N
+    blocks and its tokenizer."""
+    check_student(student_base)
+    if not student_base.startswith(TEACHER_PREFIX):
+        return student_base
+    teacher, tok = MultiHeadGPT.load(teacher_dir)
+    try:
+        lm = truncate_backbone(teacher.causal_lm(), int(student_base[len(TEACHER_PREFIX):]))
+    except ValueError as exc:
+        raise DistillInputError(f"student {student_base!r}: {exc}") from exc
+    out = Path(out_dir) / "student-backbone"
+    lm.save_pretrained(out)  # safetensors
+    tok.save_pretrained(out)
+    return str(out)
 
 
 def teacher_probs(model: MultiHeadGPT, tokenizer, texts: list[str], batch_size: int = 32,
@@ -114,12 +146,15 @@ def _soft_matrix(col: pd.Series, teacher_labels: list[str], labels: list[str]) -
 
 def distill_fit(model: MultiHeadGPT, tokenizer, train: pd.DataFrame, val: pd.DataFrame, config: TrainConfig,
                 out_dir: Path, *, progress: bool = False, teacher_labels: dict[str, list[str]],
-                temperature: float = 2.0, alpha: float = 0.5, stats: dict[str, Any] | None = None) -> TrainResult:
+                temperature: float = 2.0, alpha: float = 0.5, stats: dict[str, Any] | None = None,
+                freeze_embeddings: bool = False) -> TrainResult:
     """Train every head on teacher soft targets (``teacher_<head>`` columns) plus gold labels.
 
     The same contract as :func:`models.train.finetune` (early stopping on ``val`` macro-F1, best
     epoch saved to ``out_dir`` and loaded back, ``time_budget_s``), single process. ``stats``
     receives the text budget and how many training texts were truncated to it.
+    ``freeze_embeddings``: keep the token embeddings as they are (a student cut from a pretrained
+    teacher: its 28M-row SmolLM2 table would cost more optimizer time than its blocks, for little).
     """
     torch.manual_seed(config.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -147,8 +182,11 @@ def distill_fit(model: MultiHeadGPT, tokenizer, train: pd.DataFrame, val: pd.Dat
                   for h in HEADS}}
 
     model.to(device).train()
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    if freeze_embeddings:
+        model.causal_lm().get_input_embeddings().weight.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.dim() >= 2]
+    no_decay = [p for p in trainable if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
     steps_per_epoch = math.ceil(keep.size / config.batch_size)
@@ -180,7 +218,7 @@ def distill_fit(model: MultiHeadGPT, tokenizer, train: pd.DataFrame, val: pd.Dat
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
             opt.step()
             sched.step()
             loss_sum, tokens = loss_sum + float(loss.detach()), tokens + int(mask.sum())
@@ -203,7 +241,7 @@ def distill_fit(model: MultiHeadGPT, tokenizer, train: pd.DataFrame, val: pd.Dat
     seconds = time.perf_counter() - t0
     return TrainResult(best_epoch=best_epoch, best_score=float(best), history=history, seconds=seconds,
                        tokens_per_s=tokens / max(seconds, 1e-9), device=str(device), out_dir=str(out_dir),
-                       trainable_parameters=sum(p.numel() for p in model.parameters()))
+                       trainable_parameters=sum(p.numel() for p in trainable))
 
 
 def run_distillation(examples_path: Path, soft_path: Path, out_dir: Path, teacher_dir: Path, *,
@@ -234,8 +272,13 @@ def run_distillation(examples_path: Path, soft_path: Path, out_dir: Path, teache
     teacher, teacher_tok = MultiHeadGPT.load(teacher_dir)
     labels = {"sentiment": teacher.heads.sentiment_labels, "topic": teacher.heads.topic_labels}
     stats: dict[str, Any] = {}
-    fit = functools.partial(distill_fit, teacher_labels=labels, temperature=temperature, alpha=alpha, stats=stats)
-    info = run_experiment(student_path, Path(out_dir), base=student_base, config=config, vocab_size=vocab_size,
+    from_teacher = student_base.startswith(TEACHER_PREFIX)
+    base = student_backbone(student_base, teacher_dir, Path(out_dir))
+    if from_teacher:  # trained whole (not frozen), on plain text like any student
+        config = dataclasses.replace(config, recipe="full", prompt=config.prompt if config.prompt is not None else "")
+    fit = functools.partial(distill_fit, teacher_labels=labels, temperature=temperature, alpha=alpha, stats=stats,
+                            freeze_embeddings=from_teacher)
+    info = run_experiment(student_path, Path(out_dir), base=base, config=config, vocab_size=vocab_size,
                           progress=False, fit=fit)
     note = None
     if stats.get("truncated"):

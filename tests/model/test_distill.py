@@ -138,6 +138,38 @@ def test_run_distillation_beside_teacher_and_baseline_notes_truncation(teacher, 
                          teacher_dir, student_base="tiny")
 
 
+def test_student_cut_from_the_teacher_keeps_its_tokenizer_and_embeddings(teacher, tmp_path: Path) -> None:
+    """``teacher:1``: the teacher's first block, its tokenizer and (frozen) embeddings, trained on soft targets."""
+    teacher_dir, df = teacher
+    t_model, t_tok = MultiHeadGPT.load(teacher_dir)
+    pool = _unlabelled(400, 4, COMPANIES[:10])
+    soft = teacher_probs(t_model, t_tok, pool)
+    pd.DataFrame({"article_id": [f"p{i}" for i in range(len(pool))], "text": pool,
+                  "teacher_sentiment": list(soft["sentiment"]), "teacher_topic": list(soft["topic"])}
+                 ).to_parquet(tmp_path / "soft.parquet")
+    df.to_parquet(tmp_path / "examples.parquet")
+    info = run_distillation(tmp_path / "examples.parquet", tmp_path / "soft.parquet", tmp_path / "run", teacher_dir,
+                            student_base="teacher:1", teacher_version="m-teacher",
+                            config=TrainConfig(epochs=6, batch_size=16, lr=3e-3, patience=6))
+    student, s_tok = MultiHeadGPT.load(tmp_path / "run" / "model")
+    assert student.config.num_hidden_layers == 1 and t_model.config.num_hidden_layers == 2
+    assert s_tok.get_vocab() == t_tok.get_vocab()  # the teacher's tokenizer, not one trained here
+    emb = student.causal_lm().get_input_embeddings().weight
+    assert torch.equal(emb, t_model.causal_lm().get_input_embeddings().weight)  # frozen while the blocks trained
+    assert info["distillation"]["student"] == "teacher:1" and info["training"]["recipe"] == "full"
+    assert info["metrics"]["sentiment"]["test"]["gpt"]["macro_f1"] >= 0.8, info["metrics"]["sentiment"]["test"]
+
+
+@pytest.mark.parametrize(("student", "message"), [("teacher:5", "1 to 2"), ("teacher:x", "write teacher:N"),
+                                                  ("huge", "neither a preset")])
+def test_a_student_that_cannot_be_built_is_one_clear_error(teacher, student: str, message: str, tmp_path: Path) -> None:
+    from models.distill import student_backbone
+
+    with pytest.raises(DistillInputError, match=message):
+        student_backbone(student, teacher[0], tmp_path)
+    assert not (tmp_path / "student-backbone").exists()
+
+
 # ----------------------------------------------------------------------------- the flow
 
 
