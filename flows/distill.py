@@ -6,7 +6,12 @@ splits as its fine-tune, export the warehouse's unlabelled articles (no validati
 be among them), let the teacher label them with soft probabilities for every head (one task per
 shard), train the student preset on those soft targets plus the gold labels, evaluate it on the
 same validation/test rows next to the teacher and the TF-IDF baseline, register it with the
-teacher's version as lineage, and send it through the same champion gate as any fine-tune.
+teacher's version as lineage, and gate it for the ``cpu-champion`` alias (what the hourly CPU
+scorer serves), never for ``champion``: against the student holding cpu-champion with the same
+paired-bootstrap gate as a fine-tune, or, while none holds it (the scorer serves the champion),
+only if its served validation macro-F1 is within ``distill_max_gap`` (0.03) of the champion's
+(its teacher's) on the same rows. A refusal is recorded with its reason in ``model_promotions``,
+on the card and in the returned ``reason``.
 """
 
 from __future__ import annotations
@@ -44,9 +49,11 @@ def distill_flow(
     seed: int = 0,
     run_name: str = "distill",
 ) -> dict[str, Any]:
-    """Distil ``teacher`` (a version or ``champion``) into the preset ``student_base``; register it.
+    """Distil ``teacher`` (a version or ``champion``) into the preset ``student_base``; register it
+    and gate it for ``cpu-champion``.
 
     The labelled datasets default to the ones the teacher was fine-tuned on (its registry row).
+    Returns :func:`tasks.train.register_model`'s summary (``alias``, ``promoted``, ``reason``, card).
     """
     check_student(student_base)
     settings = get_settings()
@@ -71,4 +78,4 @@ def distill_flow(
               "time_budget_s": time_budget_s, "seed": seed, "recipe": "full", "precision": precision}
     info = train_student(data["path"], soft, str(run_dir), row, student_base, config, temperature, alpha, precision)
     return register_model(settings, info, str(run_dir), {**data, "teacher": row["model_version"],
-                                                         "pool": pool["written"]})
+                                                         "pool": pool["written"]}, alias="cpu-champion")

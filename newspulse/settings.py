@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     train_processes: int = Field(
         1, ge=1, description="Data-parallel processes for fine-tuning (one per GPU); >1 launches torchrun.",
     )
+    distill_max_gap: float = Field(
+        0.03, ge=0.0, le=1.0, description="A distilled student takes the free cpu-champion alias only if its "
+        "served validation macro-F1 is at most this far below the champion's (its teacher's) on the same rows.",
+    )
 
     # --- scoring -------------------------------------------------------------------------------
     torch_threads: int | None = Field(None, description="torch CPU threads for scoring (default: all cores).")

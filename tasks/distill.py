@@ -1,8 +1,9 @@
 """Distillation tasks: resolve the teacher, export the unlabelled pool, label it in shards, train the student.
 
 Only paths and small dicts travel between tasks; models are loaded inside them (the teacher once
-per process for all of its shards). Registration and the champion gate are the fine-tune flow's
-own tasks (:func:`tasks.train.register_model`).
+per process for all of its shards). Registration is the fine-tune flow's own task
+(:func:`tasks.train.register_model`), called for the ``cpu-champion`` alias: a student is gated
+for what the hourly CPU scorer serves, never for ``champion``.
 """
 
 from __future__ import annotations

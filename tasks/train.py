@@ -1,7 +1,8 @@
 """Training tasks: export data, pretrain, fine-tune + evaluate, register and promote.
 
 Tasks pass paths and small dicts. Model work happens in ``models`` (no Prefect there); the
-registry row and the champion alias are written under the DuckDB writer slot.
+registry row and the serving aliases (``champion``, ``cpu-champion``) are written under the DuckDB
+writer slot.
 """
 
 from __future__ import annotations
@@ -204,13 +205,15 @@ def _launch_experiment(examples: Path, out_dir: Path, base: str, train_config: d
 
 @task(name="register-model", cache_policy=NO_CACHE)
 def register_model(settings: Settings, info: dict[str, Any], out_dir: str, data: dict[str, Any],
-                   pretrained_from: str | None = None) -> dict[str, Any]:
-    """Store the version, record it, promote it only if it beats the champion; publish the card.
+                   pretrained_from: str | None = None, alias: str = "champion") -> dict[str, Any]:
+    """Store the version, record it, give it ``alias`` only if it passes that alias's gate; publish the card.
 
-    The gate (:mod:`models.selection`) scores the candidate and the current champion on the same
-    rows, the candidate's held-out ``select`` half of validation, and promotes only when a paired
-    bootstrap says the candidate wins; a champion validated on an older split is re-scored, so new
-    labels never block promotion.
+    ``champion`` (fine-tunes): the gate (:mod:`models.selection`) scores the candidate and the
+    current champion on the same rows, the candidate's held-out ``select`` half of validation, and
+    promotes only when a paired bootstrap says the candidate wins; a champion validated on an older
+    split is re-scored, so new labels never block promotion. ``cpu-champion`` (distilled students,
+    never the champion): :func:`cpu_champion_gate`. The decision names its alias in
+    ``model_promotions``, on the card and in the returned ``alias`` / ``reason``.
     """
     from models.experiment import served_summary
     from models.registry import model_card, new_version, store_version, write_manifest
@@ -220,13 +223,19 @@ def register_model(settings: Settings, info: dict[str, Any], out_dir: str, data:
     info["data"] = {**info.get("data", {}), "val_split_id": data["val_split_id"],
                     "snapshot": f"labels of {data['datasets']}", "datasets": list(dict.fromkeys(
                         [*data["datasets"].get("sentiment", []), *data["datasets"].get("topic", [])]))}
+    db_registry.check_alias(alias)
     with writer_slot(settings), connect(settings) as con:
-        current = db_registry.champion(con)
+        current = db_registry.holder(con, alias)
+        champ = db_registry.champion(con)
     version_dir = store_version(settings.registry_dir, version, Path(out_dir) / "model")
     write_manifest(version_dir, info)  # the candidate must load (ServedModel) before the gate scores it
-    promote, reason, evidence = champion_gate(settings, data["path"], version_dir, current)
-    info["promotion"] = {"promoted": promote, "reason": reason, "evidence": evidence,
-                         "champion_before": current["model_version"] if current else None}
+    if alias == db_registry.CHAMPION:
+        promote, reason, evidence = champion_gate(settings, data["path"], version_dir, current)
+    else:
+        promote, reason, evidence = cpu_champion_gate(settings, info, data["path"], version_dir, current, champ)
+    info["promotion"] = {"alias": alias, "promoted": promote, "reason": reason, "evidence": evidence,
+                         "holder_before": current["model_version"] if current else None,
+                         "champion_before": champ["model_version"] if champ else None}
     card = model_card(version, info)
     (version_dir / "MODEL_CARD.md").write_text(card, encoding="utf-8")
     write_manifest(version_dir, info)
@@ -238,14 +247,14 @@ def register_model(settings: Settings, info: dict[str, Any], out_dir: str, data:
     with writer_slot(settings), connect(settings) as con:
         db_registry.record_model(con, row)
         if promote:
-            db_registry.promote(con, version, reason)
+            db_registry.promote(con, version, reason, alias=alias)
         else:
-            db_registry.refuse(con, version, reason)
+            db_registry.refuse(con, version, reason, alias=alias)
     create_markdown_artifact(key="model-card", markdown=card_with_pictures(card, version_dir),
                              description=f"Model card {version}")
     shutil.rmtree(Path(out_dir) / "work", ignore_errors=True)
     get_run_logger().info("registered %s: %s", version, reason)
-    return {"model_version": version, "promoted": promote, "reason": reason, "path": str(version_dir),
+    return {"model_version": version, "alias": alias, "promoted": promote, "reason": reason, "path": str(version_dir),
             "card": card, "val_scores": info["val_scores"], "served": info["served"],
             "golden": info.get("golden")}
 
@@ -289,6 +298,60 @@ def champion_gate(settings: Settings, examples_path: str, candidate_dir: Path,
         pairs_h[head] = (y, np.array([index[v] for v in ph[f"{head}_label"][mask]]))
         labels[head] = names
     return gate(pairs_c, pairs_h, labels)
+
+
+def cpu_champion_gate(settings: Settings, info: dict[str, Any], examples_path: str, candidate_dir: Path,
+                      holder: dict[str, Any] | None, champion: dict[str, Any] | None) -> tuple[bool, str, dict[str, Any]]:
+    """``(promote, reason, evidence)`` for a distilled student and the ``cpu-champion`` alias.
+
+    With a holder, the student must beat it through the same paired-bootstrap gate as a
+    fine-tune against the champion. Without one the hourly scorer serves the champion, so the
+    student replaces the champion there: :func:`distill_gap_gate` (close enough to it).
+    """
+    if holder is not None:
+        promote, reason, evidence = champion_gate(settings, examples_path, candidate_dir, holder)
+        # The gate's text speaks of "the champion": here that is the incumbent student.
+        return promote, f"cpu-champion, against its holder {holder['model_version']}: {reason}", evidence
+    return distill_gap_gate(info, champion, settings.distill_max_gap)
+
+
+def distill_gap_gate(info: dict[str, Any], champion: dict[str, Any] | None,
+                     max_gap: float) -> tuple[bool, str, dict[str, Any]]:
+    """The first cpu-champion: the student's served validation macro-F1 within ``max_gap`` of the champion's.
+
+    Both figures are on the same rows, the student's ``select`` half of validation:
+    ``run_distillation`` scores the teacher as served there (``metrics[head].validation.teacher``),
+    so this needs the teacher to be the champion; the student's is its served kind per head
+    (what ``val_score`` averages). The mean over the heads both have is compared.
+    """
+    if champion is None:
+        return False, ("Not promoted to cpu-champion: there is no champion to compare the student with "
+                       "(cpu-champion falls back to the champion)."), {}
+    teacher = info.get("teacher")
+    if teacher != champion["model_version"]:
+        return False, (f"Not promoted to cpu-champion: its teacher {teacher} is not the champion "
+                       f"{champion['model_version']}, whose score on the student's validation rows is therefore "
+                       "unknown; distil the champion, or promote it by hand "
+                       "(`newspulse models promote --alias cpu-champion`)."), {}
+    student, teach = {}, {}
+    for head, splits in (info.get("metrics") or {}).items():
+        val = splits.get("validation") or {}
+        kind = (info.get("served") or {}).get(head, "gpt")
+        if "teacher" in val and kind in val:
+            student[head], teach[head] = val[kind]["macro_f1"], val["teacher"]["macro_f1"]
+    if not student:
+        return False, ("Not promoted to cpu-champion: the teacher was not scored on any of the student's heads, "
+                       "so the gap to the champion is unknown."), {}
+    s, t = sum(student.values()) / len(student), sum(teach.values()) / len(teach)
+    gap = t - s
+    evidence = {"student": student, "champion": teach, "student_mean": round(s, 4), "champion_mean": round(t, 4),
+                "gap": round(gap, 4), "max_gap": max_gap}
+    where = f"served validation macro-F1 {s:.4f} against the champion {teacher}'s {t:.4f} on the same rows"
+    if round(gap, 9) <= max_gap:  # inclusive; 0.80 - 0.77 is 0.030000000000000027 in floats
+        return True, (f"Promoted to cpu-champion (no model held it): {where}, a gap of {gap:+.4f} within the "
+                      f"allowed {max_gap:.4f}."), evidence
+    return False, (f"Not promoted to cpu-champion: {where}, a gap of {gap:+.4f} beyond the allowed {max_gap:.4f} "
+                   "(distill_max_gap); the hourly scorer keeps serving the champion."), evidence
 
 
 def card_with_pictures(card: str, version_dir: Path) -> str:
