@@ -28,7 +28,8 @@ def _run_name() -> str:
 
 @flow(name="monitor", flow_run_name=_run_name)
 def monitor_flow(full_recompute: bool = False, notify_backfill: bool = False) -> dict[str, Any]:
-    """Windows, spike detection, alerts and their delivery for the champion's scores.
+    """Windows, spike detection, alerts and their delivery for the scores of ``cpu-champion``
+    (what the hourly scorer serves: the distilled student, else the champion; see v_serving).
 
     ``notify_backfill`` also sends alerts about windows older than ``alert_max_age_h`` (a replay
     such as the demo); otherwise those are opened without paging anyone.

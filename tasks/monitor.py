@@ -88,8 +88,11 @@ def _detect(con, settings: Settings, model: dict[str, Any], since: datetime | No
 def detect_spikes(settings: Settings, full: bool = False) -> dict[str, Any]:
     """Recompute windows touched by new scores, test them, store new alerts (deduplicated).
 
-    Always the champion's scores: ``sentiment_windows`` and the alerts are the desk's view, and a
-    candidate must not overwrite them (a new champion's first run recomputes everything).
+    Always the scores of the model the hourly scorer serves, ``cpu-champion`` resolved (the
+    distilled student, or the champion while none holds it): it scores every fresh article
+    within the hour, and one model's labels keep the baselines consistent. ``sentiment_windows``
+    and the alerts are the desk's view, and another model must not overwrite them (a new
+    cpu-champion's first run recomputes everything from its own scores).
     ``full`` recomputes every window (after a parameter change, or to replay history). The
     detector is ``monitor_detector``: 'scan' (default) or the old tumbling 'windows'.
     """
@@ -98,7 +101,7 @@ def detect_spikes(settings: Settings, full: bool = False) -> dict[str, Any]:
     empty = {"windows": 0, "spikes": 0, "new_alerts": [], "extended": 0, "detector": settings.monitor_detector}
     with writer_slot(settings), connect(settings) as con:
         t0 = time.perf_counter()  # the detector's own cost, without waiting for the writer slot
-        model = db_registry.champion(con)
+        model = db_registry.get_model(con, db_registry.CPU_CHAMPION)  # falls back to the champion
         if model is None:
             log.warning("no champion yet: nothing to monitor")
             return {"model_version": None, **empty}
@@ -106,6 +109,12 @@ def detect_spikes(settings: Settings, full: bool = False) -> dict[str, Any]:
         state = _since(con, version)
         if state["clock_back"]:
             log.warning("scores committed below the watermark (the clock went back?): recomputing every window")
+        # The windows on display are another model's (cpu-champion moved, or was rolled back to a
+        # model whose watermark is current): recompute them all from this one's scores.
+        shown = con.execute("SELECT model_version FROM sentiment_windows ORDER BY computed_at DESC LIMIT 1").fetchall()
+        if shown and shown[0][0] != version and not full:
+            log.info("the windows are %s's: recomputing every window from %s's scores", shown[0][0], version)
+            full = True
         if not state["new"] and not full:
             log.info("no new scores since the last run")
             return {"model_version": version, **empty, "clock_back": False}

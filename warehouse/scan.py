@@ -24,9 +24,9 @@ detector looks at **every window length ending there** (15 min, 30 min, 1 h, 2 h
   with a negative share that only doubles is seen; it needs ``min_negative_volume`` negatives (a
   rare ticker's five negative headlines in an hour stay below it) and the same minimum lift (a
   burst of neutral coverage never fires).
-- **Classifier noise.** Counts are the classifier's predicted negatives. With the champion's
-  confusion matrix (sensitivity s = P(pred neg | neg), false rate f = P(pred neg | not neg)) a
-  predicted share q means a true share (q - f) / (s - f); the minimum lift is required of the
+- **Classifier noise.** Counts are the classifier's predicted negatives. With the confusion
+  matrix of the model whose scores are counted (``cpu-champion`` resolved) (sensitivity
+  s = P(pred neg | neg), false rate f = P(pred neg | not neg)) a predicted share q means a true share (q - f) / (s - f); the minimum lift is required of the
   *true* shares and the negative floors count estimated true negatives, so a classifier that
   under-calls negatives (PhraseBank TF-IDF: s = 0.58) does not hide a real jump behind the floors.
   Without a stored matrix both are taken at face value (s = 1, f = 0).
@@ -95,7 +95,8 @@ class Confusion:
 
 
 def confusion_from_model(row: dict[str, Any] | None) -> Confusion:
-    """The served sentiment head's validation confusion matrix from a ``model_registry`` row.
+    """The served sentiment head's validation confusion matrix from a ``model_registry`` row: the
+    monitored model's (``cpu-champion`` resolved), since its labels are the counts being tested.
 
     Reads ``metrics.sentiment.validation.<served kind>.confusion_matrix`` (rows true, columns
     predicted, in ``heads.sentiment_labels`` order). A row without one, or a matrix that cannot
@@ -110,7 +111,7 @@ def confusion_from_model(row: dict[str, Any] | None) -> Confusion:
         cm = np.asarray(row["metrics"]["sentiment"]["validation"][kind]["confusion_matrix"], dtype=float)
         i = labels.index("negative")
     except (KeyError, TypeError, ValueError, AttributeError):
-        return Confusion(source="none (the champion has no stored validation confusion matrix)")
+        return Confusion(source="none (the monitored model has no stored validation confusion matrix)")
     rest = [j for j in range(len(labels)) if j != i]
     if cm.shape != (len(labels), len(labels)) or cm[i].sum() == 0 or cm[rest].sum() == 0:
         return Confusion(source="none (the stored confusion matrix is empty)")
