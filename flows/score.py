@@ -1,4 +1,9 @@
-"""Score every article the champion has not scored yet: all heads and the embedding in one pass.
+"""Score every article a served model has not scored yet: all heads and the embedding in one pass.
+
+Who scores what: ``score-hourly`` (cpu pool) serves ``cpu-champion``, normally the distilled
+student (the champion while no model holds it); ``score-gpu`` (gpu pool) serves ``champion``, the
+big model. ``scores`` rows keep ``model_version``, so both models' scores coexist; v_scores shows
+the resolved cpu-champion's (``v_serving``, ``v_scores_by_model``: migration 007).
 
 Plan (one short write-locked export of unscored article ids into Parquet shards) -> score each
 shard as its own task (anywhere: the scorer never opens DuckDB) -> commit all shards in one
@@ -119,7 +124,9 @@ def score_flow(model_version: str = "champion", shard_size: int | None = None, l
                dask_address: str | None = None) -> dict[str, Any]:
     """Score unscored articles with ``model_version`` (default: the champion) into ``scores``.
 
-    At most ``limit`` (default ``score_max_rows_per_run``) articles per run, newest first;
+    ``model_version`` is a registered version or an alias, resolved when the run plans:
+    ``champion`` or ``cpu-champion``. At most ``limit`` (default ``score_max_rows_per_run``)
+    articles per run, newest first, so a newly promoted model's backlog reaches fresh articles first;
     ``all_unscored`` lifts the cap (the recommend flow needs every clicked item embedded).
     ``task_runner`` (default ``score_task_runner``: ``threads``) says where the shards run;
     ``dask`` starts a LocalCluster of ``workers`` processes (default ``score_dask_workers``: 2), or

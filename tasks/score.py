@@ -58,8 +58,11 @@ def score_precision(settings: Settings) -> str:
 def plan_score_shards(settings: Settings, model_version: str, shard_size: int, limit: int | None = None) -> dict[str, Any]:
     """Resolve the model and stage the articles it has not scored as Parquet shards.
 
-    Returns ``{score_run_id, model_version, artifact_path, run_dir, inputs, started_at, flow_run_id}``;
-    ``inputs`` is empty when there is nothing to score (or no champion yet, with ``reason`` set).
+    ``model_version`` is a version or an alias: ``champion`` (what ``score-gpu`` serves) or
+    ``cpu-champion`` (what ``score-hourly`` serves: the distilled student, else the champion).
+    Returns ``{score_run_id, model_version, artifact_path, run_dir, inputs, started_at, flow_run_id}``
+    with the resolved version; ``inputs`` is empty when there is nothing to score (or no champion
+    yet, with ``reason`` set).
     """
     started = datetime.now(UTC)
     run_id = f"s{started:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
@@ -67,13 +70,14 @@ def plan_score_shards(settings: Settings, model_version: str, shard_size: int, l
     with writer_slot(settings), connect(settings) as con:
         row = db_registry.get_model(con, model_version)
         if row is None:
-            reason = "no champion yet: run the finetune flow first" if model_version == "champion" \
+            reason = "no champion yet: run the finetune flow first" if model_version in db_registry.ALIASES \
                 else f"no model version {model_version!r}"
             get_run_logger().warning("nothing to score: %s", reason)
             return {"score_run_id": run_id, "model_version": None, "inputs": [], "reason": reason,
                     "started_at": started.isoformat()}
         inputs = export_unscored(con, row["model_version"], run_dir, shard_size, limit)
-    get_run_logger().info("%s: %d shard(s) to score with %s", run_id, len(inputs), row["model_version"])
+    get_run_logger().info("%s: %d shard(s) to score with %s%s", run_id, len(inputs), row["model_version"],
+                          f" ({model_version})" if model_version != row["model_version"] else "")
     return {"score_run_id": run_id, "model_version": row["model_version"], "artifact_path": row["artifact_path"],
             "run_dir": str(run_dir), "inputs": inputs, "started_at": started.isoformat(), "reason": None,
             "flow_run_id": str(flow_run.get_id()) if flow_run.get_id() else None}

@@ -52,10 +52,11 @@ def export_unscored(con: duckdb.DuckDBPyConnection, model_version: str, out_dir:
                     limit: int | None = None) -> list[str]:
     """Write the articles ``model_version`` has not scored into Parquet shards; returns their paths.
 
-    With ``limit``, the newest articles come first (a new champion's backlog is worked through
-    newest first, so monitoring sees fresh scores soon). Shards are consecutive ranges of
-    ``article_id`` within the selection (deterministic: the same warehouse gives the same
-    shards), so a shard can be scored on any worker and committed in any order.
+    With ``limit``, the newest articles come first (the backlog of a model newly given either
+    alias, ``champion`` or ``cpu-champion``, is worked through newest first, so monitoring sees
+    fresh scores soon). Shards are consecutive ranges of ``article_id`` within the selection
+    (deterministic: the same warehouse gives the same shards), so a shard can be scored on any
+    worker and committed in any order.
     """
     out_dir = Path(out_dir)
     limit_sql = f"ORDER BY ts DESC NULLS LAST, article_id LIMIT {int(limit)}" if limit else ""

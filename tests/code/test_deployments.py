@@ -58,6 +58,19 @@ def test_schedules_and_pools(name: str, pool: str, schedule: dict | None) -> Non
     assert d["concurrency_limit"] == 1  # a slow run is never overtaken by the next one
 
 
+@pytest.mark.parametrize(("name", "pool", "alias"), [
+    ("score-hourly", "cpu", "cpu-champion"),  # the distilled student; the champion while none holds it
+    ("score-gpu", "gpu", "champion"),         # the big model, the distillation teacher
+])
+def test_each_scorer_serves_its_alias(name: str, pool: str, alias: str) -> None:
+    from warehouse.registry import ALIASES
+
+    d = BY_NAME[name]
+    assert d["work_pool"]["name"] == pool and d["parameters"]["model_version"] == alias
+    assert alias in ALIASES  # what plan_score_shards resolves
+    assert BY_NAME["distill-weekly"]["parameters"]["teacher"] == "champion"
+
+
 def test_gpu_deployments_pass_what_a_gpu_worker_needs() -> None:
     for d in DEPLOYMENTS:
         env = d["work_pool"]["job_variables"]["env"]
