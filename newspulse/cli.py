@@ -345,10 +345,14 @@ def status() -> None:
     if not version.rows:
         console.print("no champion model yet: `newspulse finetune` (or `newspulse demo`) trains one")
         return
+    try:  # what the hourly scorer serves and v_scores shows (the champion while no student holds it)
+        cpu = run_readonly(settings, "SELECT model_version FROM v_serving WHERE alias = 'cpu-champion'").rows[0][0]
+    except Exception:  # noqa: BLE001 - a warehouse no flow has migrated since the serving aliases came
+        cpu = version.rows[0][0]
     _print_result(run_readonly(settings, f"""
-        SELECT '{version.rows[0][0]}' AS champion,
+        SELECT '{version.rows[0][0]}' AS champion, '{cpu}' AS cpu_champion,
                (SELECT count(*) FROM articles) AS articles,
-               (SELECT count(*) FROM v_scores) AS scored_by_champion,
+               (SELECT count(*) FROM v_scores) AS scored_by_cpu_champion,
                (SELECT max(finished_at) FROM score_runs) AS last_score_run,
                (SELECT max(computed_at) FROM sentiment_windows) AS last_monitor_run,
                (SELECT count(*) FROM v_open_alerts) AS open_alerts,
@@ -547,16 +551,37 @@ def _registry_con(write: bool = False) -> Iterator[Any]:
         yield con
 
 
+ALIAS_HELP = "champion (score-gpu, the teacher, recommendations) or cpu-champion (score-hourly, what analysts see)."
+
+
+@contextmanager
+def _registry_writer() -> Iterator[Any]:
+    """A read-write registry connection with pending migrations applied (a warehouse from before
+    the serving aliases gets them here, as any flow run would give them)."""
+    from warehouse.migrate import migrate
+
+    with _registry_con(write=True) as con:
+        migrate(con)
+        yield con
+
+
 @models_app.command("list")
 def models_list(fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table") -> None:
-    """Every model version with its stage and validation scores."""
+    """Every model version with its stage, the aliases it serves and validation scores; then who serves what."""
     from warehouse.query import run_readonly
 
-    _print_result(run_readonly(_require_warehouse(), "SELECT * FROM v_models ORDER BY created_at DESC"), fmt)
+    settings = _require_warehouse()
+    _print_result(run_readonly(settings, "SELECT * FROM v_models ORDER BY created_at DESC"), fmt)
+    if fmt == "table":  # csv/json stay one parseable document
+        try:
+            serving = run_readonly(settings, "SELECT alias, model_version, held, scored_by FROM v_serving ORDER BY alias")
+        except Exception:  # noqa: BLE001 - a warehouse no flow has migrated since the aliases came
+            return
+        _print_result(serving, fmt)
 
 
 @models_app.command("show")
-def models_show(version: Annotated[str, typer.Argument(help="A version or `champion`.")] = "champion") -> None:
+def models_show(version: Annotated[str, typer.Argument(help="A version, `champion` or `cpu-champion`.")] = "champion") -> None:
     """Print a version's model card."""
     from warehouse.registry import get_model
 
@@ -571,32 +596,48 @@ def models_show(version: Annotated[str, typer.Argument(help="A version or `champ
 
 @models_app.command("promote")
 def models_promote(version: Annotated[str, typer.Argument()],
+                   alias: Annotated[str, typer.Option(help=ALIAS_HELP)] = "champion",
                    reason: Annotated[str, typer.Option()] = "promoted by hand") -> None:
-    """Move the champion alias to VERSION (no gate: an operator's decision, recorded as such)."""
-    from warehouse.registry import promote
+    """Move ALIAS (default champion) to VERSION (no gate: an operator's decision, recorded as such)."""
+    from warehouse.registry import check_alias, promote
 
-    with _registry_con(write=True) as con:
-        promote(con, version, reason)
-    console.print(f"{version} is now the champion")
+    try:
+        check_alias(alias)
+        with _registry_writer() as con:
+            promote(con, version, reason, alias=alias)
+    except (KeyError, ValueError) as exc:  # unknown version or alias, or it holds the alias already
+        console.print(f"[red]{exc.args[0] if exc.args else exc}")
+        raise typer.Exit(1) from None
+    console.print(f"{version} is now the {alias}")
 
 
 @models_app.command("rollback")
-def models_rollback() -> None:
-    """Give the champion alias back to the model the current champion replaced."""
-    from warehouse.registry import rollback
+def models_rollback(alias: Annotated[str, typer.Option(help=ALIAS_HELP)] = "champion") -> None:
+    """Give ALIAS (default champion) back to the model its holder replaced.
+
+    Rolling back the first cpu-champion clears it: the hourly scorer serves the champion again.
+    """
+    from warehouse.registry import check_alias, resolve, rollback
 
     try:
-        with _registry_con(write=True) as con:
-            demoted, restored = rollback(con)
+        check_alias(alias)
+        with _registry_writer() as con:
+            demoted, restored = rollback(con, alias)
+            fallback = resolve(con, alias) if restored is None else None
     except ValueError as exc:
         console.print(f"[red]{exc}")
-        raise typer.Exit(1) from exc
-    console.print(f"rolled back: {demoted} archived, {restored} is the champion again")
+        raise typer.Exit(1) from None
+    if restored is not None:
+        console.print(f"rolled back: {demoted} no longer holds {alias}, {restored} is the {alias} again")
+    else:
+        console.print(f"rolled back: {demoted} no longer holds {alias}; it falls back to the champion "
+                      f"{fallback['model_version'] if fallback else '(none yet)'}")
 
 
 @app.command()
 def score(
-    model_version: Annotated[str, typer.Option(help="A registered version, or `champion`.")] = "champion",
+    model_version: Annotated[str, typer.Option(help="A registered version, `champion` (what score-gpu serves) or "
+                                                    "`cpu-champion` (what score-hourly serves).")] = "champion",
     shard_size: Annotated[int | None, typer.Option(help="Articles per shard (one task each).")] = None,
     limit: Annotated[int | None, typer.Option(help="Score at most this many articles.")] = None,
     runner: Annotated[str | None, typer.Option(help="Where shards run: `threads` (one at a time, here) or `dask` "
@@ -628,7 +669,8 @@ def monitor(
     notify_backfill: Annotated[bool, typer.Option(help="Also send alerts about windows older than "
                                                        "NEWSPULSE_ALERT_MAX_AGE_H (a replay).")] = False,
 ) -> None:
-    """Windows, spike detection, alerts and their delivery for the champion; prints what was found."""
+    """Windows, spike detection, alerts and their delivery for the cpu-champion's scores (the champion
+    while no student holds it); prints what was found."""
     _offline_env()
     from flows.monitor import monitor_flow
 
