@@ -176,3 +176,36 @@ def test_export_with_a_limit_takes_the_newest_articles_first(settings) -> None:
     got = [pq.read_table(p).column("article_id").to_pylist() for p in paths]
     assert [len(g) for g in got] == [20, 10] and set(sum(got, [])) == newest
     assert sum(got, []) == sorted(sum(got, []))  # shards are article_id ranges
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_each_scorer_serves_its_alias_and_both_models_scores_coexist(settings) -> None:
+    """score-hourly's `cpu-champion` falls back to the champion, then follows the student; a newly
+    promoted student's backlog starts with the newest articles; v_scores shows the cpu-champion's."""
+    from flows.score import score_flow
+    from warehouse import registry
+
+    _articles(settings, 60, seed=5)
+    teacher = register_tiny_champion(settings)
+    fallback = score_flow(model_version="cpu-champion", shard_size=50, limit=10)
+    assert fallback["model_version"] == teacher and fallback["rows_inserted"] == 10
+
+    student = register_tiny_champion(settings, seed=1)  # registered as champion by the helper...
+    with connect(settings) as con:
+        registry.rollback(con)  # ...so give the champion back to the teacher
+        registry.promote(con, student, "test student", alias="cpu-champion")
+        newest = {r[0] for r in con.execute(
+            "SELECT article_id FROM articles ORDER BY published_at DESC, article_id LIMIT 20").fetchall()}
+    hourly = score_flow(model_version="cpu-champion", shard_size=50, limit=20)
+    assert hourly["model_version"] == student and hourly["rows_inserted"] == 20
+    gpu = score_flow(model_version="champion", shard_size=50, all_unscored=True)
+    assert gpu["model_version"] == teacher and gpu["rows_inserted"] == 50
+    with connect(settings) as con:
+        by_student = {r[0] for r in con.execute("SELECT article_id FROM scores WHERE model_version = ?",
+                                                [student]).fetchall()}
+        assert by_student == newest  # the backlog went newest first
+        assert con.execute("SELECT model_version, alias, count(*) FROM v_scores GROUP BY ALL").fetchall() \
+            == [(student, "cpu-champion", 20)]
+        assert sorted(con.execute("SELECT model_version, alias, count(*) FROM v_scores_by_model "
+                                  "GROUP BY ALL").fetchall()) == sorted([(teacher, "champion", 60),
+                                                                         (student, "cpu-champion", 20)])
