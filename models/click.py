@@ -57,6 +57,10 @@ class ClickConfig:
     weight_decay: float = 0.0
     seed: int = 0
     n_features: int = 0  # per-candidate side features (0: content and history only)
+    # z-score every item-vector dimension (mean/std of the whole item table, set by the trainer and
+    # saved with the weights) before the news tower: a pretrained LM's hidden states have a few
+    # dimensions thousands of times larger than the rest, which a per-row LayerNorm cannot undo.
+    standardize: bool = False
 
 
 @dataclass
@@ -91,9 +95,22 @@ class ClickModel(nn.Module):
         self.wide = nn.Sequential(nn.Linear(cfg.n_features, 32), nn.GELU(), nn.Linear(32, 1)) \
             if cfg.n_features else None
         nn.init.normal_(self.recency.weight, std=0.02)
+        if cfg.standardize:  # buffers only then, so models saved without them still load
+            self.register_buffer("item_mean", torch.zeros(cfg.d_item))
+            self.register_buffer("item_scale", torch.ones(cfg.d_item))
+
+    def set_item_stats(self, vectors: torch.Tensor) -> None:
+        """Fit the standardisation (``standardize``) to an item table (N, d_item); a no-op without it."""
+        if not self.cfg.standardize:
+            return
+        v = vectors.float()
+        self.item_mean.copy_(v.mean(dim=0))
+        self.item_scale.copy_(1.0 / (v.std(dim=0) + 1e-6))
 
     def encode_items(self, vectors: torch.Tensor) -> torch.Tensor:
         """(N, d_item) frozen vectors -> (N, d_model) item reprs."""
+        if self.cfg.standardize:
+            vectors = (vectors - self.item_mean) * self.item_scale
         return self.news(vectors)
 
     def encode_users(self, item_repr: torch.Tensor, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,27 @@ from models.rank_metrics import evaluate_impressions
 PATIENCE = 2  # epochs without a better valid AUC before training stops
 
 
+def time_slices(n: int, early_stop_frac: float = 0.1, heldout_frac: float = 0.1
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions ``0..n-1`` of time-ordered impressions cut into ``(fit, early_stop, heldout)``.
+
+    Oldest first: the click model trains on ``fit``, early stopping picks its epoch on
+    ``early_stop``, and the report is computed on ``heldout``, the newest slice, which neither
+    training nor the epoch choice has seen (a report on the early-stopping rows flatters the model:
+    its epoch was picked to score well on them). Each slice gets at least one impression when
+    ``n >= 3``; the three never overlap and cover ``0..n-1`` in order.
+    """
+    if n < 3:
+        raise ValueError(f"{n} impressions cannot be cut into fit, early-stopping and held-out slices")
+    n_held = max(1, int(round(n * heldout_frac)))
+    n_stop = max(1, int(round(n * early_stop_frac)))
+    n_fit = n - n_held - n_stop
+    if n_fit < 1:
+        raise ValueError(f"{n} impressions leave nothing to fit after {n_stop} early-stopping and {n_held} held out")
+    idx = np.arange(n)
+    return idx[:n_fit], idx[n_fit : n_fit + n_stop], idx[n_fit + n_stop :]
+
+
 def _samples(imps: Impressions, neg_k: int, rng: np.random.Generator
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
     """NRMS samples: ``(impression (S,), candidates (S, 1+neg_k) click first, their side features
@@ -77,6 +98,7 @@ def train_click_model(item_vectors: np.ndarray, train: Impressions, cfg: ClickCo
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(cfg.seed)
         model = ClickModel(cfg).to(dev)
+        model.set_item_stats(item_t)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         best_auc, best_state, bad = -np.inf, None, 0
         for epoch in range(1, cfg.epochs + 1):

@@ -114,18 +114,21 @@ def _click_model_dir(settings: Settings, plan: dict[str, Any]) -> Path:
 
 @task(name="train-click-model", cache_policy=NO_CACHE, tags=["gpu"])
 def train_click_model_task(settings: Settings, plan: dict[str, Any], retrain: bool = False) -> dict[str, Any]:
-    """Fit the click model on the window's impressions (newest 10% for early stopping), then refit
-    it on all of them for the best epoch count (``rec_click_refit``); or reuse an existing one.
+    """Fit the click model on the window's impressions, then refit it on all of them for the best
+    epoch count (``rec_click_refit``); or reuse an existing one.
 
+    The usable impressions are cut in time order (:func:`models.train_click.time_slices`): the
+    oldest 80% fit, the next 10% pick the epoch (early stopping), the newest 10% are held out.
     Returns ``{click_model: folder or None, metrics}``; the metrics compare the model with the
-    popularity and embedding-cosine baselines on the held-out newest impressions.
+    popularity and embedding-cosine baselines on the held-out slice only, which neither the fit
+    nor the epoch choice saw; ``metrics["evaluated_on"]`` says so in the ``rec_runs`` row.
     """
     from models.click import ClickConfig, Impressions, save_click_model, score_impressions
     from models.rank_metrics import evaluate_impressions
     from models.recommend import (
         FEATURE_NAMES, cosine_scores, impressions_from_events, load_rec_inputs, log_click_rate, popularity_scores,
         streaming_features)
-    from models.train_click import train_click_model
+    from models.train_click import time_slices, train_click_model
 
     logger = get_run_logger()
     out = _click_model_dir(settings, plan)
@@ -140,27 +143,41 @@ def train_click_model_task(settings: Settings, plan: dict[str, Any], retrain: bo
         logger.warning("%d usable impressions (< %d): no click model, ranking by hand-made score",
                        len(usable), settings.rec_min_train_impressions)
         return {"click_model": None, "metrics": {"usable_impressions": len(usable)}, "reused": False}
-    cut = int(len(usable) * 0.9)  # impressions are in time order: validate on the newest 10%
+    # Impressions are in time order: fit on the oldest, pick the epoch on the next slice, report on
+    # the newest. Reporting on the early-stopping slice (as this task once did) flatters the model.
+    fit_pos, stop_pos, held_pos = time_slices(len(usable))
+    fit_idx, stop_idx, held_idx = ([usable[i] for i in pos] for pos in (fit_pos, stop_pos, held_pos))
     # Popularity, click rate and age as the nightly batch would have served them at each impression
     # (the popularity baseline, and the click model's wide part when rec_side_features is on).
-    imps.features = streaming_features(inputs, imps, meta, ctr0=log_click_rate(imps, usable[:cut]),
+    imps.features = streaming_features(inputs, imps, meta, ctr0=log_click_rate(imps, fit_idx),
                                        cut_hours=settings.rec_feature_cut_hours)
 
     def subset(idx: list[int]) -> Impressions:
         return Impressions([imps.history[i] for i in idx], [imps.candidates[i] for i in idx],
                            [imps.labels[i] for i in idx], [imps.features[i] for i in idx])
 
-    train, valid = subset(usable[:cut]), subset(usable[cut:])
+    train, early_stop, heldout = subset(fit_idx), subset(stop_idx), subset(held_idx)
     cfg = ClickConfig(d_item=inputs.vectors.shape[1], epochs=settings.rec_click_epochs,
                       n_features=len(FEATURE_NAMES) if settings.rec_side_features else 0)
-    model, stats = train_click_model(inputs.vectors, train, cfg, valid=valid, progress=True,
+    model, stats = train_click_model(inputs.vectors, train, cfg, valid=early_stop, progress=True,
                                      time_budget_s=settings.rec_click_time_budget_s, device=settings.rec_device)
+    times = meta["time"]
     metrics = {
-        "train_impressions": len(train.labels), "valid_impressions": len(valid.labels),
-        "click_model": evaluate_impressions(valid.labels, score_impressions(model, inputs.vectors, valid)),
-        "popularity": evaluate_impressions(valid.labels, popularity_scores(valid)),
-        "cosine": evaluate_impressions(valid.labels, cosine_scores(valid, inputs.vectors)),
-        "epochs_run": stats.get("epochs_run"), "train_seconds": round(stats.get("seconds", 0.0), 1),
+        "evaluated_on": (f"held-out newest {len(held_idx)} usable impressions ({times.iloc[held_idx[0]]} to "
+                         f"{times.iloc[held_idx[-1]]}), after the {len(stop_idx)} early-stopping ones: "
+                         "seen by neither the fit nor the epoch choice"),
+        "fit_impressions": len(fit_idx), "early_stopping_impressions": len(stop_idx),
+        "heldout_impressions": len(held_idx), "early_stopping_to": str(times.iloc[stop_idx[-1]]),
+        "heldout_from": str(times.iloc[held_idx[0]]),
+        "heldout_to": str(times.iloc[held_idx[-1]]),
+        # Older names, still read by `newspulse recommend` (valid_* = the held-out slice it reports).
+        "train_impressions": len(fit_idx), "valid_impressions": len(held_idx),
+        "click_model": evaluate_impressions(heldout.labels, score_impressions(model, inputs.vectors, heldout)),
+        "popularity": evaluate_impressions(heldout.labels, popularity_scores(heldout)),
+        "cosine": evaluate_impressions(heldout.labels, cosine_scores(heldout, inputs.vectors)),
+        "early_stopping_auc": (stats.get("best_valid") or {}).get("auc"),
+        "epochs_run": stats.get("epochs_run"), "best_epoch": stats.get("best_epoch"),
+        "train_seconds": round(stats.get("seconds", 0.0), 1),
     }
     if settings.rec_click_refit:
         # Serve a model that has seen the newest impressions too: refit on all of them for the
@@ -291,7 +308,8 @@ def publish_recommend_report(summary: dict[str, Any]) -> None:
              f"{summary['users']} users ({summary['cold_start_users']} cold start), {summary['candidates']} candidates, "
              f"{summary['rows_written']} rows in `rec_features`.", ""]
     if "click_model" in m and isinstance(m["click_model"], dict):
-        lines += [f"Held-out newest {m['valid_impressions']} impressions (trained on {m['train_impressions']}):", "",
+        lines += [f"Held-out newest {m['valid_impressions']} impressions, after the early-stopping slice "
+                  f"(fit on {m['train_impressions']}; {m.get('evaluated_on', '')}):", "",
                   "| ranker | AUC | MRR | nDCG@5 | nDCG@10 |", "|---|---|---|---|---|"]
         for name in ("click_model", "popularity", "cosine"):
             r = m[name]

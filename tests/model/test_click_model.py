@@ -199,3 +199,24 @@ def test_wide_part_learns_a_planted_side_feature_and_is_required() -> None:
         [test.history[0]], [test.candidates[0]], [test.labels[0]], [test.features[0]]), logits=True)[0], rtol=1e-5)
     with pytest.raises(ValueError, match="side features"):
         score_impressions(model, vectors, Impressions(test.history, test.candidates, test.labels))
+
+
+def test_standardize_undoes_huge_dimensions_and_survives_save_load(data, tmp_path: Path) -> None:
+    """A pretrained LM's hidden states carry a few dimensions thousands of times larger than the rest:
+    with ``standardize`` the model sees z-scores (fitted on the item table, saved with the weights),
+    so it learns the planted preference as well as on clean vectors and reloads to the same scores."""
+    from dataclasses import replace
+
+    vectors, train, held_out = data
+    loud = vectors.copy()
+    loud[:, :2] = loud[:, :2] * 5000.0 + 20000.0  # two "massive activation" dimensions
+    cfg = replace(CFG, standardize=True)
+    model, _ = train_click_model(loud, train, cfg, device="cpu")
+    assert _auc(model, loud, held_out) > 0.9
+    assert torch.allclose(model.item_mean[:2], torch.from_numpy(loud[:, :2].mean(axis=0)), rtol=1e-4)
+    save_click_model(model, tmp_path / "std")
+    again = load_click_model(tmp_path / "std")
+    assert again.cfg.standardize and torch.equal(again.item_scale, model.item_scale)
+    for a, b in zip(score_impressions(model, loud, held_out), score_impressions(again, loud, held_out), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert "item_mean" not in ClickModel(CFG).state_dict()  # models saved before the option still load
