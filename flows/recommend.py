@@ -37,8 +37,10 @@ def recommend_flow(sources: list[str] | None = None, as_of: str | None = None, r
 
     ``as_of`` (ISO time) ranks as seen at that moment; the default is each log's newest
     impression, so a replayed log is served at its own end. ``retrain`` refits the click model
-    even when one exists for the same backbone and log state. ``embed_missing`` first scores the
-    articles the champion has not embedded yet (the score flow, uncapped), so every clicked or
+    even when one exists for the same backbone and log state. Item vectors are the ``champion``
+    alias's stored ``embeddings`` (for a pretrained champion, SmolLM2's frozen pooled states),
+    never recomputed for an article that already has one; ``embed_missing`` first scores the
+    articles that version has not embedded yet (the score flow, uncapped), so every clicked or
     fresh item has a vector.
     """
     settings = get_settings()
@@ -47,9 +49,12 @@ def recommend_flow(sources: list[str] | None = None, as_of: str | None = None, r
     for source in sources or list_click_logs(settings):
         plan = plan_recommendations(settings, source, as_of)
         if not plan["reason"] and plan["items_without_embedding"] and embed_missing:
-            # Item vectors come from the champion's embeddings; fill the gaps, then export again.
+            # Item vectors come from the champion's stored embeddings (one row per article and
+            # model version, computed once by the score flow): embed what that exact version has
+            # not (never the cpu-champion, a student whose vectors the click model was not fit on),
+            # then export again.
             discard_plan(plan)
-            score_flow(all_unscored=True)
+            score_flow(model_version=plan["model_version"], all_unscored=True)
             plan = plan_recommendations(settings, source, as_of)
         if plan["reason"]:
             results[source] = {"source": source, "rows_written": 0, "reason": plan["reason"]}
