@@ -5,7 +5,7 @@ ingest run) -> optionally the public datasets -> a short domain pretraining of t
 ingested corpus when the backbone is one of our own presets (a pretrained catalogue backbone such as
 SmolLM2-135M, the default, is adapted directly: its weekly domain pretraining is too slow for a
 demo on CPU) -> multi-head fine-tuning on the gold labels (the frozen recipe on CPU), evaluated
-next to the TF-IDF baseline and on the real-text golden set, registered and promoted if it wins -> score every article with the champion ->
+next to the TF-IDF baseline and on the real-text golden set, registered and promoted if it wins -> score every article with the hourly CPU model (cpu-champion) ->
 monitor: sentiment windows, spike alerts and their delivery -> recommendations for every click
 log's users (click model, features, top-k).
 """
@@ -74,9 +74,10 @@ def pipeline_flow(
         result.update(_train(base or settings.default_backbone, pretrain_budget_s, finetune_budget_s, seed,
                              real=bool(datasets), max_length=max_length, seed_labels=seed_labels))
 
-    # The champion (new, or from an earlier run) scores what it has not seen; the monitor
-    # windows the scores and raises alerts. Both are no-ops when there is nothing new.
-    result["score"] = score_flow()
+    # The hourly CPU model (the cpu-champion: a distilled student once one is promoted, else the
+    # champion itself) scores what it has not seen, as score-hourly would; the monitor windows
+    # that model's scores and raises alerts. Both are no-ops when there is nothing new.
+    result["score"] = score_flow(model_version="cpu-champion")
     # The demo replays a month of history: its alerts are sent although their windows are old.
     result["monitor"] = monitor_flow(notify_backfill=True)
     # Per-user recommendations from the click logs (the demo's users, and MIND's when ingested).

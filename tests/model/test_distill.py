@@ -203,7 +203,7 @@ def test_distill_flow_registers_a_student_with_lineage_and_refuses_bad_input(set
     assert res.exit_code == 2 and "no model version 'm-nope'" in res.output and "Traceback" not in res.output
     assert len(res.output.strip().splitlines()) == 1
     res = runner.invoke(app, ["distill", "--student", "gigantic"])
-    assert res.exit_code == 2 and "not a preset" in res.output
+    assert res.exit_code == 2 and "neither a preset" in res.output
     assert _registry(settings) == []
 
     teacher = finetune_flow(sentiment_datasets=["synthetic"], topic_datasets=["synthetic"], base="tiny", epochs=2,
