@@ -30,6 +30,7 @@ Writes ``bench/results/score.json``. Sections add to one ``results`` dict (see :
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -419,17 +420,30 @@ def _flow_vs_direct(settings, version: str, n_docs: int, repeats: int, shard_siz
             "rerun_nothing_new_s": idle, "rerun_rows": nothing["rows_inserted"], "last_full_s": full}
 
 
+def _scores_frame(settings):
+    """Every stored score, ordered by article (labels and probabilities), to compare runners' outputs."""
+    from warehouse.connection import connect
+
+    with connect(settings) as con:
+        return con.execute("SELECT article_id, sentiment_label, sentiment_p_negative, sentiment_p_neutral, "
+                           "sentiment_p_positive, topic_label FROM scores ORDER BY article_id").df()
+
+
 def section_runners(results: dict, model, tok, texts: list[str], work: Path, repeats: int, shard_size: int,
-                    workers: int) -> None:
-    """The score flow with its shards on threads (one process) vs a local Dask cluster of ``workers``."""
+                    workers: int, key: str = "runners") -> None:
+    """The score flow with its shards on threads (one process) vs a local Dask cluster of ``workers``.
+
+    Also compares what each stored: the same labels and probabilities whichever runner scored.
+    """
     from prefect.testing.utilities import prefect_test_harness
 
     import tasks.score as score_tasks
 
-    settings, _ = _flow_warehouse(work / "runners", texts, model, tok)
+    settings, _ = _flow_warehouse(work / key, texts, model, tok)
     use_local_env()  # the batched task-run recorder, as the CLI and the tests use
     times: dict[str, list[float]] = {"threads": [], f"dask x{workers}": []}
     processes: dict[str, int] = {}
+    outputs: dict[str, object] = {}
     with prefect_test_harness(server_startup_timeout=180):
         from flows.score import score_flow
 
@@ -442,16 +456,23 @@ def section_runners(results: dict, model, tok, texts: list[str], work: Path, rep
                 times[name].append(time.perf_counter() - t0)
                 assert out["rows_inserted"] == len(texts), (name, out)
                 processes[name] = out.get("shard_processes")
+                outputs.setdefault(name, _scores_frame(settings))
     best = {k: min(v) for k, v in times.items()}
-    results["runners"] = {"docs": len(texts), "shard_size": shard_size, "workers": workers, "seconds": best,
-                          "all_seconds": times, "docs_per_s": {k: len(texts) / v for k, v in best.items()},
-                          "shard_processes": processes,
-                          "ratio_dask_vs_threads": best[f"dask x{workers}"] / best["threads"]}
+    a, b = (outputs[k] for k in times)
+    probs = ["sentiment_p_negative", "sentiment_p_neutral", "sentiment_p_positive"]
+    same = {"rows": int(len(a)), "same_ids": bool((a.article_id.to_numpy() == b.article_id.to_numpy()).all()),
+            "label_agreement": float((a.sentiment_label.to_numpy() == b.sentiment_label.to_numpy()).mean()),
+            "topic_agreement": float((a.topic_label.to_numpy() == b.topic_label.to_numpy()).mean()),
+            "max_prob_diff": float(np.abs(a[probs].to_numpy() - b[probs].to_numpy()).max())}
+    results[key] = {"docs": len(texts), "shard_size": shard_size, "workers": workers, "seconds": best,
+                    "all_seconds": times, "docs_per_s": {k: len(texts) / v for k, v in best.items()},
+                    "shard_processes": processes, "same_outputs": same, "model": type(model.config).__name__,
+                    "ratio_dask_vs_threads": best[f"dask x{workers}"] / best["threads"]}
 
 
-def print_runners(r: dict) -> None:
-    x = r["runners"]
-    t = Table(title=f"Score flow: shards on threads vs a local Dask cluster ({x['docs']:,} docs, "
+def print_runners(r: dict, key: str = "runners") -> None:
+    x = r[key]
+    t = Table(title=f"Score flow ({x.get('model', '')}): shards on threads vs a local Dask cluster ({x['docs']:,} docs, "
                     f"shards of {x['shard_size']:,}, best of {len(next(iter(x['all_seconds'].values())))})")
     for col in ("runner", "seconds", "docs/s", "processes that scored"):
         t.add_column(col, justify="left" if col == "runner" else "right")
@@ -459,6 +480,11 @@ def print_runners(r: dict) -> None:
         t.add_row(name, f"{s:.1f}", f"{x['docs_per_s'][name]:.0f}", str(x["shard_processes"].get(name)))
     console.print(t)
     console.print(f"dask / threads time: {x['ratio_dask_vs_threads']:.2f}x (one machine: the same cores either way)")
+    if "same_outputs" in x:
+        o = x["same_outputs"]
+        console.print(f"same outputs: {o['rows']:,} rows, ids identical {o['same_ids']}, sentiment labels "
+                      f"{o['label_agreement']:.2%} and topics {o['topic_agreement']:.2%} equal, largest probability "
+                      f"difference {o['max_prob_diff']:.1e}")
 
 
 def print_flow(r: dict) -> None:
@@ -484,20 +510,27 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default $NEWSPULSE_TORCH_THREADS or cpu count)")
     ap.add_argument("--data-dir", default=None, help="datasets root (default $NEWSPULSE_DATA_DIR or ../shared/data)")
     ap.add_argument("--pipeline-batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16, 32, 64])
-    ap.add_argument("--skip", nargs="*", default=[], choices=["scoring", "flow", "runners"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["scoring", "flow", "runners", "distilled"])
+    ap.add_argument("--student", default="teacher:6", help="distilled section: the student (teacher:N or a preset)")
+    ap.add_argument("--pool", type=int, default=6_000, help="distilled section: unlabelled headlines for the teacher")
+    ap.add_argument("--distill-budget-s", type=float, default=900, help="distilled section: student training budget")
+    ap.add_argument("--speed-docs", type=int, default=1_000, help="distilled section: texts timed per contender")
     ap.add_argument("--dask-workers", type=int, default=2, help="runners section: local Dask workers")
     ap.add_argument("--shard-size", type=int, default=5_000, help="flow section: articles per shard")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "score.json")
+    ap.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it (models, warehouses)")
     args = ap.parse_args(argv)
     if args.quick:
         args.n, args.repeats = min(args.n, 1_000), min(args.repeats, 2)
+        args.pool, args.distill_budget_s, args.speed_docs = min(args.pool, 500), min(args.distill_budget_s, 60), 200
 
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "args": {k: str(v) for k, v in vars(args).items()}}
     results["env"] = set_threads(args.threads)
     texts, counts = load_texts(data_dir(args.data_dir), args.n)
     results["data"] = {"docs": len(texts), "by_source": counts}
     console.print(f"{len(texts):,} texts {counts}; torch threads {results['env']['torch_threads']}")
-    with tempfile.TemporaryDirectory() as work:
+    with (contextlib.nullcontext(str(args.keep)) if args.keep else tempfile.TemporaryDirectory()) as work:
+        Path(work).mkdir(parents=True, exist_ok=True)
         model, tok = build_model(texts, Path(work))
         if "scoring" not in args.skip:
             section_scoring(results, model, tok, texts, args.repeats, args.pipeline_batch_sizes,
@@ -507,12 +540,31 @@ def main(argv: list[str] | None = None) -> dict:
         if "runners" not in args.skip:
             section_runners(results, model, tok, texts, Path(work), args.repeats, args.shard_size,
                             args.dask_workers)
+        if "distilled" not in args.skip:
+            from bench.score_distilled import section_distilled
+
+            section_distilled(results, data_dir(args.data_dir), texts[: args.speed_docs], Path(work) / "distilled",
+                              student=args.student, pool_n=args.pool, budget_s=args.distill_budget_s,
+                              repeats=args.repeats, sweep=[1, 8, 32], log=console.print,
+                              limit=600 if args.quick else None)
+            if "runners" not in args.skip:  # the same threads-vs-Dask check on the student (issue 15, item 6)
+                from models.multihead import MultiHeadGPT
+
+                student, student_tok = MultiHeadGPT.load(Path(results["distilled"]["student_dir"]))
+                section_runners(results, student, student_tok, texts, Path(work), args.repeats, args.shard_size,
+                                args.dask_workers, key="runners_student")
     if "scoring" in results:
         print_scoring(results)
     if "flow" in results:
         print_flow(results)
     if "runners" in results:
         print_runners(results)
+    if "runners_student" in results:
+        print_runners(results, "runners_student")
+    if "distilled" in results:
+        from bench.score_distilled import print_distilled
+
+        print_distilled(results["distilled"], console)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, default=float), encoding="utf-8")
     console.print(f"wrote {args.out}")

@@ -153,7 +153,8 @@ def test_lower_precision_agrees_with_fp32(checkpoint, mode: str, tmp_path: Path)
         qmodel = quantize_int8(model)
         assert is_quantized(qmodel) and not is_quantized(model)  # a copy: the fp32 model is untouched
         quantized = [name for name, m in qmodel.named_modules() if type(m).__module__.startswith("torch.ao.nn.quantized")]
-        assert len(quantized) >= 2 * 4, quantized  # attention and MLP projections of both blocks (GPT-2 Conv1D too)
+        # attention and MLP up-projections of both blocks (GPT-2's Conv1D too); the down projection stays fp32
+        assert len(quantized) >= 2 * 3 and not any(n.endswith(("down_proj", "mlp.c_proj")) for n in quantized), quantized
         assert type(qmodel.sentiment).__module__.startswith("torch.nn")  # heads stay fp32
         low = predict(qmodel, tok, texts, precision="int8")
     else:
