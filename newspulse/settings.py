@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     future_tolerance_s: int = Field(
         3600, description="Timestamps later than now + this are quarantined (clock skew allowance)."
     )
+    support_max_text_chars: int = Field(
+        5_000, description="Support messages with longer texts are quarantined (an empty one always is)."
+    )
     max_quarantine_fraction: float = Field(
         0.5,
         ge=0.0,

@@ -671,7 +671,7 @@ class DatasetSpec:
     folder: str
     pattern: str
     reader: Callable[[Path], pd.DataFrame]
-    target: Literal["articles", "behaviors"] = "articles"
+    target: Literal["articles", "behaviors", "support_messages"] = "articles"
 
 
 DATASETS: dict[str, DatasetSpec] = {

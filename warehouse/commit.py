@@ -1,6 +1,6 @@
 """Commit a validated batch folder into the warehouse in one transaction.
 
-Exactly-once: everything a batch writes (articles or behaviors, labels, quarantine,
+Exactly-once: everything a batch writes (articles, behaviors or support messages, labels, quarantine,
 validation_runs, the ingest_batches row, file fingerprints, the source watermark) commits
 together or not at all. Committing a batch id that is already in ``ingest_batches`` is a no-op
 that returns the stored summary, so a retried task cannot double-count. Rows already in the
@@ -124,6 +124,32 @@ def _commit_behaviors(con: duckdb.DuckDBPyConnection, batch_id: str) -> tuple[in
     return inserted, good - inserted, 0
 
 
+def _commit_support(con: duckdb.DuckDBPyConnection, batch_id: str) -> tuple[int, int, int]:
+    """Insert the batch's good, new support messages and their gold intents (task ``intent``)."""
+    good = _count(con, "SELECT count(*) FROM b_good")
+    first = _first_per_key(con, "message_id")
+    inserted = _count(
+        con,
+        f"""INSERT INTO support_messages (message_id, source, source_message_id, channel, customer_id,
+                                          created_at, text, lang, meta, batch_id, ingested_at)
+            SELECT g.message_id, g.source, g.source_message_id, g.channel, g.customer_id, g.created_at,
+                   g.text, g.lang, g.meta, $batch_id, now()
+            FROM {first} g ANTI JOIN support_messages m USING (message_id)""",
+        {"batch_id": batch_id},
+    )
+    # As for news: labels ride on good rows, also when the message itself was already known.
+    labels = _count(
+        con,
+        """INSERT INTO labels (dataset, item, task, label, label_set, split, batch_id, created_at)
+           SELECT dataset, message_id, 'intent', label, NULL, split, $batch_id, now()
+           FROM (SELECT *, row_number() OVER (PARTITION BY dataset, message_id ORDER BY record_no) AS k
+                 FROM b_good WHERE label IS NOT NULL) WHERE k = 1
+           ON CONFLICT DO NOTHING""",
+        {"batch_id": batch_id},
+    )
+    return inserted, good - inserted, labels
+
+
 def commit_batch(con: duckdb.DuckDBPyConnection, batch_dir: Path, *, cleanup: bool = True) -> BatchSummary:
     """Load a staged + validated batch folder into the warehouse atomically."""
     manifest = Manifest.read(batch_dir)
@@ -139,6 +165,9 @@ def commit_batch(con: duckdb.DuckDBPyConnection, batch_dir: Path, *, cleanup: bo
         if manifest.target == "articles":
             inserted, duplicate, labels = _commit_articles(con, manifest.batch_id)
             time_col = "published_at"
+        elif manifest.target == "support_messages":
+            inserted, duplicate, labels = _commit_support(con, manifest.batch_id)
+            time_col = "created_at"
         else:
             inserted, duplicate, labels = _commit_behaviors(con, manifest.batch_id)
             time_col = '"time"'

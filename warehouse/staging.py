@@ -36,11 +36,17 @@ import pandas as pd
 
 from newspulse.processes import start_ticks
 from sources.records import BEHAVIOR_COLUMNS, RECORD_COLUMNS, map_columns
+from sources.support import SUPPORT_COLUMNS
 from warehouse.connection import scalar, sql_literal
 
-Target = Literal["articles", "behaviors"]
+Target = Literal["articles", "behaviors", "support_messages"]
 NORMALIZE_SQL = Path(__file__).with_name("normalize.sql")
 NORMALIZE_BEHAVIORS_SQL = Path(__file__).with_name("normalize_behaviors.sql")
+NORMALIZE_SUPPORT_SQL = Path(__file__).with_name("normalize_support.sql")
+# Each target's frame columns and normalising SQL.
+FRAME_COLUMNS: dict[str, list[str]] = {
+    "articles": RECORD_COLUMNS, "behaviors": BEHAVIOR_COLUMNS, "support_messages": SUPPORT_COLUMNS,
+}
 SAMPLE_LINES = 2000
 
 
@@ -153,12 +159,18 @@ def prune_staging(staging_dir: Path, older_than_s: float) -> list[str]:
 
 def _finish(con: duckdb.DuckDBPyConnection, batch_dir: Path, manifest: Manifest) -> Manifest:
     """Normalise the ``staged`` table and write the batch files."""
-    if manifest.label_map and manifest.target == "articles":
+    if manifest.label_map and manifest.target != "behaviors":
         # Map the user's label names onto the head's classes before validation sees them
         # (case-insensitive); unmapped labels pass through and are judged by the suite.
         cases = " ".join(f"WHEN {sql_literal(k.lower())} THEN {sql_literal(v)}" for k, v in manifest.label_map.items())
         con.execute(f"UPDATE staged SET label = CASE lower(trim(label)) {cases} ELSE label END WHERE label IS NOT NULL")
-    sql_file = NORMALIZE_SQL if manifest.target == "articles" else NORMALIZE_BEHAVIORS_SQL
+    sql_file = {"articles": NORMALIZE_SQL, "behaviors": NORMALIZE_BEHAVIORS_SQL,
+                "support_messages": NORMALIZE_SUPPORT_SQL}[manifest.target]
+    if manifest.target == "support_messages":
+        # Support text is cleaned and timestamps parsed exactly as news: reuse normalize.sql's
+        # macros (the part before its articles view) rather than a copy that could drift.
+        macros = NORMALIZE_SQL.read_text(encoding="utf-8").split("CREATE OR REPLACE TEMP VIEW normalized")[0]
+        con.execute(macros)
     # A view cannot take parameters: the default source goes in as an escaped literal.
     sql = sql_file.read_text(encoding="utf-8").replace("$default_source", sql_literal(manifest.source))
     con.execute(sql)
@@ -174,8 +186,8 @@ def _finish(con: duckdb.DuckDBPyConnection, batch_dir: Path, manifest: Manifest)
 def stage_frame(
     con: duckdb.DuckDBPyConnection, batch_dir: Path, manifest: Manifest, frame: pd.DataFrame
 ) -> Manifest:
-    """Stage a records frame (or a behaviors frame for ``target='behaviors'``)."""
-    columns = RECORD_COLUMNS if manifest.target == "articles" else BEHAVIOR_COLUMNS
+    """Stage a records frame (a behaviors / support frame for those targets)."""
+    columns = FRAME_COLUMNS[manifest.target]
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"records frame lacks columns {missing}")

@@ -196,3 +196,29 @@ def write_corpus(con: duckdb.DuckDBPyConnection, out_path: Path, *, sources: lis
            f"ORDER BY hash(article_id), article_id {limit}) TO '{target}' (FORMAT parquet)")
     written = int(con.execute(sql, params).fetchall()[0][0])
     return CorpusCounts(written=written, excluded=excluded)
+
+
+def intent_examples(con: duckdb.DuckDBPyConnection, datasets: list[str] | None = None, *, seed: int = 0,
+                    val_frac: float = 0.1, test_frac: float = 0.1) -> pd.DataFrame:
+    """Gold intents of support messages: ``message_id, text, intent, split, dataset``, one row each.
+
+    Read from ``labels`` (task ``intent``, item = ``support_messages.message_id``) like the news
+    heads' labels. Splits follow :func:`assign_splits` with the intent as the stratum: BANKING77
+    ships train/test, so its test file stays test and validation is carved from train by hash;
+    a dataset without a shipped train split is split by us, stratified per intent.
+    ``datasets``: None for every dataset with intent labels.
+    """
+    labels = con.execute(
+        """SELECT l.item AS message_id, l.dataset, l.label AS intent, l.split AS given_split, m.text
+           FROM labels l JOIN support_messages m ON m.message_id = l.item
+           WHERE l.task = 'intent' AND ($ds IS NULL OR l.dataset IN (SELECT unnest($ds)))""",
+        {"ds": list(datasets) if datasets else None}).df()
+    if labels.empty:
+        raise ValueError(f"no intent labels for datasets={datasets}")
+    # One label per message (a message labelled by two datasets keeps the first by name).
+    labels = labels.sort_values(["message_id", "dataset"]).drop_duplicates("message_id")
+    frame = labels.rename(columns={"message_id": "article_id"}).assign(sentiment=None, topic=labels.intent.values)
+    labels["split"] = assign_splits(frame, seed, val_frac, test_frac).values
+    labels = labels[labels.split.notna()]
+    cols = ["message_id", "text", "intent", "split", "dataset"]
+    return labels[cols].sort_values(["split", "message_id"]).reset_index(drop=True)

@@ -320,7 +320,13 @@ def validate_batch(con: duckdb.DuckDBPyConnection, batch_dir: Path, target: str,
     """Validate a staged batch folder; writes ``failures.parquet`` and ``validation.json``."""
     src = batch_dir / "normalized.parquet"
     con.execute(f"CREATE OR REPLACE TABLE batch AS SELECT * FROM read_parquet('{src}')")
-    checks = article_checks(settings) if target == "articles" else behavior_checks(settings)
+    if target == "support_messages":
+        # Imported here: support_validation builds on this module's Check (an import cycle at the top).
+        from warehouse.support_validation import support_checks
+
+        checks = support_checks(settings)
+    else:
+        checks = article_checks(settings) if target == "articles" else behavior_checks(settings)
     report = run_suite(con, "batch", f"{target}.batch", checks, settings.max_quarantine_fraction)
     con.execute(f"COPY failures TO '{batch_dir / 'failures.parquet'}' (FORMAT parquet)")
     (batch_dir / "validation.json").write_text(report.to_json(), encoding="utf-8")
