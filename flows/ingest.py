@@ -73,10 +73,14 @@ def ingest_flow(
     data_dir: str | None = None,
     fail_on_invalid_batch: bool = True,
     label_map: dict[str, str] | None = None,
+    target: str = "articles",
 ) -> list[dict[str, Any]]:
     """Ingest local files (globs), RSS/Atom feeds (``{source: url}``) and public datasets.
 
     ``label_map`` renames labels of labelled files before validation (``{"bearish": "negative"}``).
+    ``target="support_messages"`` reads ``files`` as support-inbox exports (message id, channel,
+    customer id, created time, text, optional gold ``intent``) into ``support_messages``; datasets
+    know their own target (``banking77`` is support messages).
     Re-running with the same inputs inserts nothing: file versions already ingested are skipped,
     feeds use conditional GETs, and every row is keyed by a stable ``article_id``.
     Returns one summary dict per committed batch (``ingest_batches`` rows).
@@ -106,7 +110,8 @@ def ingest_flow(
     summaries: list[dict[str, Any]] = []
     for done, (kind, item) in enumerate(work, start=1):
         if kind == "file":
-            batch_dir = stage_file(settings, item, source, file_format, column_map, defaults, encoding, label_map)
+            batch_dir = stage_file(settings, item, source, file_format, column_map, defaults, encoding, label_map,
+                                   target)
         elif kind == "feed":
             batch_dir = stage_feed(settings, item[1], item[0])
         else:

@@ -268,6 +268,38 @@ def ingest_files(
     console.print(_batches_table(batches, "Ingested") if batches else "[yellow]nothing new to ingest")
 
 
+@ingest_app.command("support")
+def ingest_support(
+    patterns: Annotated[list[str], typer.Argument(help="Support exports or globs (CSV, TSV, JSONL, Parquet).")],
+    source: Annotated[str, typer.Option(help="Inbox name recorded on every message.")] = "support",
+    channel: Annotated[str | None, typer.Option(help="Channel for messages whose file has none "
+                                                "(email, chat, app, phone ...).")] = None,
+    file_format: Annotated[str | None, typer.Option("--format", help="csv | jsonl | parquet "
+                                                    "(default: from the suffix).")] = None,
+    map_: Annotated[list[str] | None, typer.Option("--map", help="field=column, e.g. text=Message, "
+                                                   "label=Intent.")] = None,
+    default: Annotated[list[str] | None, typer.Option(help="field=value for fields the file lacks.")] = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of CSV / JSONL files.")] = "utf-8",
+) -> None:
+    """Ingest customer-support messages into `support_messages` (versions already ingested are skipped)."""
+    from sources.files import expand_globs
+
+    files, unmatched = expand_globs(patterns)
+    if unmatched:
+        console.print(f"[red]no such support file: {', '.join(unmatched)}")
+        raise typer.Exit(2)
+    defaults = _pairs(default, "--default") or {}
+    if channel:
+        defaults.setdefault("channel", channel)
+    _offline_env()
+    from flows.ingest import ingest_flow
+
+    batches = _run_flow(ingest_flow, files=[str(f) for f in files], source=source, file_format=file_format,
+                        column_map=_pairs(map_, "--map"), defaults=defaults or None, encoding=encoding,
+                        target="support_messages")
+    console.print(_batches_table(batches, "Ingested") if batches else "[yellow]nothing new to ingest")
+
+
 @ingest_app.command("feed")
 def ingest_feed(
     url: Annotated[str, typer.Argument(help="RSS or Atom URL (http/https).")],
@@ -293,6 +325,17 @@ def ingest_dataset(
     root = data_dir or get_settings().data_dir
     if not root:
         raise typer.BadParameter("give --data-dir or set NEWSPULSE_DATA_DIR")
+    from sources.datasets import DATASETS
+    from sources.support import SUPPORT_DATASETS
+
+    known = {**DATASETS, **SUPPORT_DATASETS}
+    for name in names:  # a typo or a missing folder: one line and a non-zero exit, before any run
+        if name not in known:
+            console.print(f"[red]unknown dataset {name!r}; known: {', '.join(known)}")
+            raise typer.Exit(2)
+        if not (Path(root) / known[name].folder).is_dir():
+            console.print(f"[red]dataset {name!r}: folder {Path(root) / known[name].folder} not found")
+            raise typer.Exit(2)
     batches = _run_flow(ingest_flow, datasets=names, data_dir=str(root))
     console.print(_batches_table(batches, "Ingested") if batches else "[yellow]nothing new to ingest")
 
@@ -301,11 +344,12 @@ def ingest_dataset(
 def list_datasets() -> None:
     """List the public datasets the loaders know."""
     from sources.datasets import DATASETS
+    from sources.support import SUPPORT_DATASETS
 
     table = Table(title="Known datasets")
     for col in ("name", "folder", "files", "into"):
         table.add_column(col)
-    for spec in DATASETS.values():
+    for spec in [*DATASETS.values(), *SUPPORT_DATASETS.values()]:
         table.add_row(spec.name, spec.folder, spec.pattern, spec.target)
     console.print(table)
 

@@ -15,10 +15,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from newspulse.settings import Settings
-from sources.datasets import DATASETS, dataset_files, read_dataset_file
+from sources.datasets import DATASETS, DatasetSpec, dataset_files, read_dataset_file
 from sources.feeds import fetch_feed, parse_feed
 from sources.files import expand_globs, file_fingerprint, read_csv_records
 from sources.records import read_or_quarantine, records_frame
+from sources.support import SUPPORT_DATASETS, read_support_file, read_support_or_quarantine
 from tasks.warehouse import writer_slot
 from warehouse.commit import BatchSummary, already_ingested, commit_batch, source_state
 from warehouse.connection import connect, connect_memory
@@ -42,6 +43,14 @@ def detect_format(path: Path, fmt: str | None) -> FileFormat:
         if suffix in _SUFFIX_FORMATS:
             return _SUFFIX_FORMATS[suffix]
     raise ValueError(f"cannot tell the format of {path.name}; pass format=csv|jsonl|parquet")
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The registered news or support dataset ``name``; ValueError (one line) when unknown."""
+    spec = DATASETS.get(name) or SUPPORT_DATASETS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join([*DATASETS, *SUPPORT_DATASETS])}")
+    return spec
 
 
 def _run_id() -> str | None:
@@ -77,16 +86,27 @@ def stage_file(
     defaults: dict[str, str] | None = None,
     encoding: str = "utf-8",
     label_map: dict[str, str] | None = None,
+    target: str = "articles",
 ) -> str:
-    """Read one CSV / JSONL / Parquet / MIND-behaviors file into a staging folder; returns its path."""
+    """Read one CSV / JSONL / Parquet / MIND-behaviors file into a staging folder; returns its path.
+
+    ``target="support_messages"``: the file is a support export (:mod:`sources.support`).
+    """
     file = Path(path)
     kind = detect_format(file, fmt)
-    target = "behaviors" if kind == "mind_behaviors" else "articles"
-    batch_dir, manifest = new_batch(settings.staging_dir, source, target, str(file))
+    if target not in ("articles", "support_messages"):
+        raise ValueError(f"unknown target {target!r}; use articles or support_messages")
+    if kind == "mind_behaviors":
+        target = "behaviors"
+    batch_dir, manifest = new_batch(settings.staging_dir, source, target, str(file))  # type: ignore[arg-type]
     manifest.fingerprint, manifest.flow_run_id = file_fingerprint(file), _run_id()
     manifest.label_map = label_map
     with connect_memory(settings) as mem:
-        if kind == "jsonl":
+        if target == "support_messages":
+            frame = read_support_or_quarantine(lambda: read_support_file(
+                file, kind, source=source, column_map=column_map, defaults=defaults, encoding=encoding), str(file))
+            stage_frame(mem, batch_dir, manifest, frame)
+        elif kind == "jsonl":
             stage_jsonl(mem, batch_dir, manifest, file, column_map=column_map, defaults=defaults)
         elif kind == "parquet":
             stage_parquet(mem, batch_dir, manifest, file, column_map=column_map, defaults=defaults)
@@ -136,9 +156,7 @@ def stage_feed(settings: Settings, url: str, source: str) -> str | None:
 @task(name="plan-dataset", cache_policy=NO_CACHE)
 def plan_dataset(settings: Settings, dataset: str, data_dir: str) -> list[str]:
     """Inputs of a public dataset not yet ingested in this exact version."""
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
-    spec = DATASETS[dataset]
+    spec = dataset_spec(dataset)
     todo: list[str] = []
     with writer_slot(settings), connect(settings) as con:
         for path in dataset_files(spec, data_dir):
@@ -162,11 +180,15 @@ def _dataset_fingerprint(path: Path) -> dict[str, Any]:
 @task(name="stage-dataset-file", cache_policy=NO_CACHE, task_run_name="stage-{dataset}-{path}")
 def stage_dataset_file(settings: Settings, dataset: str, path: str) -> str:
     """Read one input of a public dataset with its own reader and stage it."""
-    spec = DATASETS[dataset]
+    spec = dataset_spec(dataset)
     file = Path(path)
     batch_dir, manifest = new_batch(settings.staging_dir, dataset, spec.target, str(file))
     manifest.fingerprint, manifest.flow_run_id = _dataset_fingerprint(file), _run_id()
-    frame = read_or_quarantine(lambda: read_dataset_file(spec, file), str(file), behaviors=spec.target == "behaviors")
+    if spec.target == "support_messages":
+        frame = read_support_or_quarantine(lambda: read_dataset_file(spec, file), str(file))
+    else:
+        frame = read_or_quarantine(lambda: read_dataset_file(spec, file), str(file),
+                                   behaviors=spec.target == "behaviors")
     with connect_memory(settings) as mem:
         stage_frame(mem, batch_dir, manifest, frame)
     get_run_logger().info("staged %s rows of %s from %s", manifest.rows, dataset, file.name)
@@ -216,6 +238,6 @@ def publish_ingest_report(summaries: list[dict[str, Any]]) -> str:
 
 
 __all__ = [
-    "BatchSummary", "commit_staged", "detect_format", "plan_dataset", "plan_files",
+    "BatchSummary", "commit_staged", "dataset_spec", "detect_format", "plan_dataset", "plan_files",
     "publish_ingest_report", "stage_dataset_file", "stage_feed", "stage_file", "stage_records",
 ]
