@@ -6,13 +6,23 @@ categories of all 51,282 MIND-small news ids (``mind_small_titles``), ingested w
 ``ingest_flow`` into a fresh warehouse in a temporary home, plus Financial PhraseBank for the
 sentiment head.
 
-Backbone (the item encoder): ``--model <registered version dir>`` registers an existing model as
-champion; otherwise one is trained here as the pipeline does it: ``pretrain_flow`` (preset
-``small``) on the MIND titles only, then ``finetune_flow`` with the MIND categories as the topic
-head (a fixed hash sample of ``--topic-examples`` = 10,000 of the 51,282 category labels: the
-fine-tune's evaluation and TF-IDF baseline grid cost grow with the labelled set, not with its time
-budget) and PhraseBank 50Agree as the sentiment head, both with a time budget. ``score_flow``
-then embeds every article; the item vectors are the champion's pooled GPT embeddings.
+Item vectors, two encoders on the same items:
+
+- **5M GPT (the previous item vectors)**: ``--model <registered version dir>`` registers an
+  existing model as champion; otherwise one is trained here as the pipeline does it: the MIND
+  topic labels are cut to a fixed hash sample of ``--topic-examples`` = 10,000 of 51,282 (the
+  fine-tune's evaluation and TF-IDF grid cost grow with the labelled set), ``pretrain_flow``
+  (preset ``small``) on the MIND titles left unlabelled (pretraining leaves labelled texts out),
+  then ``finetune_flow`` with those categories as the topic head and PhraseBank 50Agree as the
+  sentiment head, both with a time budget. ``score_flow`` embeds every article; these vectors are
+  the champion's stored ``embeddings`` rows.
+- **SmolLM2-135M, frozen** (``bench/recommend_vectors.py``): the shipped pretrained backbone
+  (offline), one forward pass per item title and pass (bare title; the sentiment prompt a
+  frozen-recipe champion's score flow embeds with; a PromptEOL title prompt), pooled mean and
+  last token over six layers, cached as float16 in ``bench/results/rec_item_vectors/`` (only the
+  ~22.6k items the impressions touch). Every pooling choice is cut from those features; each one,
+  then a few click-model settings on the best, is trained on *fit* and judged on *valid* (below);
+  the test day is scored for the record but the pick reads valid AUC only.
 
 Method, all in one process on the same inputs:
 
@@ -21,13 +31,16 @@ Method, all in one process on the same inputs:
    log's history field plus the user's clicks in earlier impressions).
 2. Time split: **test** = the impressions of the log's last calendar day (2019-11-14); **train** =
    every earlier impression; the newest 10% of train (by time) is the click model's validation
-   set for early stopping (it is still "train" for the popularity counts).
+   set for early stopping and for picking the SmolLM2 pooling and click-model settings (it is
+   still "train" for the popularity counts). Three slices in time order: fit, valid, test day.
 3. Rankers, each scored with ``models.rank_metrics.evaluate_impressions`` (MIND's group AUC, MRR,
    nDCG@5, nDCG@10 over test impressions with a click and a non-click):
 
    - **click model** as the nightly flow trains it by default (``tasks.recommend``):
-     ``train_click_model`` with default ``ClickConfig`` (seed fixed): the NRMS-style user encoder
-     over the frozen GPT item vectors, no side features;
+     ``train_click_model`` (seed fixed): the NRMS-style user encoder over the frozen item vectors
+     (SmolLM2 with the picked pooling and settings; ``click_model_gpt`` over the 5M GPT ones with
+     default ``ClickConfig``; ``click_model_stored`` over SmolLM2 as a frozen champion stores it),
+     no side features;
    - **+ nightly side features** (``NEWSPULSE_REC_SIDE_FEATURES=true``): a wide part over the
      candidate's clicks, smoothed click rate and age as a nightly run serves them
      (``streaming_features(cut_hours=24)`` freezes the counts at the midnight before each
@@ -38,7 +51,8 @@ Method, all in one process on the same inputs:
      flow's baseline: clicks before the test day's midnight); **popularity, live**: the same on
      live features (clicks before each impression); **popularity, last 24 h**: the clicks of the
      24 h before the test day (the flow's ``rec_popularity_hours``);
-   - **embedding cosine**: cosine of the mean history vector and the candidate's vector;
+   - **embedding cosine**: cosine of the mean history vector and the candidate's vector (SmolLM2
+     picked pooling, and the 5M GPT vectors);
    - **random**: seeded uniform scores, the floor (AUC 0.5 in expectation).
 
    95% intervals: bootstrap over test impressions (1,000 resamples, seeded), also for paired AUC
@@ -47,9 +61,11 @@ Method, all in one process on the same inputs:
 5. The nightly ``recommend_flow(sources=["mind"])`` end to end on the same warehouse (export,
    its own click model fit, ranking, commit): seconds, rows written, users, cold-start users.
 
-    python bench/recommend.py                 # pretrain 180 s + finetune 150 s, ~10-15 min on 2 cores
+    python bench/recommend.py                 # pretrain 180 s + finetune 150 s + SmolLM2 passes (cached after
+                                              # the first run) + ~20 click-model fits
     python bench/recommend.py --quick         # 30 s + 30 s budgets, 2 click epochs (smoke run, ~4 min)
     python bench/recommend.py --model var/registry/versions/<version>   # reuse a trained backbone
+    python bench/recommend.py --keep /tmp/rec --passes bare               # keep the home; one SmolLM2 pass
 
 Writes ``bench/results/recommend.json``. Published bands for orientation (MIND-small, full
 training set): NRMS AUC 0.64, NAML 0.67; MINDdemo NRMS 0.61.
@@ -82,17 +98,34 @@ console = Console(width=160)
 SOURCE = "mind"
 METRICS = ("auc", "mrr", "ndcg@5", "ndcg@10")
 PUBLISHED = {"NRMS, MIND-small": 0.64, "NAML, MIND-small": 0.67, "NRMS, MINDdemo": 0.61}
-METHODS = ("click_model", "click_model_nightly", "click_model_live", "popularity", "popularity_pit",
-           "popularity_24h", "cosine", "random")
-LABELS = {"click_model": "click model as the flow trains it (NRMS over GPT item vectors)",
+METHODS = ("click_model", "click_model_nightly", "click_model_live", "click_model_stored", "click_model_gpt",
+           "click_model_gpt_picked", "popularity", "popularity_pit", "popularity_24h", "cosine", "cosine_gpt", "random")
+LABELS = {"click_model": "click model as the flow trains it (NRMS over the item vectors)",
           "click_model_nightly": "  + side features frozen at midnight (NEWSPULSE_REC_SIDE_FEATURES)",
           "click_model_live": "  + live side features (request-time scoring, not built)",
+          "click_model_stored": "click model, SmolLM2 as a frozen champion's score flow stores it "
+                                "(mean, last layer, sentiment prompt), picked settings",
+          "click_model_gpt": "click model, 5M GPT item vectors (the previous ones), default settings",
+          "click_model_gpt_picked": "click model, 5M GPT item vectors, the settings picked for SmolLM2",
           "popularity": "popularity, nightly (train clicks, frozen at midnight)",
           "popularity_pit": "popularity, live (clicks before each impression)",
           "popularity_24h": "popularity, last 24 h before the test day",
-          "cosine": "embedding cosine (mean history vector)", "random": "random (seeded floor)"}
-PAIRS = (("click_model", "popularity"), ("click_model", "cosine"), ("click_model", "random"),
-         ("click_model_nightly", "click_model"), ("click_model_live", "popularity_pit"))
+          "cosine": "embedding cosine (mean history vector)", "cosine_gpt": "embedding cosine, 5M GPT vectors",
+          "random": "random (seeded floor)"}
+PAIRS = (("click_model", "popularity"), ("click_model", "cosine"), ("click_model", "click_model_gpt"),
+         ("click_model", "click_model_gpt_picked"),
+         ("click_model", "click_model_stored"), ("click_model", "random"), ("click_model_nightly", "click_model"),
+         ("click_model_live", "popularity_pit"))
+# Click-model settings tried on the picked pooling (each alone, against the defaults).
+# The pooling search runs with PICK_BASE: in the first run (bare pass, default settings) the
+# z-scored item vectors lifted the picked pooling's valid AUC from 0.6025 to 0.6324 (d_model 256:
+# 0.5908, lr 5e-4 x 8 epochs: 0.6206, dropout 0.3: 0.6080), so every pooling is judged with them.
+PICK_BASE = {"standardize": True}
+CLICK_GRID = ({"standardize": False}, {"lr": 5e-4, "epochs": 8})
+
+
+def _over(overrides: dict) -> str:
+    return "".join(f", {k}={v}" for k, v in overrides.items())
 
 
 class Clock:
@@ -207,13 +240,16 @@ def section_backbone(results: dict, args, settings, clock: Clock) -> None:
         b["seconds_register"] = clock.lap("register model", t)
     else:
         t = time.perf_counter()
+        # Labels first: pretraining leaves every labelled text out of its corpus (they may be
+        # validation or test), so with all 51,282 MIND titles labelled the corpus would be empty.
+        # The 41k titles without a kept label are the pretraining corpus.
+        b["topic_labels"] = limit_topic_labels(settings, args.topic_examples, args.seed)
         pre = pretrain_flow(run_name="bench-rec-pretrain", preset=args.preset, sources=[SOURCE],
                             max_steps=args.pretrain_steps, time_budget_s=args.pretrain_s, seed=args.seed)
         b["pretrain"] = {k: pre.get(k) for k in ("steps", "train_loss", "val_loss", "val_perplexity", "tokens_per_s",
                                                   "seconds", "preset")}
         b["pretrain"]["seconds_wall"] = clock.lap("pretrain", t)
         t = time.perf_counter()
-        b["topic_labels"] = limit_topic_labels(settings, args.topic_examples, args.seed)
         ft = finetune_flow(sentiment_datasets=["phrasebank_50agree"], topic_datasets=[SOURCE], base=pre["model_dir"],
                            epochs=args.finetune_epochs, time_budget_s=args.finetune_s, seed=args.seed,
                            run_name="bench-rec-finetune")
@@ -301,9 +337,90 @@ def bootstrap(per: dict[str, np.ndarray], n: int, seed: int) -> tuple[dict, dict
     return ci, diffs
 
 
-def section_offline(results: dict, args, settings, clock: Clock) -> None:
-    from models.click import ClickConfig, Impressions, score_impressions
+def item_texts(settings, item_ids: np.ndarray) -> list[str]:
+    """The text the score flow embeds (``title || ' ' || body``) of each item, in ``item_ids`` order."""
+    from warehouse.connection import connect
+
+    with connect(settings) as con:
+        con.register("want", pd.DataFrame({"article_id": list(item_ids)}))
+        rows = con.execute(
+            "SELECT a.article_id, concat_ws(' ', a.title, a.body) FROM want w JOIN "
+            "(SELECT DISTINCT ON (article_id) * FROM articles ORDER BY article_id, ingested_at) a USING (article_id)"
+        ).fetchall()
+        con.unregister("want")
+    text = dict(rows)
+    return [text.get(i, "") for i in item_ids]
+
+
+def fit_score(vectors, fit, valid, test, cfg, args) -> tuple[dict, list[np.ndarray], float]:
+    """Train on ``fit`` with early stopping on ``valid``; ``(stats, test logits, seconds)``."""
+    from models.click import score_impressions
     from models.train_click import train_click_model
+
+    t = time.perf_counter()
+    model, stats = train_click_model(vectors, fit, cfg, valid=valid, time_budget_s=args.click_budget_s,
+                                     device="cpu", progress=False)
+    return stats, score_impressions(model, vectors, test, device="cpu", logits=True), time.perf_counter() - t
+
+
+def pick_smollm2(results: dict, args, settings, inputs, fit, valid, test, clock: Clock) -> dict:
+    """SmolLM2 item vectors (cached passes), every pooling variant and a few click-model settings,
+    each trained on ``fit`` and judged on ``valid`` (the early-stopping slice); the test day is
+    scored for the record but never read by the pick. Returns the vector sets the table needs."""
+    from dataclasses import replace
+
+    from models.click import ClickConfig
+    from models.rank_metrics import evaluate_impressions
+    from bench import recommend_vectors as rv
+
+    t = time.perf_counter()
+    texts = item_texts(settings, inputs.item_ids)
+    passes = [p for p in args.passes.split(",") if p]
+    feats, pass_stats = {}, {}
+    for name in passes:
+        feats[name], pass_stats[name] = rv.pass_features(texts, name, log=console.print)
+        clock.lap(f"smollm2 {name} ({pass_stats[name]['computed']:,} computed, "
+                  f"{pass_stats[name]['cached']:,} cached)", t)
+        t = time.perf_counter()
+    epochs = {"epochs": args.click_epochs} if args.click_epochs else {}
+    trials, vec_of = [], {}
+
+    def trial(label: str, pass_name: str, pooling, overrides: dict) -> dict:
+        vecs = vec_of.setdefault((pass_name, pooling), rv.variant_vectors(feats, pass_name, pooling))
+        cfg = replace(ClickConfig(d_item=vecs.shape[1], seed=args.seed, **epochs), **overrides)
+        stats, test_scores, sec = fit_score(vecs, fit, valid, test, cfg, args)
+        row = {"label": label, "pass": pass_name, "pooling": pooling.name(), "overrides": overrides,
+               "d_item": int(vecs.shape[1]), "valid_auc": float((stats.get("best_valid") or {}).get("auc", np.nan)),
+               "best_epoch": stats["best_epoch"], "epochs_run": stats["epochs_run"], "seconds": round(sec, 1),
+               # Recorded, never used to pick: the pick reads valid_auc only.
+               "test_auc_not_used_for_pick": evaluate_impressions(test.labels, test_scores)["auc"]}
+        trials.append(row)
+        console.print(f"[dim]  {label} {overrides or ''}: valid AUC {row['valid_auc']:.4f} "
+                      f"(epoch {row['best_epoch']}, {sec:.0f} s)")
+        return row
+
+    for label, pass_name, pooling in rv.VARIANTS:  # 1. pooling, default click-model settings
+        if pass_name in feats:
+            trial(label, pass_name, pooling, dict(PICK_BASE))
+    best = max(trials, key=lambda r: r["valid_auc"])
+    pooling = next(p for lab, _, p in rv.VARIANTS if lab == best["label"])
+    for overrides in CLICK_GRID:  # 2. click-model settings on the picked pooling
+        trial(best["label"], best["pass"], pooling, {**PICK_BASE, **overrides})
+    best = max(trials, key=lambda r: r["valid_auc"])
+    clock.lap("smollm2 pooling + settings pick", t)
+    stored = next(((p, pl) for lab, p, pl in rv.VARIANTS if lab.startswith("as stored") and p in feats), None)
+    results["smollm2"] = {"passes": pass_stats, "trials": trials, "picked": best, "grid": CLICK_GRID,
+                          "pick_base": PICK_BASE}
+    out = {"vectors": vec_of[(best["pass"], pooling)], "overrides": best["overrides"], "label": best["label"]}
+    if stored is not None:
+        out["stored_vectors"] = rv.variant_vectors(feats, *stored)
+    return out
+
+
+def section_offline(results: dict, args, settings, clock: Clock) -> None:
+    from dataclasses import replace
+
+    from models.click import ClickConfig, Impressions
     from models.rank_metrics import evaluate_impressions
     from models.recommend import (
         FEATURE_NAMES, cosine_scores, impressions_from_events, load_rec_inputs, log_click_rate, popularity_scores,
@@ -346,7 +463,7 @@ def section_offline(results: dict, args, settings, clock: Clock) -> None:
     train, fit, valid, test = (_subset(imps, i) for i in (train_idx, fit_idx, valid_idx, test_idx))
     splits = {"train (all before test day)": _sizes(train, meta.iloc[train_idx]),
               "  of which fit": _sizes(fit, meta.iloc[fit_idx]),
-              "  of which valid (newest 10%)": _sizes(valid, meta.iloc[valid_idx]),
+              "  of which valid (newest 10%: early stopping, picks)": _sizes(valid, meta.iloc[valid_idx]),
               "test (last day)": _sizes(test, meta.iloc[test_idx])}
     n_items = len(inputs.item_ids)
 
@@ -379,6 +496,13 @@ def section_offline(results: dict, args, settings, clock: Clock) -> None:
     seconds: dict[str, float] = {}
     epochs = {"epochs": args.click_epochs} if args.click_epochs else {}
     train_stats, cfgs = {}, {}
+    # Item vectors: the champion's stored embeddings (the 5M GPT trained above: the previous item
+    # vectors) and SmolLM2's, pooling and click-model settings picked on the early-stopping slice.
+    gpt = inputs.vectors
+    smol = None if args.no_smollm2 else pick_smollm2(results, args, settings, inputs, fit, valid, test, clock)
+    vectors = gpt if smol is None else smol["vectors"]
+    overrides = {} if smol is None else smol["overrides"]
+
     # Our click model as the nightly flow trains and serves it (NRMS user encoder + the wide part
     # over the nightly side features), the same on live features, and the content-only ablation.
     def with_features(split, idx, cut):
@@ -386,20 +510,20 @@ def section_offline(results: dict, args, settings, clock: Clock) -> None:
 
     live = {k: with_features(s_, i_, 0.0) for k, s_, i_ in (("fit", fit, fit_idx), ("valid", valid, valid_idx),
                                                             ("test", test, test_idx))}
-    runs = (("click_model", 0, fit, valid, test),
-            ("click_model_nightly", len(FEATURE_NAMES), fit, valid, test),
-            ("click_model_live", len(FEATURE_NAMES), live["fit"], live["valid"], live["test"]))
-    for name, n_features, fit_s, valid_s, test_s in runs:
-        t = time.perf_counter()
-        cfg = ClickConfig(d_item=int(inputs.vectors.shape[1]), seed=args.seed, n_features=n_features, **epochs)
-        model, stats = train_click_model(inputs.vectors, fit_s, cfg, valid=valid_s,
-                                         time_budget_s=args.click_budget_s, device="cpu", progress=False)
-        seconds[f"{name}_train"] = round(time.perf_counter() - t, 2)
-        t2 = time.perf_counter()
-        scores[name] = score_impressions(model, inputs.vectors, test_s, device="cpu", logits=True)
-        seconds[name] = round(time.perf_counter() - t2, 2)
+    runs = [("click_model", vectors, overrides, 0, fit, valid, test),
+            ("click_model_nightly", vectors, overrides, len(FEATURE_NAMES), fit, valid, test),
+            ("click_model_live", vectors, overrides, len(FEATURE_NAMES), live["fit"], live["valid"], live["test"])]
+    if smol is not None:  # the previous vectors with the previous (default) settings and with the picked ones
+        runs.append(("click_model_gpt", gpt, {}, 0, fit, valid, test))
+        runs.append(("click_model_gpt_picked", gpt, overrides, 0, fit, valid, test))
+        if "stored_vectors" in smol:
+            runs.append(("click_model_stored", smol["stored_vectors"], overrides, 0, fit, valid, test))
+    for name, vecs, over, n_features, fit_s, valid_s, test_s in runs:
+        cfg = replace(ClickConfig(d_item=int(vecs.shape[1]), seed=args.seed, n_features=n_features, **epochs), **over)
+        stats, scores[name], sec = fit_score(vecs, fit_s, valid_s, test_s, cfg, args)
+        seconds[name] = round(sec, 2)
         train_stats[name], cfgs[name] = stats, cfg
-        clock.lap(f"{name} train + score", t)
+        console.print(f"[dim]{name} train + score: {sec:.1f} s")
 
     t = time.perf_counter()
     scores["popularity"] = popularity_scores(test)  # the flow's baseline: clicks before the test day
@@ -408,14 +532,19 @@ def section_offline(results: dict, args, settings, clock: Clock) -> None:
     last24 = np.flatnonzero(np.asarray((times < test_day) & (times >= test_day - pd.Timedelta(hours=24))))
     clicks_24h = _clicks(_subset(imps, last24), n_items)
     scores["popularity_24h"] = [clicks_24h[c] for c in test.candidates]
-    t = time.perf_counter()
-    scores["cosine"] = cosine_scores(test, inputs.vectors)
-    seconds["cosine"] = round(time.perf_counter() - t, 3)
+    scores["cosine"] = cosine_scores(test, vectors)
+    if smol is not None:
+        scores["cosine_gpt"] = cosine_scores(test, gpt)
     rng = np.random.default_rng(args.seed)
     scores["random"] = [rng.random(len(c)) for c in test.candidates]
+    methods = [m for m in METHODS if m in scores]
+    labels = dict(LABELS)
+    if smol is not None:
+        labels["click_model"] = f"click model, SmolLM2 item vectors ({smol['label']}{_over(overrides)})"
+        labels["cosine"] = f"embedding cosine, SmolLM2 ({smol['label']})"
 
-    metrics = {name: evaluate_impressions(test.labels, scores[name]) for name in METHODS}
-    per = {name: per_impression(test.labels, scores[name]) for name in METHODS}
+    metrics = {name: evaluate_impressions(test.labels, scores[name]) for name in methods}
+    per = {name: per_impression(test.labels, scores[name]) for name in methods}
     ci, diffs = bootstrap(per, args.bootstrap, args.seed)
     # Test users with and without any history (cold users get the learned empty vector).
     hist_len = np.array([len(h) for h in test.history])
@@ -432,7 +561,7 @@ def section_offline(results: dict, args, settings, clock: Clock) -> None:
             "valid_auc_per_epoch": [round(m["auc"], 4) for m in st.get("valid_metrics", [])]}
             for n, st in train_stats.items()},
         "metrics": metrics, "ci95": ci, "paired": diffs, "by_history": groups, "seconds": seconds,
-        "published_auc": PUBLISHED,
+        "published_auc": PUBLISHED, "methods": methods, "labels": {m: labels[m] for m in methods},
     }
 
 
@@ -506,12 +635,27 @@ def print_results(r: dict) -> None:
     t.add_column("ranker")
     for c in ("AUC", "MRR", "nDCG@5", "nDCG@10", "AUC 95% CI"):
         t.add_column(c, justify="right")
-    for name in METHODS:
+    for name in o["methods"]:
         x, ci = m[name], o["ci95"][name]["auc"]
-        t.add_row(LABELS[name], *[_f(x[k]) for k in METRICS], f"{ci[0]:.3f}-{ci[1]:.3f}")
+        t.add_row(o["labels"][name], *[_f(x[k]) for k in METRICS], f"{ci[0]:.3f}-{ci[1]:.3f}")
     for name, auc in PUBLISHED.items():
         t.add_row(f"[dim]published {name} (AUC only)", f"[dim]{auc:.2f}", "", "", "", "")
     console.print(t)
+    if "smollm2" in r:
+        sm = r["smollm2"]
+        for name, st in sm["passes"].items():
+            rate = f", {st['titles_per_s']} titles/s" if st.get("titles_per_s") else ""
+            console.print(f"SmolLM2 pass {name}: {st['texts']:,} item texts, {st['cached']:,} from the cache, "
+                          f"{st['computed']:,} computed in {st['seconds']:.0f} s{rate}")
+        t = Table(title="SmolLM2 item vectors: picked on the early-stopping slice (valid AUC); test AUC only recorded")
+        for c in ("pooling", "settings", "d_item", "valid AUC", "best epoch", "s", "test AUC (not used)"):
+            t.add_column(c, justify="left" if c in ("pooling", "settings") else "right")
+        for row in sm["trials"]:
+            mark = " *" if row is sm["picked"] or row == sm["picked"] else ""
+            t.add_row(row["label"] + mark, _over(row["overrides"]).lstrip(", ") or "defaults", str(row["d_item"]),
+                      _f(row["valid_auc"]), str(row["best_epoch"]), f"{row['seconds']:.0f}",
+                      _f(row["test_auc_not_used_for_pick"]))
+        console.print(t)
     for name, d in o["paired"].items():
         console.print(f"paired AUC {name}: {d['auc_diff']:+.4f} (95% CI {d['ci95'][0]:+.4f} to {d['ci95'][1]:+.4f})")
     for name, ct in o["click_training"].items():
@@ -558,6 +702,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default $NEWSPULSE_TORCH_THREADS or cpu count)")
+    ap.add_argument("--no-smollm2", action="store_true", help="only the champion's stored vectors (no SmolLM2)")
+    ap.add_argument("--passes", default="bare,sentiment_prompt,title_prompt",
+                    help="SmolLM2 passes to compute/read (bench/recommend_vectors.py PASSES), comma-separated")
+    ap.add_argument("--skip-offline", action="store_true", help="only build the home (ingest, backbone, "
+                    "embeddings): with --keep, a later run reuses it")
     ap.add_argument("--skip-flow", action="store_true", help="skip timing the nightly recommend_flow")
     ap.add_argument("--keep", type=Path, default=None, help="use (and keep) this folder as the home instead of a temp one")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "recommend.json")
@@ -589,8 +738,9 @@ def main(argv: list[str] | None = None) -> dict:
             load.append(os.getloadavg()[0])
             section_backbone(results, args, settings, clock)
             load.append(os.getloadavg()[0])
-            section_offline(results, args, settings, clock)
-            load.append(os.getloadavg()[0])
+            if not args.skip_offline:
+                section_offline(results, args, settings, clock)
+                load.append(os.getloadavg()[0])
             if not args.skip_flow:
                 section_flow(results, settings, clock)
                 load.append(os.getloadavg()[0])
