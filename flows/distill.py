@@ -4,7 +4,8 @@ The story: resolve the teacher (a registered version, ``champion`` by default: t
 frozen-recipe model on the gpu pool), export the labelled examples with the same deterministic
 splits as its fine-tune, export the warehouse's unlabelled articles (no validation or test text can
 be among them), let the teacher label them with soft probabilities for every head (one task per
-shard), train the student preset on those soft targets plus the gold labels, evaluate it on the
+shard), train the student (by default ``teacher:6``: the teacher's first 6 layers, its tokenizer and
+embeddings; or a preset) on those soft targets plus the gold labels, evaluate it on the
 same validation/test rows next to the teacher and the TF-IDF baseline, register it with the
 teacher's version as lineage, and gate it for the ``cpu-champion`` alias (what the hourly CPU
 scorer serves), never for ``champion``: against the student holding cpu-champion with the same
@@ -33,7 +34,7 @@ from tasks.warehouse import migrate_warehouse
       task_runner=ThreadPoolTaskRunner(max_workers=1))
 def distill_flow(
     teacher: str = "champion",
-    student_base: str = "small",
+    student_base: str = "teacher:6",
     sentiment_datasets: list[str] | None = None,
     topic_datasets: list[str] | None = None,
     topic_top_k: int | None = None,
@@ -49,7 +50,7 @@ def distill_flow(
     seed: int = 0,
     run_name: str = "distill",
 ) -> dict[str, Any]:
-    """Distil ``teacher`` (a version or ``champion``) into the preset ``student_base``; register it
+    """Distil ``teacher`` (a version or ``champion``) into ``student_base`` (``teacher:N`` or a preset); register it
     and gate it for ``cpu-champion``.
 
     The labelled datasets default to the ones the teacher was fine-tuned on (its registry row).

@@ -529,7 +529,7 @@ def distill(
     teacher: Annotated[str, typer.Option(help="The teacher: a registered version or `champion`.")] = "champion",
     student: Annotated[str, typer.Option(help="The student: teacher:N (the teacher's first N layers, its "
                                               "tokenizer and embeddings) or a preset (tiny | small | base), "
-                                              "trained from scratch with its own tokenizer.")] = "small",
+                                              "trained from scratch with its own tokenizer.")] = "teacher:6",
     sentiment: Annotated[list[str] | None, typer.Option(help="Sentiment datasets (default: the teacher's).")] = None,
     topic: Annotated[list[str] | None, typer.Option(help="Topic datasets (default: the teacher's).")] = None,
     epochs: Annotated[int, typer.Option()] = 6,
@@ -754,7 +754,8 @@ def _print_recommend_summary(source: str, summary: dict[str, Any]) -> None:
                   f"{summary['as_of']}")
     metrics = summary.get("metrics") or {}
     if isinstance(metrics.get("click_model"), dict):
-        table = Table(title=f"{source}: newest {metrics['valid_impressions']} impressions held out")
+        held = metrics.get("heldout_impressions", metrics.get("valid_impressions"))
+        table = Table(title=f"{source}: " + (metrics.get("evaluated_on") or f"newest {held} impressions held out"))
         for col in ("ranker", "AUC", "MRR", "nDCG@5", "nDCG@10"):
             table.add_column(col, justify="left" if col == "ranker" else "right")
         for name in ("click_model", "popularity", "cosine"):

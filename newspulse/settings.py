@@ -243,6 +243,10 @@ class Settings(BaseSettings):
     rec_candidate_hours: float = Field(
         48.0, description="Articles published (or first shown) this recently may be recommended."
     )
+    rec_click_standardize: bool = Field(
+        True, description="z-score item vectors before the click model's news tower (a pretrained LM's few huge "
+        "dimensions otherwise swamp the rest; picked on the early-stopping slice in bench/recommend.py).",
+    )
     rec_popularity_hours: float = Field(24.0, description="Clicks in this window make an item's popularity.")
     rec_max_candidates: int = Field(2000, ge=1, description="Candidate pool size (most clicked, then newest).")
     rec_top_k: int = Field(20, ge=1, description="Recommendations stored per user.")

@@ -35,10 +35,9 @@ from warehouse.recommend import click_log_sources, commit_recommendations, expor
     record_rec_run
 
 CLICK_MODELS_KEPT = 5  # per source; the newest is the one the rankers load
-# z-score the item vectors before the news tower: picked on the early-stopping slice in
-# bench/recommend.py for SmolLM2 vectors (valid AUC 0.588 -> 0.633 on the picked pooling, 0.603 ->
-# 0.632 on the bare last token); a pretrained LM's few huge dimensions otherwise swamp the rest.
-CLICK_STANDARDIZE = True
+# settings.rec_click_standardize: z-score the item vectors before the news tower, picked on the
+# early-stopping slice in bench/recommend.py for SmolLM2 vectors (valid AUC 0.588 -> 0.633 on the
+# picked pooling, 0.603 -> 0.632 on the bare last token).
 _CLICK_MODELS: dict[str, Any] = {}
 _LOCK = threading.Lock()
 
@@ -112,7 +111,7 @@ def _click_model_dir(settings: Settings, plan: dict[str, Any]) -> Path:
     key = json.dumps([plan["model_version"], plan["as_of"], plan["impressions"], plan["events"],
                       settings.rec_history_days, settings.rec_click_epochs, FEATURE_NAMES,
                       settings.rec_side_features, settings.rec_feature_cut_hours, settings.rec_click_refit,
-                      CLICK_STANDARDIZE])
+                      settings.rec_click_standardize])
     safe_source = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in plan["source"])
     return settings.click_models_dir / safe_source / f"{plan['model_version']}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
@@ -164,7 +163,7 @@ def train_click_model_task(settings: Settings, plan: dict[str, Any], retrain: bo
     train, early_stop, heldout = subset(fit_idx), subset(stop_idx), subset(held_idx)
     cfg = ClickConfig(d_item=inputs.vectors.shape[1], epochs=settings.rec_click_epochs,
                       n_features=len(FEATURE_NAMES) if settings.rec_side_features else 0,
-                      standardize=CLICK_STANDARDIZE)
+                      standardize=settings.rec_click_standardize)
     model, stats = train_click_model(inputs.vectors, train, cfg, valid=early_stop, progress=True,
                                      time_budget_s=settings.rec_click_time_budget_s, device=settings.rec_device)
     times = meta["time"]

@@ -101,11 +101,12 @@ def test_finetune_takes_the_weekly_backbone(tmp_path: Path) -> None:
     assert resolve_base(settings, "small") == "small"
 
 
-def test_distill_weekly_distils_the_champion_into_a_preset() -> None:
-    from models.backbone import PRESETS
+def test_distill_weekly_distils_the_champion_into_a_student_cut_from_it() -> None:
+    from models.distill import check_student
 
     params = BY_NAME["distill-weekly"]["parameters"]
-    assert params["teacher"] == "champion" and params["student_base"] in PRESETS
+    check_student(params["student_base"])  # a preset or teacher:N
+    assert params["teacher"] == "champion" and params["student_base"] == "teacher:6"
     assert 0 <= params["alpha"] <= 1 and params["temperature"] > 0
 
 
