@@ -163,7 +163,7 @@ def test_pipeline_deployment_runs_the_whole_chain(stack: dict[str, Any]) -> None
     stack["subflows"] = names
     assert all(r.state.is_completed() for r in children), [(r.name, r.state.type) for r in children]
     for prefix in ("ingest-synthetic-", "pretrain-demo-tiny", "finetune-demo-finetune",
-                   "score-champion", "monitor-", "recommend-"):
+                   "score-cpu-champion", "monitor-", "recommend-"):
         assert any(n.startswith(prefix) for n in names), (prefix, names)
     for key in ("demo-stream", "ingest-summary", "ingest-batches", "validation-synthetic", "pretrain-history",
                 "model-card", "score-run", "sentiment-monitor", "recommend-report-synthetic"):
