@@ -4,7 +4,7 @@ The story: resolve the teacher (a registered version, ``champion`` by default: t
 frozen-recipe model on the gpu pool), export the labelled examples with the same deterministic
 splits as its fine-tune, export the warehouse's unlabelled articles (no validation or test text can
 be among them), let the teacher label them with soft probabilities for every head (one task per
-shard), train the student (by default ``teacher:6``: the teacher's first 6 layers, its tokenizer and
+shard), train the student (by default ``teacher:10``: the teacher's first 10 layers, its tokenizer and
 embeddings; or a preset) on those soft targets plus the gold labels, evaluate it on the
 same validation/test rows next to the teacher and the TF-IDF baseline, register it with the
 teacher's version as lineage, and gate it for the ``cpu-champion`` alias (what the hourly CPU
@@ -34,7 +34,7 @@ from tasks.warehouse import migrate_warehouse
       task_runner=ThreadPoolTaskRunner(max_workers=1))
 def distill_flow(
     teacher: str = "champion",
-    student_base: str = "teacher:6",
+    student_base: str = "teacher:10",
     sentiment_datasets: list[str] | None = None,
     topic_datasets: list[str] | None = None,
     topic_top_k: int | None = None,

@@ -529,7 +529,7 @@ def distill(
     teacher: Annotated[str, typer.Option(help="The teacher: a registered version or `champion`.")] = "champion",
     student: Annotated[str, typer.Option(help="The student: teacher:N (the teacher's first N layers, its "
                                               "tokenizer and embeddings) or a preset (tiny | small | base), "
-                                              "trained from scratch with its own tokenizer.")] = "teacher:6",
+                                              "trained from scratch with its own tokenizer.")] = "teacher:10",
     sentiment: Annotated[list[str] | None, typer.Option(help="Sentiment datasets (default: the teacher's).")] = None,
     topic: Annotated[list[str] | None, typer.Option(help="Topic datasets (default: the teacher's).")] = None,
     epochs: Annotated[int, typer.Option()] = 6,

@@ -106,7 +106,7 @@ def test_distill_weekly_distils_the_champion_into_a_student_cut_from_it() -> Non
 
     params = BY_NAME["distill-weekly"]["parameters"]
     check_student(params["student_base"])  # a preset or teacher:N
-    assert params["teacher"] == "champion" and params["student_base"] == "teacher:6"
+    assert params["teacher"] == "champion" and params["student_base"] == "teacher:10"
     assert 0 <= params["alpha"] <= 1 and params["temperature"] > 0
 
 
