@@ -6,7 +6,7 @@ All in one process, on the same texts, the same ``max_length`` and the same torc
   sentiment + topic heads and the pooled embedding, ``torch.inference_mode``), end to end from
   raw strings (tokenization included);
 - **pipeline**: ``transformers.pipeline("text-classification")`` over a
-  ``GPT2ForSequenceClassification`` with the same backbone config and weights (3 labels), best of
+  ``*ForSequenceClassification`` (here GPT-2's) with the same backbone config and weights (3 labels), best of
   a few ``batch_size`` settings (chosen on a subset, then timed on every text);
 - **naive**: one document at a time through our model (tokenize, forward, softmax).
 
@@ -52,6 +52,7 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from bench.score_distilled import make_pipeline  # noqa: E402  (AutoModelForSequenceClassification on our backbone)
 from newspulse.settings import LOCAL_PREFECT_SERVER_ENV, use_local_env  # noqa: E402
 from sources import datasets as ds  # noqa: E402
 
@@ -156,22 +157,6 @@ def padding_stats(lengths: np.ndarray, batch_size: int, bucketed: bool) -> dict[
     lens = np.sort(lengths, kind="stable") if bucketed else lengths
     padded = sum(int(lens[s:s + batch_size].max()) * len(lens[s:s + batch_size]) for s in range(0, len(lens), batch_size))
     return {"padded_tokens": padded, "real_tokens": int(lengths.sum()), "ratio": padded / max(1, int(lengths.sum()))}
-
-
-def make_pipeline(model, tok):
-    """A text-classification pipeline over GPT2ForSequenceClassification sharing our backbone's weights."""
-    from transformers import GPT2ForSequenceClassification, pipeline
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    config = model.config.__class__.from_dict(model.config.to_dict())
-    config.num_labels = 3
-    config.id2label = {0: "negative", 1: "neutral", 2: "positive"}
-    config.label2id = {v: k for k, v in config.id2label.items()}
-    config.pad_token_id = tok.pad_token_id  # GPT-2 refuses batches > 1 without it; right padding (STACK_NOTES §4.3)
-    clf = GPT2ForSequenceClassification(config).eval()
-    clf.transformer.load_state_dict(model.causal_lm().transformer.state_dict())
-    return pipeline("text-classification", model=clf, tokenizer=tok, device=-1)
 
 
 def run_pipeline(pipe, texts: list[str], batch_size: int) -> list:

@@ -37,7 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.backbone import context_length, hidden_size
-from models.precision import autocast, is_quantized, quantize_int8
+from models.precision import autocast, is_quantized
 
 MIN_SHARED_PREFIX = 4  # shorter common prefixes are not worth a cache copy per batch
 MAX_CHARS_PER_TOKEN = 64  # pre-cut huge strings on characters; BPE tokens are far shorter than this
@@ -244,12 +244,13 @@ def predict(
 
     ``device`` defaults to CUDA when available, else CPU; the model is moved there. Rows come
     back in input order whatever the bucketing did. ``precision``: see :func:`predict_ids`. See
-    the module docstring for long and empty texts. ``precision="int8"`` scores an int8 copy of the
-    model on CPU (made here unless ``model`` is one already; keep one with
-    :func:`models.precision.quantize_int8` to avoid paying for it per call).
+    the module docstring for long and empty texts. ``precision="int8"`` needs a model from
+    :func:`models.precision.quantize_int8` (made once, e.g. by ``ServedModel``: quantising costs a
+    full model copy, so it is never done per call) and runs on CPU.
     """
     if precision == "int8":
-        model = model if is_quantized(model) else quantize_int8(model)
+        if not is_quantized(model):
+            raise ValueError("precision='int8' needs a quantised model: pass models.precision.quantize_int8(model)")
         device = "cpu"  # quantised kernels are CPU kernels
     limit = default_max_length(model, tokenizer)
     max_length = limit if max_length is None else max(1, min(int(max_length), limit))
