@@ -61,14 +61,16 @@ def check_student(student_base: str) -> None:
                                 "teacher:N (the teacher's first N layers)")
 
 
-def student_backbone(student_base: str, teacher_dir: Path, out_dir: Path) -> str:
+def student_backbone(student_base: str, teacher_dir: Path, out_dir: Path,
+                     loaded: tuple[MultiHeadGPT, Any] | None = None) -> str:
     """What :func:`models.experiment.run_experiment` takes as ``base`` for ``student_base``: the
     preset name, or for ``teacher:N`` a model directory written here with the teacher's first N
-    blocks and its tokenizer."""
+    blocks and its tokenizer. ``loaded``: the teacher ``(model, tokenizer)`` the caller already
+    holds, to save a second load; its backbone is cut in place (only its heads stay usable)."""
     check_student(student_base)
     if not student_base.startswith(TEACHER_PREFIX):
         return student_base
-    teacher, tok = MultiHeadGPT.load(teacher_dir)
+    teacher, tok = loaded or MultiHeadGPT.load(teacher_dir)
     try:
         lm = truncate_backbone(teacher.causal_lm(), int(student_base[len(TEACHER_PREFIX):]))
     except ValueError as exc:
@@ -273,7 +275,7 @@ def run_distillation(examples_path: Path, soft_path: Path, out_dir: Path, teache
     labels = {"sentiment": teacher.heads.sentiment_labels, "topic": teacher.heads.topic_labels}
     stats: dict[str, Any] = {}
     from_teacher = student_base.startswith(TEACHER_PREFIX)
-    base = student_backbone(student_base, teacher_dir, Path(out_dir))
+    base = student_backbone(student_base, teacher_dir, Path(out_dir), loaded=(teacher, teacher_tok))
     if from_teacher:  # trained whole (not frozen), on plain text like any student
         config = dataclasses.replace(config, recipe="full", prompt=config.prompt if config.prompt is not None else "")
     fit = functools.partial(distill_fit, teacher_labels=labels, temperature=temperature, alpha=alpha, stats=stats,
