@@ -146,6 +146,28 @@ class Settings(BaseSettings):
         "task runner 'dask'; None starts a local cluster for the run."
     )
 
+    # --- support triage (issue 16: flows/triage.py) -------------------------------------------
+    routing_table: Path | None = Field(
+        None, description="Routing CSV (intent -> queue, priority, urgent, auto_answerable); None: the shipped "
+        "models/triage/routing.csv (see models/triage/README.md)."
+    )
+    reply_kb: Path | None = Field(
+        None, description="Approved answers (JSON) reply drafts are built from; None: the shipped "
+        "models/triage/answers.json."
+    )
+    reply_rewrite: bool = Field(
+        False, description="Rewrite drafts for the customer's wording with the intent model's backbone when it "
+        "has a chat template (kept only if every fact survives); off: the approved text as is."
+    )
+    triage_auto_answer: bool = Field(
+        True, description="Auto-answer (draft) confident messages of auto-answerable intents; false: every "
+        "message goes to a person."
+    )
+    triage_batch_size: int = Field(512, ge=1, description="Messages per triage task (one scoring call each).")
+    triage_max_rows_per_run: int | None = Field(
+        20_000, description="Most messages one triage run takes, newest first (None: no cap)."
+    )
+
     # --- monitoring and alerts -----------------------------------------------------------------
     monitor_granularities: list[str] = Field(
         ["15m", "1h", "4h", "1d"], description="Window sizes to aggregate and test (15m, 1h, 4h, 1d)."
@@ -185,6 +207,15 @@ class Settings(BaseSettings):
     monitor_scan_alpha: float = Field(
         1e-4, description="Scan detector: a key alarms when its best window's beta-binomial tail p-value, times "
         "the number of window lengths and tests scanned (Bonferroni), is below this."
+    )
+    # issue 16 item 5: intent shares of the support inbox (warehouse/intent_monitor.py)
+    monitor_intent_min_lift: float = Field(
+        0.05, description="Intent surges: an intent's share of support messages must exceed its usual share by "
+        "at least this much (2% -> 7%)."
+    )
+    monitor_intent_baseline_cap: float = Field(
+        1000.0, description="Intent surges: most pseudo-messages an intent's baseline share may weigh (intent "
+        "shares are steadier than news sentiment, and a 2% intent must page within the hour)."
     )
     alert_block: str = Field(
         "custom-webhook/newspulse-alerts",
