@@ -42,6 +42,7 @@ def finetune_flow(
     text_column: str = "text",
     label_column: str = "label",
     label_map: dict[str, str] | None = None,
+    intent_datasets: list[str] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune, evaluate, register.
 
@@ -49,21 +50,34 @@ def finetune_flow(
     a checkpoint directory, a cached hub id, or ``pretrain:<run_name>`` for the backbone the
     pretrain flow of that run name wrote last. ``recipe``: ``frozen``, ``lora``, ``full`` or
     ``auto`` (frozen on CPU workers for a pretrained backbone, full on GPUs and for presets).
+
+    ``intent_datasets`` (e.g. ``["banking77"]``, support messages with gold intents) train the
+    customer-service intent model instead of the news heads: same backbones, recipes, TF-IDF
+    baseline and gate, competing for the ``intent-champion`` alias that triage serves. Its card
+    carries the auto-answer threshold tuned to 95% precision on validation.
     """
     settings = get_settings()
     migrate_warehouse(settings)
     base = resolve_base(settings, base)
     sentiment_datasets = list(sentiment_datasets or [])
     topic_datasets = list(topic_datasets or [])
+    intent_datasets = list(intent_datasets or [])
     if labelled_files:
         # Own data goes through the same validated ingest; the mapping makes its labels ours.
-        ingest_flow(files=labelled_files, source=dataset_name,
-                    column_map={"body": text_column, "label": label_column},
-                    defaults={"dataset": dataset_name, "task": task}, label_map=label_map,
-                    fail_on_invalid_batch=True)
-        (sentiment_datasets if task == "sentiment" else topic_datasets).append(dataset_name)
+        if task == "intent":  # support messages with gold intents: the support inbox's table
+            ingest_flow(files=labelled_files, source=dataset_name, column_map={"text": text_column, "label": label_column},
+                        defaults={"dataset": dataset_name}, label_map=label_map, fail_on_invalid_batch=True,
+                        target="support_messages")
+            intent_datasets.append(dataset_name)
+        else:
+            ingest_flow(files=labelled_files, source=dataset_name,
+                        column_map={"body": text_column, "label": label_column},
+                        defaults={"dataset": dataset_name, "task": task}, label_map=label_map,
+                        fail_on_invalid_batch=True)
+            (sentiment_datasets if task == "sentiment" else topic_datasets).append(dataset_name)
     run_dir = settings.runs_dir / run_name
-    data = export_training_data(settings, str(run_dir), sentiment_datasets, topic_datasets, topic_top_k, seed)
+    data = export_training_data(settings, str(run_dir), sentiment_datasets, topic_datasets, topic_top_k, seed,
+                                intent_datasets)
     config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "max_length": max_length,
               "time_budget_s": time_budget_s, "seed": seed,
               **train_settings(settings, base, "lora" if lora else recipe)}
@@ -76,4 +90,6 @@ def finetune_flow(
     config["lr"] = lr
     info = finetune_and_evaluate(data["path"], str(run_dir), base, config, settings.train_processes)
     pretrained_from = base if Path(base).is_dir() else None
-    return register_model(settings, info, str(run_dir), data, pretrained_from)
+    # An intent model competes for the alias triage serves, never for the news champion.
+    alias = "intent-champion" if intent_datasets else "champion"
+    return register_model(settings, info, str(run_dir), data, pretrained_from, alias=alias)

@@ -36,9 +36,11 @@ from torch.nn import functional as F
 from models.backbone import PRESETS, context_length, truncate_backbone
 from models.multihead import IGNORE, MultiHeadGPT
 from models.predict import encode_texts, pad_batch, predict, text_budget
-from models.train import HEADS, TrainConfig, TrainResult, encode_labels, evaluate
+from models.train import TrainConfig, TrainResult, encode_labels, evaluate
 
 SOFT = "teacher_{}"  # column holding a row's teacher probabilities for a head (list in teacher label order)
+
+HEADS = ("sentiment", "topic")  # the news heads a student learns (intent models are not distilled)
 
 
 class DistillInputError(ValueError):

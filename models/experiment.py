@@ -30,14 +30,14 @@ from models.backbone import (PRESETS, build_backbone, count_parameters, is_large
 from models.baseline import TfidfLogReg, fit_ensemble_weight
 from models.evaluate import classification_metrics, plot_confusion_matrix
 from models.frozen import FROZEN_POOLING
-from models.multihead import PROMPT, SENTIMENT_LABELS, HeadsConfig, from_backbone, multilayer
+from models.multihead import INTENT_PROMPT, PROMPT, SENTIMENT_LABELS, HeadsConfig, from_backbone, multilayer
 from models.predict import predict
 from models.registry import jsonable
 from models.tokenizer import load_tokenizer, train_tokenizer
-from models.train import TrainConfig, distributed_state, finetune
+from models.train import HEADS, TrainConfig, distributed_state, finetune
 
-HEADS = ("sentiment", "topic")
 MIN_GPT_WEIGHT = 0.2  # below this GPT weight the ensemble is called what it is: the baseline
+AUTO_ANSWER_PRECISION = 0.95  # triage auto-answers a message only above a confidence this precise on validation
 
 
 def selection_halves(article_ids: pd.Series) -> np.ndarray:
@@ -96,15 +96,22 @@ def run_experiment(
     in_select = selection_halves(keys) if len(val) >= 20 else np.ones(len(val), dtype=bool)
     tune = val[~in_select].reset_index(drop=True) if (~in_select).any() else val
     select = val[in_select].reset_index(drop=True)
-    topics = sorted(train.topic.dropna().unique().tolist())
+    topics = sorted(train.topic.dropna().unique().tolist()) if "topic" in train else []
+    intents = sorted(train.intent.dropna().unique().tolist()) if "intent" in train else []
+    news = "sentiment" in train and train.sentiment.notna().any() or bool(topics)
+    if intents and news:
+        raise ValueError("intent labels train their own model (customer service), apart from the news heads: "
+                         "give either intent datasets or sentiment/topic datasets")
     work = out_dir / "work"
     lm, tok, backbone = _backbone(base, train.text.tolist(), work, vocab_size)
     pool = config.pool_layers or (multilayer(num_layers(lm.config)) if config.recipe == "frozen" else [-1])
     # A large pretrained LM reads an instruction around each text (PROMPT); small ones cannot follow it.
-    prompt = config.prompt if config.prompt is not None else (PROMPT if is_large_pretrained(base) else None)
+    prompt = config.prompt if config.prompt is not None else (
+        (INTENT_PROMPT if intents else PROMPT) if is_large_pretrained(base) else None)
     pooling = config.pooling or (FROZEN_POOLING if config.recipe == "frozen" else "mean")
-    heads = HeadsConfig(sentiment_labels=list(SENTIMENT_LABELS), topic_labels=topics, pool_layers=list(pool),
-                        recipe=config.recipe, prompt=prompt or None, pooling=pooling)
+    heads = HeadsConfig(sentiment_labels=[] if intents else list(SENTIMENT_LABELS), topic_labels=topics,
+                        intent_labels=intents, pool_layers=list(pool), recipe=config.recipe, prompt=prompt or None,
+                        pooling=pooling)
     model = from_backbone(lm, heads)
 
     if config.headline_view and "title" in train:
@@ -138,16 +145,18 @@ def run_experiment(
         "data": {"datasets": sorted(set("+".join(df.dataset.astype(str)).split("+"))) if "dataset" in df else [],
                  "split_sizes": {"train": len(train), "validation (tune)": len(tune),
                                  "validation (select)": len(select), "test": len(test)},
-                 "label_counts": {h: {str(k): int(v) for k, v in df[h].value_counts().items()} for h in HEADS}},
+                 "label_counts": {h: {str(k): int(v) for k, v in df[h].value_counts().items()}
+                                  for h in HEADS if h in df}},
         "metrics": {}, "served": {}, "ensemble_weight": {},
     }
     precision = _cpu_precision(config)
     preds = {name: predict(model, tok, part.text.tolist(), batch_size=64, precision=precision)
              for name, part in (("validation", select), ("test", test))}
     heads = model.heads
+    served_inputs: dict[str, dict[str, tuple]] = {}  # head -> split -> (gpt probs, baseline probs, gold)
     for head in HEADS:
-        labels = heads.sentiment_labels if head == "sentiment" else heads.topic_labels
-        if not labels or train[head].notna().sum() == 0:
+        labels = getattr(heads, f"{head}_labels")
+        if not labels or head not in train or train[head].notna().sum() == 0:
             continue
         lab = train[head].notna()
         baseline = TfidfLogReg(labels=labels).fit(
@@ -162,6 +171,7 @@ def run_experiment(
             gpt_p = getattr(preds[split], f"{head}_probs")[mask]
             base_p = baseline.predict_proba(part.text[mask].tolist())
             y = part[head][mask].tolist()
+            served_inputs.setdefault(head, {})[split] = (gpt_p, base_p, y)
             if split == "validation":
                 y_idx = np.array([labels.index(v) for v in y])
                 w, _ = fit_ensemble_weight(gpt_p, base_p, y_idx)
@@ -186,11 +196,45 @@ def run_experiment(
             info["served"][head] = "ensemble" if m["ensemble"]["macro_f1"] > m["gpt"]["macro_f1"] and w < 1 else "gpt"
     if "sentiment" in info["served"]:
         info["golden"] = _golden(model, tok, out_dir / "model", info, precision)
+    if "intent" in info["served"] and "validation" in served_inputs.get("intent", {}):
+        info["auto_answer"] = auto_answer_threshold(served_inputs["intent"], labels=heads.intent_labels,
+                                                    kind=info["served"]["intent"],
+                                                    weight=info["ensemble_weight"]["intent"])
     score = {k: float(np.mean([v[k]["macro_f1"] for v in val_m.values()])) for k in ("gpt", "baseline", "ensemble")}
     info["val_score"] = float(np.mean([val_m[h][info["served"][h]]["macro_f1"] for h in val_m]))
     info["baseline_val_score"] = score["baseline"]
     info["val_scores"] = score
     return info
+
+
+def auto_answer_threshold(splits: dict[str, tuple], labels: list[str], kind: str, weight: float,
+                          target: float = AUTO_ANSWER_PRECISION) -> dict[str, Any]:
+    """The served intent head's auto-answer confidence threshold, tuned on the ``select`` half of validation.
+
+    ``splits``: ``{"validation": (gpt probs, baseline probs, gold names), "test": ...}``. The lowest
+    confidence whose answered set reaches ``target`` precision (:func:`models.routing.tune_threshold`,
+    over every prediction, so it does not depend on which intents a user's routing table lets
+    answer); the test split then says what that threshold gives on rows it never saw.
+    """
+    from models.routing import tune_threshold
+
+    w = {"gpt": 1.0, "baseline": 0.0}.get(kind, weight)
+
+    def served(split: str) -> tuple[np.ndarray, np.ndarray]:
+        gpt_p, base_p, y = splits[split]
+        p = w * gpt_p + (1 - w) * base_p  # (N, I), what the triage flow will see
+        return p.max(axis=1), np.array(labels)[p.argmax(axis=1)] == np.array(y)
+
+    conf, correct = served("validation")
+    tuned = tune_threshold(conf.tolist(), correct.tolist(), target=target)
+    out = {"threshold": tuned.threshold, "target": target, "validation_precision": tuned.precision,
+           "validation_coverage": round(tuned.coverage, 4), "reason": tuned.reason}
+    if "test" in splits and tuned.threshold is not None:
+        conf_t, correct_t = served("test")
+        answered = conf_t >= tuned.threshold
+        out["test_coverage"] = round(float(answered.mean()), 4)
+        out["test_precision"] = round(float(correct_t[answered].mean()), 4) if answered.any() else None
+    return out
 
 
 def with_headline_view(train: pd.DataFrame) -> pd.DataFrame:

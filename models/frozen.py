@@ -42,8 +42,8 @@ def extract_features(model: MultiHeadGPT, tokenizer, texts: list[str], *, max_le
     """What the heads read for ``texts``: ``(features (N, model.feature_size) float32 in input
     order, tokens read)``, the token count (prompt + text, no padding) for throughput figures."""
     ids, _, _ = encode_texts(tokenizer, texts, max_length, model.heads.prompt)
-    _, _, feats = predict_ids(model, ids, tokenizer.pad_token_id, batch_size=batch_size, device=device,
-                              progress=progress, precision=precision, features=True)
+    feats = predict_ids(model, ids, tokenizer.pad_token_id, batch_size=batch_size, device=device,
+                        progress=progress, precision=precision, features=True).embeddings
     return feats, sum(len(r) for r in ids)
 
 
@@ -95,7 +95,7 @@ def fit_frozen(model: MultiHeadGPT, tokenizer, train: pd.DataFrame, val: pd.Data
     unlabelled). Returns a summary: per-head ``C`` and validation macro-F1, seconds spent on
     features and on fitting, tokens per second of the feature pass.
     """
-    from models.train import encode_labels
+    from models.train import HEADS, encode_labels
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     max_length = text_budget(model, tokenizer, max_length)
@@ -103,7 +103,7 @@ def fit_frozen(model: MultiHeadGPT, tokenizer, train: pd.DataFrame, val: pd.Data
     for p in model.causal_lm().parameters():
         p.requires_grad_(False)
     t0 = time.perf_counter()
-    labelled = train[[h for h in ("sentiment", "topic") if h in train]].notna().any(axis=1)
+    labelled = train[[h for h in HEADS if h in train]].notna().any(axis=1)
     train = train[labelled].reset_index(drop=True)
     texts = train.text.tolist() + val.text.tolist()
     feats, n_tokens = extract_features(model, tokenizer, texts, max_length=max_length, batch_size=batch_size,
@@ -112,7 +112,7 @@ def fit_frozen(model: MultiHeadGPT, tokenizer, train: pd.DataFrame, val: pd.Data
     x_train, x_val = feats[: len(train)], feats[len(train):]
     summary: dict = {"heads": {}, "feature_seconds": round(feature_s, 1),
                      "feature_tokens_per_s": round(n_tokens / max(feature_s, 1e-9)), "precision": precision}
-    for head in ("sentiment", "topic"):
+    for head in HEADS:
         labels = getattr(model.heads, f"{head}_labels")
         layer = getattr(model, head)
         if not labels or layer is None or head not in train:

@@ -83,8 +83,8 @@ def item_vectors(model, tokenizer, texts: list[str], pooling: ItemPooling, *, ma
     if not len(texts):
         return np.zeros((0, reader.feature_size), dtype=np.float32)
     ids, _, _ = encode_texts(tokenizer, texts, max_length, pooling.prompt)
-    _, _, feats = predict_ids(reader, ids, tokenizer.pad_token_id, batch_size=batch_size, device=device,
-                              progress=progress, precision=precision, features=True)
+    feats = predict_ids(reader, ids, tokenizer.pad_token_id, batch_size=batch_size, device=device,
+                        progress=progress, precision=precision, features=True).embeddings
     return feats
 
 

@@ -1,4 +1,7 @@
-"""One causal-LM backbone, several heads: sentiment (3-way), topic (K-way) and a pooled embedding.
+"""One causal-LM backbone, several heads: sentiment (3-way), topic (K-way), intent (I-way), an embedding.
+
+News models carry sentiment (+ topic); a customer-service intent model carries the intent head
+alone (BANKING77's 77 intents). Each head is optional; a model has at least one.
 
 Any ``AutoModelForCausalLM`` works (GPT-2, Llama, ...): the heads read the decoder's hidden
 states (``lm.base_model``), and the LM head stays in place, so the same model still generates
@@ -35,11 +38,15 @@ from models.backbone import hidden_size, num_layers
 IGNORE = -100
 ADAPTER_DIR = "adapter"  # LoRA adapters (peft layout) beside an untouched base LM
 SENTIMENT_LABELS = ["negative", "neutral", "positive"]
-HEAD_NAMES = ("sentiment", "topic")
+HEAD_NAMES = ("sentiment", "topic", "intent")
 # Chosen on PhraseBank (a real set the demo never trains on) among four templates: frozen SmolLM2
 # features trained on the synthetic stream reached 0.72 accuracy there with it, 0.62 without.
 PROMPT = ("Classify the sentiment of this financial news headline as positive, negative or neutral.\n"
           "Headline: {text}\nSentiment:")
+# The intent model's instruction (support messages): the frozen features are read at the end of
+# it, so it names the question the heads answer.
+INTENT_PROMPT = ("Classify the intent of this message from a bank's customer.\n"
+                 "Message: {text}\nIntent:")
 
 
 @dataclass
@@ -48,6 +55,10 @@ class HeadsConfig:
 
     sentiment_labels: list[str] = field(default_factory=lambda: list(SENTIMENT_LABELS))
     topic_labels: list[str] = field(default_factory=list)
+    # A customer-service intent head (BANKING77's 77 intents); empty for news models. An intent
+    # model has no sentiment head (``sentiment_labels`` empty): triage reads sentiment from the
+    # news model that serves ``cpu-champion``.
+    intent_labels: list[str] = field(default_factory=list)
     # "mean" over real tokens, the "last" real token, or "mean+last" (both, concatenated per layer:
     # the frozen recipe's default; the prompt's last token sums up the instruction's answer)
     pooling: str = "mean"
@@ -90,12 +101,13 @@ class SharedPrefix:
 class MultiHeadOutput:
     """What one forward pass returns (logits per head, pooled embedding, losses if labelled)."""
 
-    sentiment_logits: torch.Tensor  # (B, 3)
+    sentiment_logits: torch.Tensor | None  # (B, 3) or None without a sentiment head (intent models)
     topic_logits: torch.Tensor | None  # (B, K) or None without a topic head
     embedding: torch.Tensor  # (B, d), mean-pooled last hidden state
     loss: torch.Tensor | None = None
     losses: dict[str, float] = field(default_factory=dict)
     features: torch.Tensor | None = None  # (B, feature_size), what the heads read
+    intent_logits: torch.Tensor | None = None  # (B, I) or None without an intent head
 
 
 class MultiHeadGPT(nn.Module):
@@ -107,8 +119,12 @@ class MultiHeadGPT(nn.Module):
         self.heads = heads
         d_in = self.feature_size
         self.dropout = nn.Dropout(heads.dropout)
-        self.sentiment = nn.Linear(d_in, len(heads.sentiment_labels))
+        # Every head is optional (a news model has sentiment [+ topic], an intent model intent only).
+        self.sentiment = nn.Linear(d_in, len(heads.sentiment_labels)) if heads.sentiment_labels else None
         self.topic = nn.Linear(d_in, len(heads.topic_labels)) if heads.topic_labels else None
+        self.intent = nn.Linear(d_in, len(heads.intent_labels)) if heads.intent_labels else None
+        if self.sentiment is None and self.topic is None and self.intent is None:
+            raise ValueError("a model needs at least one head (sentiment, topic or intent labels)")
 
     def causal_lm(self) -> nn.Module:
         """The Hugging Face causal LM (unwrapped from peft while LoRA is attached)."""
@@ -206,8 +222,9 @@ class MultiHeadGPT(nn.Module):
         topic: torch.Tensor | None = None,
         lm_weight: float = 0.0,
         prefix: SharedPrefix | None = None,
+        intent: torch.Tensor | None = None,
     ) -> MultiHeadOutput:
-        """Run every head; ``sentiment``/``topic`` are (B,) class ids with -100 where unlabelled.
+        """Run every head; ``sentiment``/``topic``/``intent`` are (B,) class ids, -100 where unlabelled.
 
         ``lm_weight > 0`` adds GPT-1's auxiliary objective, ``lm_weight`` x the next-token loss
         on the same texts, so fine-tuning the backbone does not wreck its language model.
@@ -217,21 +234,19 @@ class MultiHeadGPT(nn.Module):
             raise ValueError("a shared prefix is for inference; the LM loss needs every token")
         features, embedding, last = self.encode(input_ids, attention_mask, prefix)
         x = self.dropout(features)
-        sent_logits = self.sentiment(x)
-        topic_logits = self.topic(x) if self.topic is not None else None
+        logits = {h: getattr(self, h)(x) if getattr(self, h) is not None else None for h in HEAD_NAMES}
         losses: dict[str, torch.Tensor] = {}
-        if sentiment is not None and (sentiment != IGNORE).any():
-            losses["sentiment"] = F.cross_entropy(sent_logits.float(), sentiment, ignore_index=IGNORE)
-        if topic is not None and topic_logits is not None and (topic != IGNORE).any():
-            losses["topic"] = F.cross_entropy(topic_logits.float(), topic, ignore_index=IGNORE)
+        for head, target in (("sentiment", sentiment), ("topic", topic), ("intent", intent)):
+            if target is not None and logits[head] is not None and (target != IGNORE).any():
+                losses[head] = F.cross_entropy(logits[head].float(), target, ignore_index=IGNORE)
         if lm_weight > 0 and input_ids.size(1) > 1:
-            logits = self.causal_lm().get_output_embeddings()(last[:, :-1])  # (B, T-1, V)
+            lm_logits = self.causal_lm().get_output_embeddings()(last[:, :-1])  # (B, T-1, V)
             targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, IGNORE)
-            losses["lm"] = lm_weight * F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
+            losses["lm"] = lm_weight * F.cross_entropy(lm_logits.float().flatten(0, 1), targets.flatten(),
                                                        ignore_index=IGNORE)
         loss = sum(losses.values()) if losses else None
-        return MultiHeadOutput(sent_logits, topic_logits, embedding, loss,
-                               {k: float(v.detach()) for k, v in losses.items()}, features)
+        return MultiHeadOutput(logits["sentiment"], logits["topic"], embedding, loss,
+                               {k: float(v.detach()) for k, v in losses.items()}, features, logits["intent"])
 
     # ------------------------------------------------------------------ persistence
     @staticmethod
@@ -245,7 +260,7 @@ class MultiHeadGPT(nn.Module):
         return state
 
     def head_state(self) -> dict[str, torch.Tensor]:
-        """The head weights alone (``sentiment.*``, ``topic.*``)."""
+        """The head weights alone (``sentiment.*``, ``topic.*``, ``intent.*``)."""
         return {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()
                 if k.split(".", 1)[0] in HEAD_NAMES}
 

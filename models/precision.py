@@ -141,7 +141,7 @@ def _conv1d_as_linear(module: torch.nn.Module) -> torch.nn.Linear:
 KEEP_FP32 = ("down_proj", "mlp.c_proj")
 
 
-def quantize_int8(model: torch.nn.Module, skip: tuple[str, ...] = ("sentiment", "topic", "lm_head"),
+def quantize_int8(model: torch.nn.Module, skip: tuple[str, ...] = ("sentiment", "topic", "intent", "lm_head"),
                   keep_fp32: tuple[str, ...] = KEEP_FP32) -> torch.nn.Module:
     """A CPU copy of ``model`` with int8 dynamic quantisation of its Linear layers (see the module docstring).
 

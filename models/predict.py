@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -80,11 +81,21 @@ def _fused_activations(model: nn.Module) -> Iterator[None]:
 class Predictions:
     """Per-row outputs of :func:`predict`, in input order."""
 
-    sentiment_probs: np.ndarray  # (N, 3) float32, rows sum to 1
+    sentiment_probs: np.ndarray | None  # (N, 3) float32, rows sum to 1; None without a sentiment head
     topic_probs: np.ndarray | None  # (N, K) float32, or None when the model has no topic head
     embeddings: np.ndarray  # (N, d) float32, pooled last hidden state
     truncated: np.ndarray  # (N,) bool, True where the text was cut to fit max_length
     n_tokens: np.ndarray  # (N,) int64, tokens of the text fed to the model (0 for empty texts)
+    intent_probs: np.ndarray | None = None  # (N, I) float32, or None without an intent head
+
+
+class HeadOutputs(NamedTuple):
+    """What :func:`predict_ids` returns, in the order of its ``ids``; a head the model lacks is None."""
+
+    sentiment: np.ndarray | None  # (N, 3) probabilities
+    topic: np.ndarray | None  # (N, K)
+    embeddings: np.ndarray  # (N, d) pooled last layer, or (N, feature_size) with features=True
+    intent: np.ndarray | None  # (N, I)
 
 
 def default_max_length(model, tokenizer) -> int:
@@ -172,12 +183,12 @@ def shared_prefix_length(ids: Sequence[Sequence[int]]) -> int:
 
 def predict_ids(model, ids: Sequence[Sequence[int]], pad_id: int, *, batch_size: int = DEFAULT_BATCH_SIZE,
                 device: str | torch.device = "cpu", progress: bool = False, precision: str | None = None,
-                features: bool = False, reuse_prefix: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+                features: bool = False, reuse_prefix: bool = True) -> HeadOutputs:
     """Score pre-tokenized rows (each non-empty, within the context) with length bucketing.
 
-    Returns ``(sentiment_probs (N, 3), topic_probs (N, K) or None, embeddings (N, d))`` in the
-    order of ``ids``; with ``features=True`` the third item is what the heads read instead,
-    (N, ``model.feature_size``). ``precision`` is ``"bf16"`` (autocast) or ``"fp32"``; None means
+    Returns :class:`HeadOutputs` ``(sentiment (N, 3), topic (N, K), embeddings (N, d), intent (N, I))``
+    in the order of ``ids``, None for a head the model lacks; with ``features=True``
+    ``embeddings`` is what the heads read instead, (N, ``model.feature_size``). ``precision`` is ``"bf16"`` (autocast) or ``"fp32"``; None means
     bf16 on CUDA and fp32 on CPU (:mod:`models.precision` decides per machine). ``"int8"`` expects
     a model from :func:`models.precision.quantize_int8` (activations stay fp32). The model is put
     in eval mode for the call and its mode is restored after.
@@ -191,18 +202,17 @@ def predict_ids(model, ids: Sequence[Sequence[int]], pad_id: int, *, batch_size:
 
     n = len(ids)
     d = model.feature_size if features else hidden_size(model.config)
-    n_sent = model.sentiment.out_features
-    n_topic = model.topic.out_features if model.topic is not None else 0
-    sent = np.zeros((n, n_sent), dtype=np.float32)
-    topic = np.zeros((n, n_topic), dtype=np.float32) if model.topic is not None else None
+    # One output array per head the model has, (N, classes) each.
+    probs = {h: np.zeros((n, getattr(model, h).out_features), dtype=np.float32)
+             for h in ("sentiment", "topic", "intent") if getattr(model, h, None) is not None}
     emb = np.zeros((n, d), dtype=np.float32)
     # Length buckets: sorted order -> neighbours have similar lengths -> little padding per batch.
     order = np.argsort(np.fromiter((len(r) for r in ids), dtype=np.int64, count=n), kind="stable")
     device = torch.device(device)
     precision = precision or ("bf16" if device.type == "cuda" else "fp32")
     # Results are written through torch views of the numpy outputs: one copy per batch, no temporaries.
-    sent_t, emb_t = torch.from_numpy(sent), torch.from_numpy(emb)
-    topic_t = torch.from_numpy(topic) if topic is not None else None
+    probs_t = {h: torch.from_numpy(a) for h, a in probs.items()}
+    emb_t = torch.from_numpy(emb)
     was_training = model.training
     model.eval()
     skip = shared_prefix_length(ids) if reuse_prefix and hasattr(model, "shared_prefix") else 0
@@ -220,13 +230,12 @@ def predict_ids(model, ids: Sequence[Sequence[int]], pad_id: int, *, batch_size:
                 with autocast(device, precision):
                     out = model(input_ids=input_ids, attention_mask=mask, prefix=prefix)
                 # Softmax in fp32 so every row sums to 1 within float32 precision.
-                sent_t.index_copy_(0, idx_t, F.softmax(out.sentiment_logits.float(), dim=-1).cpu())
-                if topic_t is not None:
-                    topic_t.index_copy_(0, idx_t, F.softmax(out.topic_logits.float(), dim=-1).cpu())
+                for head, dest in probs_t.items():
+                    dest.index_copy_(0, idx_t, F.softmax(getattr(out, f"{head}_logits").float(), dim=-1).cpu())
                 emb_t.index_copy_(0, idx_t, (out.features if features else out.embedding).float().cpu())
     finally:
         model.train(was_training)
-    return sent, topic, emb
+    return HeadOutputs(probs.get("sentiment"), probs.get("topic"), emb, probs.get("intent"))
 
 
 def predict(
@@ -240,7 +249,7 @@ def predict(
     progress: bool = False,
     precision: str | None = None,
 ) -> Predictions:
-    """Sentiment and topic probabilities, embeddings and truncation flags for ``texts``.
+    """Probabilities of every head the model has, embeddings and truncation flags for ``texts``.
 
     ``device`` defaults to CUDA when available, else CPU; the model is moved there. Rows come
     back in input order whatever the bucketing did. ``precision``: see :func:`predict_ids`. See
@@ -257,7 +266,7 @@ def predict(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     ids, n_tokens, truncated = encode_texts(tokenizer, texts, max_length, model.heads.prompt)
-    sent, topic, emb = predict_ids(model, ids, tokenizer.pad_token_id, batch_size=batch_size, device=device,
-                                   progress=progress, precision=precision)
-    return Predictions(sentiment_probs=sent, topic_probs=topic, embeddings=emb, truncated=truncated,
-                       n_tokens=n_tokens)
+    out = predict_ids(model, ids, tokenizer.pad_token_id, batch_size=batch_size, device=device,
+                      progress=progress, precision=precision)
+    return Predictions(sentiment_probs=out.sentiment, topic_probs=out.topic, embeddings=out.embeddings,
+                       truncated=truncated, n_tokens=n_tokens, intent_probs=out.intent)

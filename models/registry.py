@@ -250,6 +250,19 @@ def _distillation_lines(info: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _auto_answer_lines(auto: dict[str, Any] | None) -> list[str]:
+    """The intent model's auto-answer threshold: what triage answers without a person, and how precisely."""
+    if not auto:
+        return []
+    lines = ["## Auto-answer (triage)", ""]
+    if auto.get("threshold") is None:
+        return [*lines, f"- no threshold: {auto.get('reason')}; triage sends every message to a person", ""]
+    return [*lines, f"- threshold: confidence >= {auto['threshold']:.3f}, tuned on validation to "
+                    f"{auto['target']:.0%} precision ({auto.get('reason')})",
+            f"- on test: precision {_fmt(auto.get('test_precision'), '.3f')}, "
+            f"coverage {_fmt(auto.get('test_coverage'), '.1%')} of messages", ""]
+
+
 def model_card(version: str, info: dict[str, Any]) -> str:
     """Markdown model card: backbone, data, training, metrics vs baseline, calibration, promotion.
 
@@ -292,6 +305,7 @@ def model_card(version: str, info: dict[str, Any]) -> str:
     for head, splits in metrics.items():
         lines += _head_section(head, splits, info)
     lines += _golden_lines(info.get("golden"))
+    lines += _auto_answer_lines(info.get("auto_answer"))
     promoted = promotion.get("promoted")
     decision = "not recorded" if promoted is None else ("promoted" if promoted else "not promoted")
     lines += ["## Promotion", "", f"- decision: **{decision}**",

@@ -54,16 +54,17 @@ class ServedModel:
               progress: bool = False) -> tuple[pd.DataFrame, np.ndarray]:
         """One forward pass per batch for every head: ``(frame, embeddings (N, d) float32)``.
 
-        The frame has ``<head>_label`` and ``<head>_p_<class>`` per head, ``sentiment_score`` =
-        p(positive) - p(negative) in [-1, 1], ``topic_confidence``, ``n_tokens`` and ``truncated``,
-        in input order. Served ensembles mix in the TF-IDF baseline's probabilities.
+        The frame has ``<head>_label`` and ``<head>_p_<class>`` per head the model has,
+        ``sentiment_score`` = p(positive) - p(negative) in [-1, 1], ``topic_confidence``,
+        ``intent_confidence`` and ``intent_top3`` (``[{"intent", "p"}]``, best first), ``n_tokens``
+        and ``truncated``, in input order. Served ensembles mix in the TF-IDF baseline's probabilities.
         """
         preds = predict(self.model, self.tokenizer, texts, batch_size=batch_size, device=device, progress=progress,
                         precision=self.precision)
         heads = self.model.heads
         out = pd.DataFrame(index=range(len(texts)))
-        for head, labels in (("sentiment", heads.sentiment_labels), ("topic", heads.topic_labels)):
-            probs = getattr(preds, f"{head}_probs")
+        for head in ("sentiment", "topic", "intent"):
+            labels, probs = getattr(heads, f"{head}_labels"), getattr(preds, f"{head}_probs")
             if probs is None or not labels:
                 continue
             kind = self.served.get(head)
@@ -73,13 +74,23 @@ class ServedModel:
             out[f"{head}_label"] = [labels[i] for i in np.argmax(probs, axis=1)] if len(texts) else []
             for j, name in enumerate(labels):
                 out[f"{head}_p_{name}"] = probs[:, j]
-            if head == "topic":
-                out["topic_confidence"] = probs.max(axis=1) if len(texts) else []
+            if head in ("topic", "intent"):
+                out[f"{head}_confidence"] = probs.max(axis=1) if len(texts) else []
+            if head == "intent":
+                out["intent_top3"] = top_k(probs, labels, 3)
         if "sentiment_p_positive" in out:
             out["sentiment_score"] = out["sentiment_p_positive"] - out["sentiment_p_negative"]  # in [-1, 1]
         out["n_tokens"] = preds.n_tokens
         out["truncated"] = preds.truncated
         return out, preds.embeddings
+
+
+def top_k(probs: np.ndarray, labels: list[str], k: int = 3) -> list[list[dict[str, float | str]]]:
+    """Per row of ``probs`` (N, C): the ``k`` likeliest classes as ``{"intent": name, "p": prob}``, best first."""
+    if not len(probs):
+        return []
+    best = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # (N, k)
+    return [[{"intent": labels[j], "p": round(float(row[j]), 4)} for j in idx] for row, idx in zip(probs, best)]
 
 
 def score_shard(served: ServedModel, in_path: Path, out_path: Path, *, batch_size: int = DEFAULT_BATCH_SIZE,

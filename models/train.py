@@ -49,7 +49,7 @@ from sklearn.metrics import f1_score
 from models.multihead import ADAPTER_DIR, IGNORE, MultiHeadGPT, load_lm_with_adapter
 from models.predict import encode_texts, pad_batch, predict_ids, text_budget
 
-HEADS = ("sentiment", "topic")
+HEADS = ("sentiment", "topic", "intent")
 RECIPES = ("frozen", "lora", "full")
 
 
@@ -136,26 +136,27 @@ def _encode_frame(model: MultiHeadGPT, tokenizer, df: pd.DataFrame, max_length: 
 
 
 class _Collate:
-    """Right-pad a list of ``(ids, sentiment, topic)`` rows to the batch max (picklable for workers)."""
+    """Right-pad a list of ``(ids, sentiment, topic, intent)`` rows to the batch max (picklable for workers)."""
 
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
 
-    def __call__(self, rows: list[tuple[list[int], int, int]]) -> dict[str, torch.Tensor]:
+    def __call__(self, rows: list[tuple[list[int], int, int, int]]) -> dict[str, torch.Tensor]:
         input_ids, attention_mask = pad_batch([r[0] for r in rows], self.pad_id)  # (B, T) each
-        return {"input_ids": input_ids, "attention_mask": attention_mask,
-                "sentiment": torch.tensor([r[1] for r in rows], dtype=torch.long),  # (B,)
-                "topic": torch.tensor([r[2] for r in rows], dtype=torch.long)}  # (B,)
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        for j, head in enumerate(HEADS, start=1):  # (B,) class ids per head, -100 where unlabelled
+            batch[head] = torch.tensor([r[j] for r in rows], dtype=torch.long)
+        return batch
 
 
 def evaluate(model: MultiHeadGPT, encoded: dict, pad_id: int, batch_size: int, device) -> dict[str, float | None]:
     """Macro-F1 per head on the rows labelled for it (None when no row is) and their mean ``score``."""
-    sent, topic, _ = predict_ids(model, encoded["ids"], pad_id, batch_size=batch_size, device=device)
+    out = predict_ids(model, encoded["ids"], pad_id, batch_size=batch_size, device=device)
     result: dict[str, float | None] = {}
-    for head, probs in (("sentiment", sent), ("topic", topic)):
-        y = encoded[head]
-        mask = y != IGNORE
-        result[head] = None if probs is None or not mask.any() else float(
+    for head in HEADS:
+        probs, y = getattr(out, head), encoded.get(head)
+        mask = y != IGNORE if y is not None else None
+        result[head] = None if probs is None or mask is None or not mask.any() else float(
             f1_score(y[mask], probs[mask].argmax(axis=1), average="macro"))
     scores = [v for v in result.values() if v is not None]
     result["score"] = float(np.mean(scores)) if scores else None
@@ -168,7 +169,7 @@ def _param_groups(model: MultiHeadGPT, config: TrainConfig) -> list[dict]:
     groups = {(h, d): [] for h in (False, True) for d in (False, True)}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            is_head = name.startswith(("sentiment.", "topic."))
+            is_head = name.startswith(tuple(f"{h}." for h in HEADS))
             groups[(is_head, p.dim() >= 2)].append(p)  # 1-D = bias / LayerNorm gain -> no decay
     return [{"params": ps, "lr": head_lr if h else config.lr, "weight_decay": config.weight_decay if d else 0.0}
             for (h, d), ps in groups.items() if ps]
@@ -255,10 +256,10 @@ def finetune(
     model.heads.max_length, model.heads.recipe = max_length, config.recipe
     tr = _encode_frame(model, tokenizer, train, max_length)
     va = _encode_frame(model, tokenizer, val, max_length)
-    keep = np.flatnonzero((tr["sentiment"] != IGNORE) | (tr["topic"] != IGNORE))
+    keep = np.flatnonzero(np.any([tr[h] != IGNORE for h in HEADS], axis=0))
     if keep.size == 0:
         raise ValueError("no labelled training rows for the model's heads")
-    rows = [(tr["ids"][i], int(tr["sentiment"][i]), int(tr["topic"][i])) for i in keep]
+    rows = [(tr["ids"][i], *(int(tr[h][i]) for h in HEADS)) for i in keep]
 
     if config.recipe == "lora":
         model.save(out_dir, tokenizer)  # the base LM, once: LoRA leaves its weights as they are
@@ -310,7 +311,7 @@ def finetune(
         metrics = evaluate(raw, va, pad_id, config.batch_size, accelerator.device)
         score = metrics["score"] if metrics["score"] is not None else -train_loss
         history.append({"epoch": epoch, "train_loss": train_loss,
-                        "val_sentiment_macro_f1": metrics["sentiment"], "val_topic_macro_f1": metrics["topic"],
+                        **{f"val_{h}_macro_f1": metrics[h] for h in HEADS if getattr(raw, h) is not None},
                         "val_score": score, "seconds": time.perf_counter() - t_epoch})
         if score > best_score:
             best_epoch, best_score, bad_epochs = epoch, score, 0

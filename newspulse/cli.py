@@ -480,6 +480,10 @@ def finetune(
     sentiment: Annotated[list[str] | None, typer.Option(help="Sentiment datasets in `labels` (repeatable).")] = None,
     topic: Annotated[list[str] | None, typer.Option(help="Topic datasets in `labels` (repeatable).")] = None,
     topic_top_k: Annotated[int | None, typer.Option(help="Keep the k most frequent topics.")] = None,
+    intent: Annotated[list[str] | None, typer.Option(help="Intent datasets (support messages with gold intents, "
+                                                          "e.g. banking77; repeatable): trains the triage "
+                                                          "intent model for `intent-champion` instead of "
+                                                          "the news heads.")] = None,
     base: Annotated[str | None, typer.Option(help="Backbone: a catalogue name (`newspulse backbones list`; default "
                                                   "NEWSPULSE_DEFAULT_BACKBONE, smollm2-135m), a preset (tiny|small|"
                                                   "base), pretrain:<run>, var/runs/<run>, a model directory or a "
@@ -494,17 +498,25 @@ def finetune(
     time_budget_s: Annotated[float | None, typer.Option()] = None,
     file: Annotated[list[str] | None, typer.Option(help="Your own labelled CSV/Parquet/JSONL file(s).")] = None,
     dataset_name: Annotated[str, typer.Option(help="Dataset name for --file rows.")] = "custom",
-    task: Annotated[str, typer.Option(help="sentiment | topic, for --file rows.")] = "sentiment",
+    task: Annotated[str, typer.Option(help="sentiment | topic | intent, for --file rows.")] = "sentiment",
     text_column: Annotated[str, typer.Option()] = "text",
     label_column: Annotated[str, typer.Option()] = "label",
     label_map: Annotated[list[str] | None, typer.Option("--map-label", help="theirs=ours, e.g. bearish=negative.")] = None,
 ) -> None:
-    """Fine-tune the sentiment and topic heads, evaluate next to the baseline, register the model."""
+    """Fine-tune the sentiment and topic heads (or, with --intent, the intent head), evaluate next to the
+    baseline, register the model."""
     _offline_env()
     from models.catalogue import BackboneError, resolve
 
     if recipe not in ("auto", "frozen", "lora", "full"):
         console.print(f"[red]--recipe must be auto, frozen, lora or full, not {recipe!r}")
+        raise typer.Exit(2)
+    if task not in ("sentiment", "topic", "intent"):
+        console.print(f"[red]--task must be sentiment, topic or intent, not {task!r}")
+        raise typer.Exit(2)
+    if (intent or (file and task == "intent")) and (sentiment or topic or (file and task != "intent")):
+        console.print("[red]an intent model is trained on its own: give --intent (or --task intent files) "
+                      "without --sentiment/--topic datasets")
         raise typer.Exit(2)
     settings = get_settings()
     try:  # a wrong --base is the user's mistake: one line, before any flow starts
@@ -516,6 +528,7 @@ def finetune(
     from flows.finetune import finetune_flow
 
     out = _run_flow(finetune_flow, sentiment_datasets=sentiment, topic_datasets=topic, topic_top_k=topic_top_k,
+                    intent_datasets=intent,
                     base=base, recipe=recipe, epochs=epochs, batch_size=batch_size, lr=lr, lora=lora,
                     time_budget_s=time_budget_s,
                     labelled_files=file, dataset_name=dataset_name, task=task, text_column=text_column,
@@ -596,7 +609,8 @@ def _registry_con(write: bool = False) -> Iterator[Any]:
         yield con
 
 
-ALIAS_HELP = "champion (score-gpu, the teacher, recommendations) or cpu-champion (score-hourly, what analysts see)."
+ALIAS_HELP = ("champion (score-gpu, the teacher, recommendations), cpu-champion (score-hourly, what analysts see) "
+              "or intent-champion (the triage intent model).")
 
 
 @contextmanager
@@ -626,7 +640,8 @@ def models_list(fmt: Annotated[str, typer.Option("--format", help="table | csv |
 
 
 @models_app.command("show")
-def models_show(version: Annotated[str, typer.Argument(help="A version, `champion` or `cpu-champion`.")] = "champion") -> None:
+def models_show(version: Annotated[str, typer.Argument(help="A version, `champion`, `cpu-champion` or "
+                                                            "`intent-champion`.")] = "champion") -> None:
     """Print a version's model card."""
     from warehouse.registry import get_model
 
@@ -879,10 +894,12 @@ def predict(
     input: Annotated[Path, typer.Option("--input", help="CSV, TSV, Parquet or JSONL file.")],
     output: Annotated[Path, typer.Option("--output", help="Where to write (format from the suffix).")],
     text_column: Annotated[str, typer.Option()] = "text",
-    model: Annotated[str, typer.Option(help="A version or `champion`.")] = "champion",
+    model: Annotated[str, typer.Option(help="A version, `champion`, `cpu-champion` or `intent-champion` "
+                                            "(the triage intent model: intent, confidence and top-3).")] = "champion",
     batch_size: Annotated[int, typer.Option()] = 64,
 ) -> None:
-    """Score a file with a registered model: labels and probabilities per head, per row."""
+    """Score a file with a registered model: labels and probabilities per head, per row
+    (an intent model: the intent, its confidence and the top-3 intents)."""
     from models.serving import ServedModel
     from warehouse.registry import get_model
 
@@ -906,6 +923,10 @@ def predict(
     notes = ["empty text" if not t.strip() else ("invalid bytes replaced" if "\ufffd" in t else "") for t in texts]
     served = ServedModel(Path(row["artifact_path"]), precision=_precision())
     scored = served.predict_frame(texts, batch_size=batch_size)
+    if "intent_top3" in scored:  # 77 probability columns help nobody: the top-3, readable in any format
+        scored = scored.drop(columns=[c for c in scored.columns if c.startswith("intent_p_")])
+        scored["intent_top3"] = ["; ".join(f"{t['intent']} {t['p']:.2f}" for t in top) for top in scored.intent_top3]
+        scored["intent_confidence"] = scored.intent_confidence.round(4)
     notes = [n or ("truncated to the model's context" if tr else "") for n, tr in zip(notes, scored.pop("truncated"), strict=True)]
     out = pd_concat(df, scored)
     out["note"] = notes
@@ -913,6 +934,20 @@ def predict(
     _write_table(out, output)
     console.print(f"scored {len(out)} rows with {row['model_version']} ({row['served']}) -> {output}; "
                   f"{sum(1 for n in notes if n)} row(s) with a note")
+    if "intent_top3" in out:
+        _print_intents(texts, out)
+
+
+def _print_intents(texts: list[str], out: "Any", limit: int = 10) -> None:
+    """The first rows' intent, confidence and top-3 as a terminal table (the file has them all)."""
+    table = Table(title=f"Intents (first {min(limit, len(out))} of {len(out)} rows)")
+    table.add_column("text", overflow="ellipsis", no_wrap=True, max_width=48)
+    table.add_column("intent")
+    table.add_column("conf.", justify="right")
+    table.add_column("top-3", overflow="fold")
+    for text, (_, r) in zip(texts[:limit], out.head(limit).iterrows()):
+        table.add_row(text, str(r.intent_label), f"{r.intent_confidence:.2f}", str(r.intent_top3))
+    console.print(table)
 
 
 def _precision() -> str:

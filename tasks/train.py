@@ -24,22 +24,35 @@ from newspulse.settings import Settings
 from tasks.warehouse import writer_slot
 from warehouse import registry as db_registry
 from warehouse.connection import connect
-from warehouse.training_data import labelled_examples, split_fingerprint, write_corpus
+from warehouse.training_data import intent_examples, labelled_examples, split_fingerprint, write_corpus
 
 
 @task(name="export-training-data", cache_policy=NO_CACHE)
 def export_training_data(settings: Settings, run_dir: str, sentiment_datasets: list[str], topic_datasets: list[str],
-                         topic_top_k: int | None = None, seed: int = 0) -> dict[str, Any]:
-    """Labelled examples with deterministic splits -> ``examples.parquet``; returns path and split id."""
+                         topic_top_k: int | None = None, seed: int = 0,
+                         intent_datasets: list[str] | None = None) -> dict[str, Any]:
+    """Labelled examples with deterministic splits -> ``examples.parquet``; returns path and split id.
+
+    ``intent_datasets`` (support messages with gold intents) export the intent model's examples
+    instead (``article_id`` = message id, ``intent``): an intent model is trained apart from the
+    news heads, so the two kinds are never mixed in one file.
+    """
+    if intent_datasets and (sentiment_datasets or topic_datasets):
+        raise ValueError("intent datasets train their own model: do not mix them with sentiment/topic datasets")
     with writer_slot(settings), connect(settings) as con:
-        df = labelled_examples(con, sentiment_datasets, topic_datasets, topic_top_k=topic_top_k, seed=seed)
+        if intent_datasets:
+            df = intent_examples(con, intent_datasets, seed=seed).rename(columns={"message_id": "article_id"})
+            df["title"] = None
+        else:
+            df = labelled_examples(con, sentiment_datasets, topic_datasets, topic_top_k=topic_top_k, seed=seed)
     path = Path(run_dir) / "examples.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     df.to_parquet(path, index=False)
     sizes = df.split.value_counts().to_dict()
     get_run_logger().info("exported %d labelled examples %s", len(df), sizes)
     return {"path": str(path), "val_split_id": split_fingerprint(df), "sizes": sizes,
-            "datasets": {"sentiment": sentiment_datasets, "topic": topic_datasets, "topic_top_k": topic_top_k}}
+            "datasets": {"sentiment": sentiment_datasets, "topic": topic_datasets, "topic_top_k": topic_top_k,
+                         "intent": list(intent_datasets or [])}}
 
 
 @task(name="export-corpus", cache_policy=NO_CACHE)
@@ -208,7 +221,7 @@ def register_model(settings: Settings, info: dict[str, Any], out_dir: str, data:
                    pretrained_from: str | None = None, alias: str = "champion") -> dict[str, Any]:
     """Store the version, record it, give it ``alias`` only if it passes that alias's gate; publish the card.
 
-    ``champion`` (fine-tunes): the gate (:mod:`models.selection`) scores the candidate and the
+    ``champion`` (news fine-tunes) and ``intent-champion`` (intent models, against its holder): the gate (:mod:`models.selection`) scores the candidate and the
     current champion on the same rows, the candidate's held-out ``select`` half of validation, and
     promotes only when a paired bootstrap says the candidate wins; a champion validated on an older
     split is re-scored, so new labels never block promotion. ``cpu-champion`` (distilled students,
@@ -222,15 +235,19 @@ def register_model(settings: Settings, info: dict[str, Any], out_dir: str, data:
     info = {**info, "val_split_id": data["val_split_id"]}
     info["data"] = {**info.get("data", {}), "val_split_id": data["val_split_id"],
                     "snapshot": f"labels of {data['datasets']}", "datasets": list(dict.fromkeys(
-                        [*data["datasets"].get("sentiment", []), *data["datasets"].get("topic", [])]))}
+                        [*data["datasets"].get("sentiment", []), *data["datasets"].get("topic", []),
+                         *data["datasets"].get("intent", [])]))}
     db_registry.check_alias(alias)
     with writer_slot(settings), connect(settings) as con:
         current = db_registry.holder(con, alias)
         champ = db_registry.champion(con)
     version_dir = store_version(settings.registry_dir, version, Path(out_dir) / "model")
     write_manifest(version_dir, info)  # the candidate must load (ServedModel) before the gate scores it
-    if alias == db_registry.CHAMPION:
+    if alias in (db_registry.CHAMPION, db_registry.INTENT_CHAMPION):
+        # An intent model is judged like a news fine-tune, against the intent model triage serves.
         promote, reason, evidence = champion_gate(settings, data["path"], version_dir, current)
+        if alias == db_registry.INTENT_CHAMPION:
+            reason = f"intent-champion: {reason}"
     else:
         promote, reason, evidence = cpu_champion_gate(settings, info, data["path"], version_dir, current, champ)
     info["promotion"] = {"alias": alias, "promoted": promote, "reason": reason, "evidence": evidence,
@@ -285,7 +302,7 @@ def champion_gate(settings: Settings, examples_path: str, candidate_dir: Path,
     pc, _ = cand.score(rows.text.tolist())
     ph, _ = champ.score(rows.text.tolist())
     pairs_c, pairs_h, labels = {}, {}, {}
-    for head in ("sentiment", "topic"):
+    for head in ("sentiment", "topic", "intent"):
         names = getattr(cand.model.heads, f"{head}_labels")
         if not names or names != getattr(champ.model.heads, f"{head}_labels") or head not in rows:
             continue

@@ -94,3 +94,45 @@ def register_tiny_champion(settings, topics: tuple[str, ...] = ("markets", "earn
             "val_score": 0.0, "served": "gpt", "val_split_id": "test", "artifact_path": str(version_dir)})
         db_registry.promote(con, version, "test champion")
     return version
+
+
+def register_tiny_intent_model(settings, intents: tuple[str, ...] = ("card_not_working", "lost_or_stolen_card",
+                                                                      "exchange_rate"),
+                               threshold: float | None = 0.5, seed: int = 0) -> str:
+    """An untrained ``tiny`` intent-only model, registered and given ``intent-champion``.
+
+    Its manifest carries an auto-answer threshold like a trained one (``threshold``; None: tuning
+    found none). For triage tests that need a real model in the registry, not a good one.
+    """
+    import random
+
+    import torch
+
+    from models.backbone import build_backbone
+    from models.multihead import HeadsConfig, from_backbone
+    from models.registry import new_version, store_version, write_manifest
+    from models.tokenizer import train_tokenizer
+    from warehouse import registry as db_registry
+    from warehouse.connection import connect
+    from warehouse.migrate import migrate
+
+    r = random.Random(seed)
+    words = "my card is not working lost stolen exchange rate transfer declined please help why".split()
+    corpus = [" ".join(r.choice(words) for _ in range(r.randint(3, 10))) for _ in range(300)]
+    work = settings.home / "tiny-intent-model"
+    tok = train_tokenizer(corpus, work / "tok", vocab_size=300, max_length=64)
+    torch.manual_seed(seed)
+    heads = HeadsConfig(sentiment_labels=[], intent_labels=list(intents))
+    model = from_backbone(build_backbone("tiny", tok), heads)
+    model.save(work / "model", tok)
+    version = new_version()
+    version_dir = store_version(settings.registry_dir, version, work / "model")
+    write_manifest(version_dir, {"served": {"intent": "gpt"},
+                                 "auto_answer": {"threshold": threshold, "target": 0.95, "reason": "test"}})
+    with connect(settings) as con:
+        migrate(con)
+        db_registry.record_model(con, {
+            "model_version": version, "backbone": "tiny", "heads": {"intent_labels": list(intents)}, "metrics": {},
+            "val_score": 0.0, "served": "gpt", "val_split_id": "test", "artifact_path": str(version_dir)})
+        db_registry.promote(con, version, "test intent model", alias=db_registry.INTENT_CHAMPION)
+    return version

@@ -9,6 +9,9 @@ moves the serving aliases (migration 007 says who scores what):
 - ``cpu-champion``: what the hourly CPU scorer serves, normally the distilled student. Held
   through the ``cpu_champion`` flag, which never changes ``stage``; when no model holds it, it
   resolves to the champion, so a project without a student behaves as it did before.
+- ``intent-champion``: the customer-service intent model the triage flow serves (migration 009).
+  Held through the ``intent_champion`` flag; only a model with an intent head may hold it, and
+  such a model may hold no news alias. No fallback: without one, triage waits.
 
 Every move is an event in ``model_promotions`` with its alias, so a rollback of either alias knows
 what held it before and the history stays auditable.
@@ -28,13 +31,16 @@ COLUMNS = ["model_version", "backbone", "pretrained_from", "heads", "metrics", "
 
 CHAMPION = "champion"
 CPU_CHAMPION = "cpu-champion"
-ALIASES = (CHAMPION, CPU_CHAMPION)
+INTENT_CHAMPION = "intent-champion"
+ALIASES = (CHAMPION, CPU_CHAMPION, INTENT_CHAMPION)
+# The aliases held through a flag column (never through `stage`), and that column.
+FLAGS = {CPU_CHAMPION: "cpu_champion", INTENT_CHAMPION: "intent_champion"}
 
 
 def check_alias(alias: str) -> str:
     """``alias`` itself, or a one-line ValueError naming the aliases there are."""
     if alias not in ALIASES:
-        raise ValueError(f"unknown alias {alias!r}: use {' or '.join(ALIASES)}")
+        raise ValueError(f"unknown alias {alias!r}: use {', '.join(ALIASES)}")
     return alias
 
 
@@ -66,7 +72,7 @@ def get_model(con: duckdb.DuckDBPyConnection, version: str) -> dict[str, Any] | 
 
 def holder(con: duckdb.DuckDBPyConnection, alias: str) -> dict[str, Any] | None:
     """The row that holds ``alias`` itself (no fallback), or None."""
-    where = "stage = 'champion'" if check_alias(alias) == CHAMPION else "cpu_champion"
+    where = "stage = 'champion'" if check_alias(alias) == CHAMPION else FLAGS[alias]
     rows = fetch_dicts(con, f"SELECT * FROM model_registry WHERE {where}")
     return _decode(rows[0]) if rows else None
 
@@ -108,21 +114,39 @@ def _hand_over(con: duckdb.DuckDBPyConnection, alias: str, old: str | None, new:
         if new:
             con.execute("UPDATE model_registry SET stage = 'champion' WHERE model_version = ?", [new])
         return
-    # cpu-champion never touches `stage`: a student that loses it stays what it was.
+    # The flag aliases never touch `stage`: a student that loses cpu-champion stays what it was.
+    flag = FLAGS[alias]
     if old:
-        con.execute("UPDATE model_registry SET cpu_champion = false WHERE model_version = ?", [old])
+        con.execute(f"UPDATE model_registry SET {flag} = false WHERE model_version = ?", [old])
     if new:
-        con.execute("UPDATE model_registry SET cpu_champion = true WHERE model_version = ?", [new])
+        con.execute(f"UPDATE model_registry SET {flag} = true WHERE model_version = ?", [new])
+
+
+def is_intent_model(row: dict[str, Any]) -> bool:
+    """True for a version with an intent head (a customer-service model, not a news one)."""
+    return bool((row.get("heads") or {}).get("intent_labels"))
+
+
+def check_fits(row: dict[str, Any], alias: str) -> None:
+    """ValueError unless ``row``'s heads suit ``alias``: intent models serve intent-champion, and only it."""
+    intent = is_intent_model(row)
+    if alias == INTENT_CHAMPION and not intent:
+        raise ValueError(f"{row['model_version']} has no intent head: it cannot serve {INTENT_CHAMPION}")
+    if alias != INTENT_CHAMPION and intent:
+        raise ValueError(f"{row['model_version']} is an intent model: it can serve {INTENT_CHAMPION} only, not {alias}")
 
 
 def promote(con: duckdb.DuckDBPyConnection, version: str, reason: str, alias: str = CHAMPION) -> None:
     """Give ``alias`` to ``version`` in one transaction (a replaced champion is archived).
 
-    KeyError: no such version. ValueError: an unknown alias, or ``version`` holds it already.
+    KeyError: no such version. ValueError: an unknown alias, ``version`` holds it already, or its
+    heads do not suit the alias (:func:`check_fits`).
     """
     check_alias(alias)
-    if get_model(con, version) is None:
+    row = get_model(con, version)
+    if row is None:
         raise KeyError(f"no model version {version!r}")
+    check_fits(row, alias)
     with transaction(con):
         old = holder(con, alias)
         if old and old["model_version"] == version:
@@ -157,11 +181,12 @@ def rollback(con: duckdb.DuckDBPyConnection, alias: str = CHAMPION) -> tuple[str
     cur = holder(con, alias)
     if cur is None:
         raise ValueError("there is no champion to roll back" if alias == CHAMPION else
-                         "no model holds cpu-champion (it falls back to the champion): there is nothing to roll back")
+                         "no model holds cpu-champion (it falls back to the champion): there is nothing to roll back"
+                         if alias == CPU_CHAMPION else f"no model holds {alias}: there is nothing to roll back")
     demoted = cur["model_version"]
     previous = _previous(con, alias, demoted, ("promote", "rollback"))
-    if previous is None and alias == CHAMPION:
-        raise ValueError(f"{demoted} was the first champion: there is nothing to roll back to")
+    if previous is None and alias != CPU_CHAMPION:
+        raise ValueError(f"{demoted} was the first {alias}: there is nothing to roll back to")
     with transaction(con):
         _hand_over(con, alias, demoted, previous)
         # The restored holder's "previous" is what it replaced originally: look it up so a second
