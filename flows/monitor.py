@@ -5,7 +5,9 @@ length ending at each slot (15 min to 1 day) of every key against its own expect
 (``monitor_detector='scan'``; 'windows' is the old per-window test) -> store one alert per episode,
 marking broad alerts a narrower one explains -> emit a Prefect event per new alert and deliver
 every pending alert through the notification block -> publish the report (picture of expected
-share, band, volume and the window that fired + open alerts). Alerts whose delivery failed stay pending and are retried by
+share, band, volume and the window that fired + open alerts). The support inbox is watched the same
+way: a surge of one intent's share of support messages (an outage: ``card_not_working``) is an
+'intent' alert through the same table, events and delivery. Alerts whose delivery failed stay pending and are retried by
 the next run, so a receiver that is down loses nothing.
 """
 
@@ -18,7 +20,7 @@ from prefect import flow
 
 from newspulse.settings import get_settings
 from tasks.alerts import notify_alerts
-from tasks.monitor import detect_spikes, publish_monitor_report
+from tasks.monitor import detect_intent_spikes, detect_spikes, publish_monitor_report
 from tasks.warehouse import migrate_warehouse
 
 
@@ -37,6 +39,8 @@ def monitor_flow(full_recompute: bool = False, notify_backfill: bool = False) ->
     settings = get_settings()
     migrate_warehouse(settings)
     summary = detect_spikes(settings, full_recompute)
+    # Incident spikes on the support inbox: the same alerts, cooldown and delivery (no-op without support scores).
+    summary["intent"] = detect_intent_spikes(settings, full_recompute)
     # Delivery runs even when nothing new was scored: it retries alerts still pending.
     summary.update(notify_alerts(settings, notify_backfill))
     summary["report_png"] = publish_monitor_report(settings, summary)

@@ -106,6 +106,8 @@ def ensure_alert_block(settings: Settings):
 
 def alert_message(alert: dict[str, Any]) -> tuple[str, str]:
     """Subject and body of the notification (plain text, readable in Slack and e-mail)."""
+    if alert.get("metric") == "intent_share" or alert.get("dimension") == "intent":
+        return _intent_message(alert)
     subject = (f"[{alert['severity'].upper()}] Negative sentiment spike: {alert['dimension']} {alert['key']}")
     lines = [
         f"{alert['n_negative']} of {alert['n_articles']} articles negative "
@@ -115,6 +117,29 @@ def alert_message(alert: dict[str, Any]) -> tuple[str, str]:
         *([f"explained by the {alert['explained_by']} alert"] if alert.get("explained_by") else []),
         "most negative headlines:",
         *[f"  - {e.get('title')} ({e.get('source')}, score {e.get('score')})" for e in alert.get("evidence") or []],
+        f"alert_id: {alert['alert_id']}",
+    ]
+    return subject, "\n".join(lines)
+
+
+_LENGTH_WORDS = {"15m": "15 minutes", "30m": "30 minutes", "1h": "hour", "2h": "2 hours", "4h": "4 hours",
+                 "6h": "6 hours", "8h": "8 hours", "12h": "12 hours", "1d": "day"}
+
+
+def _intent_message(alert: dict[str, Any]) -> tuple[str, str]:
+    """An incident spike on the support inbox: one intent's share of all support messages surged
+    (``n_negative`` holds the intent's messages, ``n_articles`` every message of the window)."""
+    span = _LENGTH_WORDS.get(str(alert["granularity"]), str(alert["granularity"]))
+    subject = f"[{alert['severity'].upper()}] Incident spike: support intent {alert['key']}"
+    lines = [
+        f"{alert['key']}: {alert['observed']:.0%} of support messages in the last {span} vs "
+        f"{alert['baseline']:.0%} usual ({alert['n_negative']} of {alert['n_articles']} messages, "
+        f"p={alert['p_value']:.1e})",
+        f"window {alert['window_start']:%Y-%m-%d %H:%M} to {alert['window_end']:%H:%M} UTC "
+        "(intent surge: the most significant window length ending then)",
+        "most confident messages:",
+        *[f"  - {e.get('text')} ({e.get('channel') or 'inbox'}, confidence {e.get('confidence')})"
+          for e in alert.get("evidence") or []],
         f"alert_id: {alert['alert_id']}",
     ]
     return subject, "\n".join(lines)
@@ -142,6 +167,7 @@ def spike_event(alert: dict[str, Any], notify: bool, handoff: bool = False):
                  "baseline": alert["baseline"], "n_articles": alert["n_articles"], "n_negative": alert["n_negative"],
                  "p_value": alert["p_value"], "granularity": alert["granularity"],
                  "detector": alert.get("detector"), "explained_by": alert.get("explained_by"),
+                 "metric": alert.get("metric") or "negative_share",
                  "window_start": str(alert["window_start"]), "window_end": str(alert["window_end"]),
                  "subject": subject, "body": body},
         id=uuid.uuid5(_EVENT_NS, alert["alert_id"] + (":handoff" if handoff else "")),

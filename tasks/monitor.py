@@ -18,7 +18,7 @@ from prefect.runtime import flow_run
 from newspulse.settings import Settings
 from tasks.warehouse import writer_slot
 from warehouse import alerts as db_alerts
-from warehouse import monitor, reports, scan, scan_alerts, scan_report
+from warehouse import intent_monitor, monitor, reports, scan, scan_alerts, scan_report
 from warehouse import registry as db_registry
 from warehouse.connection import connect
 
@@ -164,6 +164,27 @@ def detect_spikes(settings: Settings, full: bool = False) -> dict[str, Any]:
     return {"model_version": version, "cutoff": str(cutoff), "windows": stored, "spikes": len(spikes),
             "new_alerts": inserted, "extended": len(extended), "explained": explained,
             "clock_back": state["clock_back"], **info}
+
+
+@task(name="detect-intent-spikes", cache_policy=NO_CACHE)
+def detect_intent_spikes(settings: Settings, full: bool = False, model_version: str | None = None) -> dict[str, Any]:
+    """Incident spikes on the support inbox: surges of one intent's share of support messages
+    (``warehouse.intent_monitor``), stored as ``alerts`` (dimension 'intent') that the same
+    delivery step sends. A warehouse without scored support messages makes this a no-op."""
+    log = get_run_logger()
+    run_id = str(flow_run.get_id()) if flow_run.get_id() else None
+    with writer_slot(settings), connect(settings) as con:
+        t0 = time.perf_counter()
+        out = intent_monitor.run_intent_monitor(
+            con, intent_monitor.intent_scan_params(settings), cooldown=timedelta(hours=settings.monitor_cooldown_h),
+            model_version=model_version, full=full, flow_run_id=run_id)
+    out["detect_s"] = round(time.perf_counter() - t0, 3)
+    if out["model_version"] is None:
+        log.info("no scored support messages: no intent monitoring")
+    else:
+        log.info("intents (%s): %d significant -> %d new alert(s), %d extended", out["model_version"],
+                 out["spikes"], len(out["new_alerts"]), out["extended"])
+    return out
 
 
 @task(name="publish-monitor-report", cache_policy=NO_CACHE)

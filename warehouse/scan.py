@@ -67,6 +67,10 @@ class ScanParams:
     min_history: int = 100
     volume: bool = True          # also test the key's negatives against all articles (see module doc)
     min_negative_volume: int = 8  # estimated true negatives before the volume test may fire
+    # The prior's share: None = the overall key's baseline share (negatives: every key shrinks
+    # towards the market). A count source whose keys split one whole (intents: each is a share of
+    # all support messages) sets the share a key with no history is expected at (1 / intents).
+    prior_share: float | None = None
 
     @classmethod
     def from_settings(cls, settings: Any) -> ScanParams:
@@ -170,7 +174,7 @@ def _scan_sorted(kid: np.ndarray, s: np.ndarray, n: np.ndarray, k: np.ndarray, o
     o_n = obn[j] if len(so) else np.zeros(rows, np.int64)
     o_share = np.where(o_n > 0, (obk[j] if len(so) else 0) / np.maximum(o_n, 1), np.nan)
     w = np.minimum(1.0, params.baseline_cap / np.maximum(base_n, 1))
-    prior = np.nan_to_num(o_share, nan=0.0)
+    prior = np.nan_to_num(o_share, nan=0.0) if params.prior_share is None else np.full(rows, params.prior_share)
     a = base_k * w + params.prior_strength * prior
     b = (base_n - base_k) * w + params.prior_strength * (1 - prior)
     expected = a / np.maximum(a + b, 1e-12)

@@ -11,6 +11,7 @@ run or earlier, as the monitor flow sees them), so the bench measures what the f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -30,16 +31,22 @@ def _pred(dimension: str, key: str) -> str:
 
 
 def detect(con: duckdb.DuckDBPyConnection, params: ScanParams, cutoff: datetime, conf: Any,
-           source: str = "monitor_input", slots_ready: bool = False, touched: str | None = None) -> list[dict]:
+           source: str = "monitor_input", slots_ready: bool = False, touched: str | None = None,
+           counts: Callable[..., None] | None = None) -> list[dict]:
     """Run the scan from ``cutoff`` over ``source``; returns the alarms (``scan_spikes`` rows).
 
     ``slots_ready``: ``mon_g1`` was already built with the scan's look-back (the monitor flow builds
     it once for the windows and the scan). ``touched``: scan only these keys (see ``run_scan``).
+    ``counts(con, lo, source, measures=False)`` builds ``mon_g1`` (per slot and key: n, and the
+    counted events as n_neg) from ``source``: news sentiment by default
+    (:func:`warehouse.monitor.slot_counts`), intents of support messages with
+    :func:`warehouse.intent_monitor.intent_slot_counts`.
     """
     if not slots_ready:
-        from warehouse.monitor import slot_counts
+        if counts is None:
+            from warehouse.monitor import slot_counts as counts
 
-        slot_counts(con, cutoff - params.lookback, source, measures=False)
+        counts(con, cutoff - params.lookback, source, measures=False)
     run_scan(con, params, cutoff, conf, touched)
     con.execute("DROP TABLE IF EXISTS mon_g1")
     return scan_spikes(con, cutoff)
