@@ -6,7 +6,8 @@ ingested corpus when the backbone is one of our own presets (a pretrained catalo
 SmolLM2-135M, the default, is adapted directly: its weekly domain pretraining is too slow for a
 demo on CPU) -> multi-head fine-tuning on the gold labels (the frozen recipe on CPU), evaluated
 next to the TF-IDF baseline and on the real-text golden set, registered and promoted if it wins -> score every article with the hourly CPU model (cpu-champion) ->
-monitor: sentiment windows, spike alerts and their delivery -> recommendations for every click
+monitor: sentiment windows, spike alerts and their delivery, and incident spikes of the triaged
+support inbox (its own generated stream with an injected outage) -> recommendations for every click
 log's users (click model, features, top-k).
 """
 
@@ -24,7 +25,12 @@ from flows.recommend import recommend_flow
 from flows.score import score_flow
 from newspulse.settings import get_settings
 from sources.seed_labels import SEED_DATASET, SEED_HEADLINES
-from tasks.demo import generate_demo_stream
+from tasks.demo import generate_demo_stream, generate_support_demo_stream
+
+try:  # the triage flow (issue 16 items 3-4); the demo runs without it where it is absent
+    from flows.triage import triage_flow
+except ImportError:  # pragma: no cover
+    triage_flow = None
 
 DEFAULT_DATASETS = [
     "financial_phrasebank", "ag_news", "bbc", "reuters", "cnbc", "guardian", "gold_news",
@@ -46,6 +52,8 @@ def pipeline_flow(
     finetune_budget_s: float = 150.0,
     max_length: int = 48,
     seed_labels: bool = True,
+    support: bool = True,
+    support_per_day: int = 200,
 ) -> dict[str, Any]:
     """Generate the demo stream, ingest it (plus ``datasets`` from ``data_dir``), then train.
 
@@ -56,6 +64,11 @@ def pipeline_flow(
     pretrained backbone reads (the headline and the first sentence). Budgets keep the demo within
     a few minutes on 2 cores; with the public datasets the heads learn PhraseBank sentiment and AG
     News topics next to the demo stream's own labels.
+
+    ``support`` also generates a support inbox over the same days (``support_per_day`` messages a
+    day, one injected outage whose onset is ground truth; BANKING77 test texts when ``data_dir``
+    holds the dataset), ingests it as support messages, triages it with the intent model, and
+    the monitor watches intent shares: the demo reports the outage's detection delay.
     """
     settings = get_settings()
     paths = generate_demo_stream(str(settings.demo_dir), seed, days, articles_per_day, n_users)
@@ -70,6 +83,14 @@ def pipeline_flow(
     if datasets:
         batches += ingest_flow(datasets=datasets, data_dir=data_dir or str(settings.data_dir))
     result: dict[str, Any] = {"paths": paths, "batches": batches}
+    if support:  # the support inbox (and, without BANKING77, the intent model's labelled templates)
+        sup = generate_support_demo_stream(str(settings.demo_dir), seed, days, support_per_day,
+                                           data_dir=data_dir or (str(settings.data_dir) if settings.data_dir else None))
+        batches += ingest_flow(files=[sup["paths"]["inbox"]], source="demo_support", target="support_messages")
+        if sup["paths"]["train"]:
+            batches += ingest_flow(files=[sup["paths"]["train"]], source="demo_support_train",
+                                   target="support_messages")
+        result["support"] = sup
     if train:
         result.update(_train(base or settings.default_backbone, pretrain_budget_s, finetune_budget_s, seed,
                              real=bool(datasets), max_length=max_length, seed_labels=seed_labels))
@@ -78,7 +99,15 @@ def pipeline_flow(
     # champion itself) scores what it has not seen, as score-hourly would; the monitor windows
     # that model's scores and raises alerts. Both are no-ops when there is nothing new.
     result["score"] = score_flow(model_version="cpu-champion")
+    if support:
+        # ---- intent model + triage (issue 16): the lead's fine-tune of the intent model goes
+        # here, before triage (BANKING77 train when present, else the stream's labelled templates:
+        # result["support"]["paths"]["train"], dataset 'synthetic_support'). Triage serves the
+        # intent-champion; without one it logs a line and stops, and the intent monitor is a no-op.
+        if triage_flow is not None:
+            result["triage"] = triage_flow()
     # The demo replays a month of history: its alerts are sent although their windows are old.
+    # The monitor also watches the triaged support inbox's intent shares (the injected outage).
     result["monitor"] = monitor_flow(notify_backfill=True)
     # Per-user recommendations from the click logs (the demo's users, and MIND's when ingested).
     result["recommend"] = recommend_flow()

@@ -122,7 +122,7 @@ def intent_evidence(con: duckdb.DuckDBPyConnection, spike: dict[str, Any], limit
                     source: str = SOURCE) -> list[dict[str, Any]]:
     """The window's messages of the intent, most confident first (what the on-call reads)."""
     cur = con.execute(
-        f"SELECT message_id, text, channel, ts, round(confidence, 3) AS confidence FROM {source} "
+        f"SELECT message_id, text, channel, ts, round(confidence::DOUBLE, 3) AS confidence FROM {source} "
         f"WHERE ts >= $start AND ts < $end AND intent = $key "
         f"ORDER BY confidence DESC NULLS LAST, ts, message_id LIMIT {int(limit)}",
         {"key": spike["key"], "start": spike["window_start"], "end": spike["window_end"]})
