@@ -86,8 +86,8 @@ def language_issue(text: str | None, lang: str | None) -> tuple[str, str | None]
     ``lang``, a text whose letters are mostly non-ASCII (another script) or whose function words
     are mostly another European language's.
     """
-    lang = (lang or "").strip().lower() or None
-    if not text or not text.strip():
+    lang = lang.strip().lower() or None if isinstance(lang, str) else None  # NULL arrives as None or NaN
+    if not isinstance(text, str) or not text.strip():
         return lang or UNDETERMINED, "empty message"
     if lang is not None and lang.split("-")[0].split("_")[0] not in ENGLISH:
         return lang, f"language {lang!r} is not supported by the intent model"

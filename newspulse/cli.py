@@ -519,7 +519,7 @@ def triage(
         load_routing(settings.routing_table)
         load_kb(settings.reply_kb)
     except (RoutingError, KnowledgeBaseError, OSError, ValueError) as exc:
-        console.print(f"[red]{' '.join(str(exc).split())}")
+        console.print(f"[red]{' '.join(str(exc).split())}", soft_wrap=True)
         raise typer.Exit(2) from exc
     from flows.triage import triage_flow
 

@@ -19,7 +19,7 @@ BY_NAME = {d["name"]: d for d in DEPLOYMENTS}
 
 def test_a_deployment_per_flow() -> None:
     flows = {d["entrypoint"].split(":")[1].removesuffix("_flow") for d in DEPLOYMENTS}
-    assert flows == {"ingest", "pretrain", "finetune", "distill", "score", "monitor", "recommend", "pipeline"}
+    assert flows == {"ingest", "pretrain", "finetune", "distill", "score", "monitor", "recommend", "pipeline", "triage"}
     assert len(BY_NAME) == len(DEPLOYMENTS)  # names are unique
 
 
@@ -43,6 +43,7 @@ def test_entrypoint_imports_and_parameters_fit(deployment: dict) -> None:
     ("score-hourly", "cpu", {"cron": "5 * * * *"}),
     ("score-gpu", "gpu", None),
     ("monitor-every-15-min", "cpu", {"interval": 900}),
+    ("triage-every-5-min", "cpu", {"cron": "*/5 * * * *"}),
     ("recommend-nightly", "cpu", {"cron": "30 2 * * *"}),
     ("pipeline-demo", "cpu", None),
 ])
