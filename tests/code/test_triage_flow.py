@@ -202,3 +202,29 @@ def test_routing_table_errors_and_gaps(settings, models, tmp_path, monkeypatch: 
     text = " ".join(status.output.split())
     assert "2 missing" in text and "card_arrival, exchange_rate" in text
     assert "unrouted_intent" in status.output and "intent_champion" in status.output
+
+
+def test_with_a_real_tiny_intent_model(settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registered intent-champion itself (an untrained tiny model): resolve, load, score, commit.
+    Rewriting is on, but the tiny tokenizer has no chat template, so drafts stay the approved text."""
+    import tasks.triage as t
+    from flows.triage import triage_flow
+    from newspulse.settings import get_settings
+    from tests.conftest import register_tiny_intent_model
+
+    monkeypatch.setattr(t, "_precision", lambda settings: "fp32")
+    monkeypatch.setenv("NEWSPULSE_REPLY_REWRITE", "true")
+    get_settings.cache_clear()
+    version = register_tiny_intent_model(settings, threshold=0.0)
+    _add_messages(settings, MESSAGES)
+    out = triage_flow()
+    assert out["model_version"] == version and out["rows_inserted"] == 9 and out["sentiment_version"] is None
+    rows = _query(settings, "SELECT intent_label, intent_confidence, intent_top3, decision, sentiment_label "
+                            "FROM support_scores WHERE intent_label IS NOT NULL")
+    assert len(rows) == 7
+    assert {r[0] for r in rows} <= {"card_not_working", "lost_or_stolen_card", "exchange_rate"}
+    assert all(0 < r[1] <= 1 and len(json.loads(r[2])) == 3 and r[4] is None for r in rows)
+    drafts = _query(settings, "SELECT d.rewritten, d.template_id, s.intent_label FROM reply_drafts d "
+                              "JOIN support_scores s USING (message_id, model_version)")
+    assert drafts == [] or all(not r[0] and r[1] == r[2] == "exchange_rate" for r in drafts)
+    assert len(drafts) == sum(r[0] == "exchange_rate" for r in rows)  # the one auto-answerable intent of the three
