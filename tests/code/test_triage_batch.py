@@ -225,3 +225,28 @@ def test_every_known_intent_routes() -> None:
 
     scores, _, _, _ = _run([f"message {i}" for i in range(77)], model=All())
     assert scores.queue.notna().all() and scores.priority.between(1, 4).all()
+
+
+def test_chat_template_generation_with_a_tiny_lm(tmp_path) -> None:
+    """lm_chat_generate on a real (random, tiny) causal LM with a chat template: it returns text, and
+    draft_reply keeps the approved answer unless that text keeps every fact (random text does not)."""
+    import torch
+
+    from models.backbone import build_backbone
+    from models.replies import draft_reply
+    from models.tokenizer import train_tokenizer
+    from models.triage_batch import lm_chat_generate
+
+    tok = train_tokenizer(["my card has not arrived yet please help"] * 50, tmp_path / "tok", vocab_size=260,
+                          max_length=64)
+    tok.chat_template = ("{% for m in messages %}<{{ m.role }}> {{ m.content }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}<assistant> {% endif %}")
+    assert has_chat_template(tok)
+    torch.manual_seed(0)
+    model = build_backbone("tiny", tok).eval()
+    generate = lm_chat_generate(model, tok, max_new_tokens=8)
+    text = generate([{"role": "user", "content": "hello"}])
+    assert isinstance(text, str)
+    draft = draft_reply("card_arrival", "where is my card", KB, rewrite=chat_rewriter(generate))
+    assert draft.text == KB["card_arrival"].text.format(customer_name="there") or draft.rewritten
+    assert draft.rewritten or draft.rejected_reason
