@@ -43,6 +43,7 @@ def finetune_flow(
     label_column: str = "label",
     label_map: dict[str, str] | None = None,
     intent_datasets: list[str] | None = None,
+    max_per_intent: int | None = None,
 ) -> dict[str, Any]:
     """Fine-tune, evaluate, register.
 
@@ -54,7 +55,8 @@ def finetune_flow(
     ``intent_datasets`` (e.g. ``["banking77"]``, support messages with gold intents) train the
     customer-service intent model instead of the news heads: same backbones, recipes, TF-IDF
     baseline and gate, competing for the ``intent-champion`` alias that triage serves. Its card
-    carries the auto-answer threshold tuned to 95% precision on validation.
+    carries the auto-answer threshold tuned to 95% precision on validation. ``max_per_intent``
+    caps the examples per intent (a quick model, e.g. the demo's).
     """
     settings = get_settings()
     migrate_warehouse(settings)
@@ -77,7 +79,7 @@ def finetune_flow(
             (sentiment_datasets if task == "sentiment" else topic_datasets).append(dataset_name)
     run_dir = settings.runs_dir / run_name
     data = export_training_data(settings, str(run_dir), sentiment_datasets, topic_datasets, topic_top_k, seed,
-                                intent_datasets)
+                                intent_datasets, max_per_intent)
     config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "max_length": max_length,
               "time_budget_s": time_budget_s, "seed": seed,
               **train_settings(settings, base, "lora" if lora else recipe)}

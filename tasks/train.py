@@ -30,7 +30,8 @@ from warehouse.training_data import intent_examples, labelled_examples, split_fi
 @task(name="export-training-data", cache_policy=NO_CACHE)
 def export_training_data(settings: Settings, run_dir: str, sentiment_datasets: list[str], topic_datasets: list[str],
                          topic_top_k: int | None = None, seed: int = 0,
-                         intent_datasets: list[str] | None = None) -> dict[str, Any]:
+                         intent_datasets: list[str] | None = None,
+                         max_per_intent: int | None = None) -> dict[str, Any]:
     """Labelled examples with deterministic splits -> ``examples.parquet``; returns path and split id.
 
     ``intent_datasets`` (support messages with gold intents) export the intent model's examples
@@ -41,7 +42,8 @@ def export_training_data(settings: Settings, run_dir: str, sentiment_datasets: l
         raise ValueError("intent datasets train their own model: do not mix them with sentiment/topic datasets")
     with writer_slot(settings), connect(settings) as con:
         if intent_datasets:
-            df = intent_examples(con, intent_datasets, seed=seed).rename(columns={"message_id": "article_id"})
+            df = intent_examples(con, intent_datasets, seed=seed, max_per_intent=max_per_intent
+                                 ).rename(columns={"message_id": "article_id"})
             df["title"] = None
         else:
             df = labelled_examples(con, sentiment_datasets, topic_datasets, topic_top_k=topic_top_k, seed=seed)

@@ -199,14 +199,16 @@ def write_corpus(con: duckdb.DuckDBPyConnection, out_path: Path, *, sources: lis
 
 
 def intent_examples(con: duckdb.DuckDBPyConnection, datasets: list[str] | None = None, *, seed: int = 0,
-                    val_frac: float = 0.1, test_frac: float = 0.1) -> pd.DataFrame:
+                    val_frac: float = 0.1, test_frac: float = 0.1, max_per_intent: int | None = None) -> pd.DataFrame:
     """Gold intents of support messages: ``message_id, text, intent, split, dataset``, one row each.
 
     Read from ``labels`` (task ``intent``, item = ``support_messages.message_id``) like the news
     heads' labels. Splits follow :func:`assign_splits` with the intent as the stratum: BANKING77
     ships train/test, so its test file stays test and validation is carved from train by hash;
     a dataset without a shipped train split is split by us, stratified per intent.
-    ``datasets``: None for every dataset with intent labels.
+    ``datasets``: None for every dataset with intent labels. ``max_per_intent`` keeps at most that
+    many train rows per intent, and a third of it (at least 5) per intent in validation and in
+    test, chosen by the same seeded hash (a quick model: the demo trains on 30 per intent).
     """
     labels = con.execute(
         """SELECT l.item AS message_id, l.dataset, l.label AS intent, l.split AS given_split, m.text
@@ -220,5 +222,10 @@ def intent_examples(con: duckdb.DuckDBPyConnection, datasets: list[str] | None =
     frame = labels.rename(columns={"message_id": "article_id"}).assign(sentiment=None, topic=labels.intent.values)
     labels["split"] = assign_splits(frame, seed, val_frac, test_frac).values
     labels = labels[labels.split.notna()]
+    if max_per_intent:
+        cap = labels.split.map(lambda sp: max_per_intent if sp == "train" else max(5, max_per_intent // 3))
+        order = labels.message_id.map(lambda m: _hash_unit(m, seed))
+        rank = labels.assign(u=order).groupby(["split", "intent"]).u.rank(method="first")
+        labels = labels[rank <= cap]
     cols = ["message_id", "text", "intent", "split", "dataset"]
     return labels[cols].sort_values(["split", "message_id"]).reset_index(drop=True)

@@ -57,7 +57,7 @@ def test_promote_list_and_roll_back_per_alias(warehouse) -> None:
 
 
 @pytest.mark.parametrize(("args", "says"), [
-    (("promote", "s1", "--alias", "gpu-champion"), "unknown alias 'gpu-champion': use champion or cpu-champion"),
+    (("promote", "s1", "--alias", "gpu-champion"), "unknown alias 'gpu-champion': use champion, cpu-champion, intent-champion"),
     (("promote", "nope"), "no model version 'nope'"),
     (("promote", "nope", "--alias", "cpu-champion"), "no model version 'nope'"),
     (("promote", "t1"), "t1 already holds champion"),

@@ -130,6 +130,16 @@ def test_banking77_dataset_by_name_gives_intent_labels(settings, tmp_path: Path)
         con.close()
     assert len(ex) == 21 and set(ex.split) == {"train", "validation", "test"}
     assert ex.loc[ex.split == "test", "intent"].tolist() == ["pin_blocked"]
+    # A quick model's cap: at most 6 train rows per intent, 5 per intent in validation/test, the same rows each time.
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    try:
+        capped, again = (intent_examples(con, ["banking77"], max_per_intent=6) for _ in range(2))
+    finally:
+        con.close()
+    counts = capped.groupby(["split", "intent"]).size()
+    assert counts[("train", "card_arrival")] == 6 and counts.drop("train", level=0).max() <= 5
+    assert capped.message_id.tolist() == again.message_id.tolist()
+    assert set(capped.message_id) <= set(ex.message_id)
 
 
 def test_cli_rejects_unknown_dataset_and_missing_file(tmp_path: Path) -> None:
