@@ -213,6 +213,11 @@ class Settings(BaseSettings):
         0.05, description="Intent surges: an intent's share of support messages must exceed its usual share by "
         "at least this much (2% -> 7%)."
     )
+    monitor_intent_alpha: float | None = Field(
+        None, description="Intent surges: the scan's alpha (None: monitor_scan_alpha, 1e-4). On the demo's "
+        "outage 1e-3 detected no sooner at full strength (median 30 min either way) and only weaker outages "
+        "sooner, for 6x the false alerts (bench/intent_outage.py, bench/README.md)."
+    )
     monitor_intent_baseline_cap: float = Field(
         1000.0, description="Intent surges: most pseudo-messages an intent's baseline share may weigh (intent "
         "shares are steadier than news sentiment, and a 2% intent must page within the hour)."

@@ -34,6 +34,7 @@ from typing import Any
 
 OUTAGE_INTENTS: tuple[str, ...] = ("card_not_working", "declined_card_payment", "declined_transfer")
 OUTAGE_MIX = (0.45, 0.35, 0.20)
+USUAL_OUTAGE_SHARE = 0.015
 DATASET = "synthetic_support"
 # Support traffic per UTC hour (relative): a busy working day, an evening tail, a quiet night.
 HOUR_PROFILE = (0.15, 0.1, 0.08, 0.08, 0.1, 0.2, 0.45, 0.8, 1.2, 1.5, 1.6, 1.6,
@@ -211,9 +212,13 @@ def generate_support_stream(out_dir: Path | str, seed: int = 7, days: int = 14,
     weights = {name: 1.0 / (1 + rank) ** 0.7 for rank, name in enumerate(shuffled)}
     norm = sum(weights.values())
     weights = {k: v / norm for k, v in weights.items()}
-    typical = sorted(weights.values())[len(weights) // 2]
-    for name in OUTAGE_INTENTS:  # every outage intent at the median intent's share (they move, not the mix)
+    # Every outage intent at an ordinary share on ordinary days: the median intent's, at most 1.5 %
+    # (card trouble is a small part of a bank's inbox until something breaks).
+    typical = min(sorted(weights.values())[len(weights) // 2], USUAL_OUTAGE_SHARE)
+    for name in OUTAGE_INTENTS:
         weights[name] = typical
+    norm = sum(weights.values())
+    weights = {k: v / norm for k, v in weights.items()}
     names, wts = list(weights), list(weights.values())
 
     day = outage_day if outage_day is not None else max(3, round(days * 0.7))

@@ -14,6 +14,7 @@ the news sentiment monitor. Only the count source differs (:func:`intent_slot_co
 - a larger baseline cap than news (an intent's share of a bank's inbox is steadier than a
   ticker's negative share, and a 2 % intent must be able to page within the hour);
 - a smaller minimum lift (2 % -> 10 % is an incident; news needs 15 points).
+- alpha: the news scan's (``monitor_intent_alpha`` overrides it; measured in bench/intent_outage.py).
 
 Message time is ``coalesce(created_at, ingested_at)``; the scores are the intent model's rows of
 ``support_scores`` (table of the triage flow; the ``intent-champion`` alias, else the newest
@@ -47,6 +48,7 @@ def intent_scan_params(settings: Any | None = None, n_intents: int | None = None
     :func:`run_intent_monitor` counts the intents in the data)."""
     base = ScanParams.from_settings(settings) if settings is not None else ScanParams()
     return replace(base, volume=False, prior_share=1.0 / max(n_intents, 2) if n_intents else None,
+                   alpha=getattr(settings, "monitor_intent_alpha", None) or base.alpha,
                    min_lift=getattr(settings, "monitor_intent_min_lift", 0.05),
                    baseline_cap=getattr(settings, "monitor_intent_baseline_cap", 1000.0),
                    min_articles=8, min_negative=5)

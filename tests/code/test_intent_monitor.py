@@ -168,3 +168,35 @@ def test_intent_alert_message_says_intent_surge() -> None:
     event = spike_event(alert, notify=True)
     assert event.resource["prefect.resource.id"] == "newspulse.intent.card_not_working"
     assert event.payload["metric"] == "intent_share"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_monitor_flow_delivers_the_intent_alert_through_the_block_once(settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The monitor flow with support scores and no news model: the intent step stores the alert,
+    the delivery step sends it through the webhook block (an 'Incident spike' message with the
+    evidence), the report is published; a second run sends nothing."""
+    from flows.monitor import monitor_flow
+    from newspulse.receiver import WebhookReceiver
+    from newspulse.settings import get_settings
+
+    onset = START + timedelta(days=5, hours=13)
+    with connect(settings) as c:
+        migrate(c)
+        _load(c, _messages(6, seed=1, surge=(onset, 3, "card_not_working", 12)))
+    with WebhookReceiver() as receiver:
+        monkeypatch.setenv("NEWSPULSE_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{receiver.port}/hook")
+        monkeypatch.setenv("NEWSPULSE_ALERT_ALLOW_PRIVATE_URLS", "true")
+        monkeypatch.setenv("NEWSPULSE_ALERT_RETRY_BACKOFF_S", "0.05")
+        get_settings.cache_clear()
+        first = monitor_flow(notify_backfill=True)
+        assert first["model_version"] is None  # no news champion: the news step did nothing
+        assert first["intent"]["model_version"] == MODEL and len(first["intent"]["new_alerts"]) == 1
+        assert first["events"] == 1 and len(first["delivered"]) == 1
+        (post,) = receiver.posts
+        assert "Incident spike: support intent card_not_working" in post["subject"]
+        assert "of support messages in the last" in post["text"] and "message about card not working" in post["text"]
+        second = monitor_flow(notify_backfill=True)
+        assert second["intent"]["new_alerts"] == [] and len(receiver.posts) == 1
+    with connect(settings) as c:
+        (a,) = _intent_alerts(c)
+    assert a["status"] == "open" and a["event_id"] and a["notified_at"] is not None
