@@ -16,7 +16,8 @@ the news sentiment monitor. Only the count source differs (:func:`intent_slot_co
 - a smaller minimum lift (2 % -> 10 % is an incident; news needs 15 points).
 - alpha: the news scan's (``monitor_intent_alpha`` overrides it; measured in bench/intent_outage.py).
 
-Message time is ``coalesce(created_at, ingested_at)``; the scores are the intent model's rows of
+Message time is ``coalesce(created_at, ingested_at)`` (labelled messages without a time are a
+training corpus such as BANKING77, not traffic, and are left out); the scores are the intent model's rows of
 ``support_scores`` (table of the triage flow; the ``intent-champion`` alias, else the newest
 version scored). A warehouse without that table or without rows makes everything here a no-op.
 No Prefect import (the task in ``tasks/monitor.py`` wraps :func:`run_intent_monitor`).
@@ -84,13 +85,19 @@ def intent_model_version(con: duckdb.DuckDBPyConnection, version: str | None = N
 
 def create_support_input(con: duckdb.DuckDBPyConnection, model_version: str) -> None:
     """TEMP VIEW ``support_input``: one row per message scored by ``model_version`` (message_id,
-    ts, intent, confidence, text, channel)."""
+    ts, intent, confidence, text, channel), leaving out labelled messages without a time (training
+    corpora, not traffic)."""
     con.execute(
         f"CREATE OR REPLACE TEMP VIEW {SOURCE} AS "
         "SELECT s.message_id, coalesce(m.created_at, m.ingested_at) AS ts, s.intent_label AS intent, "
         "s.intent_confidence AS confidence, m.text, m.channel "
         "FROM support_scores s JOIN support_messages m USING (message_id) "
-        f"WHERE s.model_version = {sql_literal(model_version)} AND s.intent_label IS NOT NULL"
+        f"WHERE s.model_version = {sql_literal(model_version)} AND s.intent_label IS NOT NULL "
+        # A labelled corpus without message times (BANKING77, the demo's training templates) is
+        # training data, not inbox traffic: thousands of rows at one ingest instant would read as
+        # a surge of every intent. Inbox exports with agent tags have times and are kept.
+        "AND NOT (m.created_at IS NULL AND EXISTS (SELECT 1 FROM labels l WHERE l.task = 'intent' "
+        "AND l.item = m.message_id))"
     )
 
 

@@ -125,6 +125,25 @@ def test_steady_inbox_does_not_fire(con) -> None:
     assert out["model_version"] == MODEL and out["new_alerts"] == [], _intent_alerts(con)
 
 
+def test_a_labelled_corpus_without_times_is_not_inbox_traffic(con) -> None:
+    """BANKING77-like training rows (gold intent, no created time) triaged with the inbox: all
+    ingested at one instant, they would look like a surge; they are left out."""
+    _load(con, _messages(8, seed=2))
+    at = START + timedelta(days=7, hours=12)
+    corpus = pd.DataFrame([{"message_id": f"train-{i}", "ts": at, "intent": "terminate_account",
+                            "text": f"close my account {i}", "confidence": 0.9} for i in range(60)])
+    _load(con, corpus)
+    con.execute("UPDATE support_messages SET created_at = NULL WHERE message_id LIKE 'train-%'")
+    con.execute("INSERT INTO labels BY NAME SELECT 'banking77' AS dataset, message_id AS item, 'intent' AS task, "
+                "'terminate_account' AS label, 'train' AS split, 'b1' AS batch_id, now() AS created_at FROM support_messages WHERE message_id LIKE 'train-%'")
+    assert run_intent_monitor(con, intent_scan_params())["new_alerts"] == []
+    # the same rows as inbox traffic (no gold label) are a surge
+    con.execute("DELETE FROM labels WHERE item LIKE 'train-%'")
+    assert [a["key"] for a in _intent_alerts(con)] == []
+    out = run_intent_monitor(con, intent_scan_params(), full=True)
+    assert [a["key"] for a in _intent_alerts(con)] == ["terminate_account"], out
+
+
 def test_cooldown_extends_then_a_later_episode_opens_a_new_alert(con) -> None:
     first = START + timedelta(days=4, hours=10)
     df = _messages(5, seed=3, surge=(first, 2, "declined_transfer", 12))
