@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -11,7 +12,7 @@ from rich.table import Table
 
 from newspulse.settings import get_settings, use_local_env
 
-console = Console(width=None if sys.stdout.isatty() else 140)
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140)
 backbones_app = typer.Typer(help="Pretrained backbones and presets: list, fetch (convert once), show.",
                             no_args_is_help=True)
 
@@ -52,8 +53,8 @@ def fetch_cmd(
     try:
         with console.status(f"converting {name} (about 20 s)"):
             path = fetch(name, settings.backbones_dir, force=force)
-    except BackboneError as exc:
-        console.print(f"[red]{exc}")
+    except BackboneError as exc:  # one line, however long
+        console.print(" ".join(str(exc).split()), style="red", soft_wrap=True, markup=False, highlight=False)
         raise typer.Exit(2) from None
     console.print(f"{name} is ready in {path}")
 
@@ -69,8 +70,8 @@ def show_cmd(
 
     try:
         info = card(name, get_settings().backbones_dir)
-    except BackboneError as exc:
-        console.print(f"[red]{exc}")
+    except BackboneError as exc:  # one line, however long
+        console.print(" ".join(str(exc).split()), style="red", soft_wrap=True, markup=False, highlight=False)
         raise typer.Exit(2) from None
     if as_json:
         print(card_json(info))

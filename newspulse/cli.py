@@ -6,12 +6,14 @@ Heavy imports (Prefect, Great Expectations) happen inside the commands that need
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -31,11 +33,45 @@ alerts_app = typer.Typer(help="Sentiment spike alerts: list, show, ack, resolve.
 app.add_typer(alerts_app, name="alerts")
 register_serve_commands(app)  # newspulse serve | stop | provision (newspulse/serve_cli.py)
 register_backbone_commands(app)  # newspulse backbones list | fetch | show (newspulse/backbones_cli.py)
-# Wide enough for the batch tables when output is piped (CI logs, `make demo | tee`).
-console = Console(width=None if sys.stdout.isatty() else 140)
+# Wide enough for the batch tables when output is piped (CI logs, `make demo | tee`); COLUMNS, when
+# set, is the width everywhere (rich reads it).
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140)
+FORMATS = ("table", "csv", "json")
+# Table cells: ids are never wrapped; long text is cut with an ellipsis instead of wrapped word by word.
+TEXT_COLUMNS = {"title", "text", "body", "message", "explained_by", "input", "reasons", "raw_preview", "draft_text",
+                "top_headline", "note", "artifact_path", "evidence", "details"}
 
 BATCH_COLUMNS = ["source", "input", "rows_read", "rows_inserted", "rows_duplicate", "rows_quarantined",
                  "labels_inserted", "status"]
+
+
+def _fail(message: object, code: int = 2) -> NoReturn:
+    """A user's mistake (exit 2) or a missing thing (exit 1): one red line, no traceback."""
+    console.print(" ".join(str(message).split()), style="red", soft_wrap=True, markup=False, highlight=False)
+    raise typer.Exit(code)
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        _fail(f"--format must be table, csv or json, not {fmt!r}")
+
+
+def _is_id(column: str) -> bool:
+    return column.endswith("_id") or column in ("key", "model_version", "alias")
+
+
+def _cell(value: Any) -> str:
+    """A value as people read it: floats to 4 significant digits (no float32 noise), times to the second."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return str(value)
+        return f"{value:,.0f}" if abs(value) >= 10_000 else f"{value:.4g}"
+    if isinstance(value, dt.datetime):
+        utc = value.utcoffset() in (None, dt.timedelta(0))
+        return value.strftime("%Y-%m-%d %H:%M:%S" if utc else "%Y-%m-%d %H:%M:%S%z")
+    return str(value)
 
 
 def _offline_env() -> None:
@@ -80,11 +116,19 @@ def _print_result(result: Any, fmt: str) -> None:
         writer.writerow(result.columns)
         writer.writerows(result.rows)
         return
+    cells = [[_cell(v) for v in row] for row in result.rows]
     table = Table(show_lines=False)
-    for col in result.columns:
-        table.add_column(col, overflow="fold")
-    for row in result.rows:
-        table.add_row(*["" if v is None else str(v) for v in row])
+    for i, col in enumerate(result.columns):
+        widest = max((len(r[i]) for r in cells), default=0)
+        if _is_id(col):  # an id split over two lines cannot be copied
+            table.add_column(col, no_wrap=True, min_width=min(widest, 40))
+        elif col in TEXT_COLUMNS:
+            table.add_column(col, no_wrap=True, overflow="ellipsis", min_width=min(widest, 12))
+        else:
+            table.add_column(col, overflow="fold", justify="right" if result.rows and isinstance(
+                result.rows[0][i], (int, float)) and not isinstance(result.rows[0][i], bool) else "left")
+    for row in cells:
+        table.add_row(*row)
     console.print(table)
     if result.truncated:
         console.print(f"[yellow]first {len(result.rows)} rows shown; use --limit to see more")
@@ -94,12 +138,11 @@ def _run_flow(fn: Any, **kwargs: Any) -> Any:
     """Run a flow, turning a failed run into a clean exit code 1 with its message."""
     state = fn(**kwargs, return_state=True)
     if not state.is_completed():
-        console.print(f"[red]{fn.name} run ended {state.type.value}: {state.message}")
         try:
             state.result()
-        except Exception as exc:  # noqa: BLE001 - show the user the reason, then exit non-zero
-            console.print(f"[red]{type(exc).__name__}: {exc}")
-        raise typer.Exit(1)
+        except Exception as exc:  # noqa: BLE001 - show the user the reason (one line), then exit non-zero
+            _fail(f"{fn.name} run ended {state.type.value}: {type(exc).__name__}: {exc}", 1)
+        _fail(f"{fn.name} run ended {state.type.value}: {state.message}", 1)
     return state.result()
 
 
@@ -305,6 +348,10 @@ def ingest_files(
     encoding: Annotated[str, typer.Option(help="Text encoding of CSV files.")] = "utf-8",
 ) -> None:
     """Ingest local files; files already ingested in the same version are skipped."""
+    from sources.files import expand_globs
+
+    if unmatched := expand_globs(patterns)[1]:
+        _fail(f"no such file: {', '.join(unmatched)}")
     _offline_env()
     from flows.ingest import ingest_flow
 
@@ -331,8 +378,7 @@ def ingest_support(
 
     files, unmatched = expand_globs(patterns)
     if unmatched:
-        console.print(f"[red]no such support file: {', '.join(unmatched)}")
-        raise typer.Exit(2)
+        _fail(f"no such support file: {', '.join(unmatched)}")
     defaults = _pairs(default, "--default") or {}
     if channel:
         defaults.setdefault("channel", channel)
@@ -369,18 +415,17 @@ def ingest_dataset(
 
     root = data_dir or get_settings().data_dir
     if not root:
-        raise typer.BadParameter("give --data-dir or set NEWSPULSE_DATA_DIR")
+        _fail("give --data-dir or set NEWSPULSE_DATA_DIR (the folder of the public datasets; see README, "
+              "Public datasets)")
     from sources.datasets import DATASETS
     from sources.support import SUPPORT_DATASETS
 
     known = {**DATASETS, **SUPPORT_DATASETS}
     for name in names:  # a typo or a missing folder: one line and a non-zero exit, before any run
         if name not in known:
-            console.print(f"[red]unknown dataset {name!r}; known: {', '.join(known)}")
-            raise typer.Exit(2)
+            _fail(f"unknown dataset {name!r}; known: {', '.join(known)}")
         if not (Path(root) / known[name].folder).is_dir():
-            console.print(f"[red]dataset {name!r}: folder {Path(root) / known[name].folder} not found")
-            raise typer.Exit(2)
+            _fail(f"dataset {name!r}: folder {Path(root) / known[name].folder} not found")
     batches = _run_flow(ingest_flow, datasets=names, data_dir=str(root))
     console.print(_batches_table(batches, "Ingested") if batches else "[yellow]nothing new to ingest")
 
@@ -410,11 +455,16 @@ def sql(
 
     from warehouse.query import run_readonly
 
+    _check_format(fmt)
     try:
         result = run_readonly(get_settings(), query, limit=limit)
-    except (duckdb.Error, FileNotFoundError) as exc:
-        console.print(f"[red]{type(exc).__name__}: {exc}")
-        raise typer.Exit(2) from exc
+    except FileNotFoundError as exc:
+        _fail(exc, 1)
+    except duckdb.Error as exc:  # DuckDB's "LINE 1: ... ^^^" pointer needs a monospaced block: one line instead
+        lines = str(exc).splitlines()
+        message = " ".join(line for line in lines[:next((i for i, x in enumerate(lines) if x.startswith("LINE ")),
+                                                        len(lines))])
+        _fail(f"{type(exc).__name__}: {message}")
     _print_result(result, fmt)
 
 
@@ -547,6 +597,12 @@ def generate_stream_cmd(
     """Write the seeded synthetic stream (articles, labels, click logs, ground truth) only."""
     from sources.synthetic import SyntheticConfig, generate_stream, summarize
 
+    if days < 2 or articles_per_day < 1 or users < 1:
+        _fail(f"need --days >= 2, --articles-per-day >= 1 and --users >= 1, not {days}, {articles_per_day}, {users}")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"cannot write to {out_dir}: {exc.strerror or exc}")
     stream = generate_stream(out_dir, SyntheticConfig(seed=seed, days=days, articles_per_day=articles_per_day,
                                                       n_users=users))
     console.print(summarize(stream))
@@ -586,8 +642,7 @@ def pretrain(
     try:
         resolve(base, settings.backbones_dir, settings.runs_dir)
     except BackboneError as exc:
-        console.print(f"[red]{exc}")
-        raise typer.Exit(2) from None
+        _fail(exc)
     from flows.pretrain import pretrain_flow
 
     out = _run_flow(pretrain_flow, run_name=run_name, base=base, incremental=incremental, steps_per_run=steps_per_run,
@@ -637,22 +692,18 @@ def finetune(
     from models.catalogue import BackboneError, resolve
 
     if recipe not in ("auto", "frozen", "lora", "full"):
-        console.print(f"[red]--recipe must be auto, frozen, lora or full, not {recipe!r}")
-        raise typer.Exit(2)
+        _fail(f"--recipe must be auto, frozen, lora or full, not {recipe!r}")
     if task not in ("sentiment", "topic", "intent"):
-        console.print(f"[red]--task must be sentiment, topic or intent, not {task!r}")
-        raise typer.Exit(2)
+        _fail(f"--task must be sentiment, topic or intent, not {task!r}")
     if (intent or (file and task == "intent")) and (sentiment or topic or (file and task != "intent")):
-        console.print("[red]an intent model is trained on its own: give --intent (or --task intent files) "
-                      "without --sentiment/--topic datasets")
-        raise typer.Exit(2)
+        _fail("an intent model is trained on its own: give --intent (or --task intent files) "
+              "without --sentiment/--topic datasets")
     settings = get_settings()
     try:  # a wrong --base is the user's mistake: one line, before any flow starts
         with console.status("preparing the backbone"):
             resolve(base or settings.default_backbone, settings.backbones_dir, settings.runs_dir)
     except BackboneError as exc:
-        console.print(f"[red]{exc}")
-        raise typer.Exit(2) from None
+        _fail(exc)
     from flows.finetune import finetune_flow
 
     out = _run_flow(finetune_flow, sentiment_datasets=sentiment, topic_datasets=topic, topic_top_k=topic_top_k,
@@ -697,8 +748,7 @@ def distill(
                 if get_model(con, teacher) is None:
                     raise DistillInputError(f"no model version {teacher!r} in the registry (see `newspulse models list`)")
     except DistillInputError as exc:
-        console.print(f"[red]{exc}")
-        raise typer.Exit(2) from None
+        _fail(exc)
     from flows.distill import distill_flow
 
     state = distill_flow(teacher=teacher, student_base=student, sentiment_datasets=sentiment, topic_datasets=topic,
@@ -708,11 +758,10 @@ def distill(
         try:
             state.result()
         except DistillInputError as exc:  # an empty pool, no champion yet: bad input, not a crash
-            console.print(f"[red]{exc}")
-            raise typer.Exit(2) from None
+            _fail(f"{exc}")
         except Exception as exc:  # noqa: BLE001 - show the user the reason, then exit non-zero
-            console.print(f"[red]distill run ended {state.type.value}: {type(exc).__name__}: {exc}")
-        raise typer.Exit(1)
+            _fail(f"distill run ended {state.type.value}: {type(exc).__name__}: {exc}", 1)
+        _fail(f"distill run ended {state.type.value}: {state.message}", 1)
     out = state.result()
     console.print(out["card"], markup=False, highlight=False)
     console.print(f"[bold]{out['model_version']}[/bold]: {out['reason']}")
@@ -722,8 +771,7 @@ def _require_warehouse() -> Any:
     """The settings, once the warehouse file exists; otherwise one line and exit 1."""
     settings = get_settings()
     if not Path(settings.warehouse_path).exists():
-        console.print(f"[red]no warehouse at {settings.warehouse_path}: run `newspulse demo` or `newspulse ingest` first")
-        raise typer.Exit(1)
+        _fail(f"no warehouse at {settings.warehouse_path}: run `newspulse demo` or `newspulse ingest` first", 1)
     return settings
 
 
@@ -757,6 +805,7 @@ def models_list(fmt: Annotated[str, typer.Option("--format", help="table | csv |
     """Every model version with its stage, the aliases it serves and validation scores; then who serves what."""
     from warehouse.query import run_readonly
 
+    _check_format(fmt)
     settings = _require_warehouse()
     _print_result(run_readonly(settings, "SELECT * FROM v_models ORDER BY created_at DESC"), fmt)
     if fmt == "table":  # csv/json stay one parseable document
@@ -776,8 +825,7 @@ def models_show(version: Annotated[str, typer.Argument(help="A version, `champio
     with _registry_con() as con:
         row = get_model(con, version)
     if row is None:
-        console.print(f"[red]no model {version!r}")
-        raise typer.Exit(1)
+        _fail(f"no model {version!r}", 1)
     card = Path(row["artifact_path"]) / "MODEL_CARD.md"
     console.print(card.read_text(encoding="utf-8") if card.exists() else row, markup=False, highlight=False)
 
@@ -794,8 +842,7 @@ def models_promote(version: Annotated[str, typer.Argument()],
         with _registry_writer() as con:
             promote(con, version, reason, alias=alias)
     except (KeyError, ValueError) as exc:  # unknown version or alias, or it holds the alias already
-        console.print(f"[red]{exc.args[0] if exc.args else exc}")
-        raise typer.Exit(1) from None
+        _fail(exc.args[0] if exc.args else exc, 1)
     console.print(f"{version} is now the {alias}")
 
 
@@ -813,8 +860,7 @@ def models_rollback(alias: Annotated[str, typer.Option(help=ALIAS_HELP)] = "cham
             demoted, restored = rollback(con, alias)
             fallback = resolve(con, alias) if restored is None else None
     except ValueError as exc:
-        console.print(f"[red]{exc}")
-        raise typer.Exit(1) from None
+        _fail(f"{exc}", 1)
     if restored is not None:
         console.print(f"rolled back: {demoted} no longer holds {alias}, {restored} is the {alias} again")
     else:
@@ -840,8 +886,15 @@ def score(
     from flows.score import score_flow
 
     if runner not in (None, "threads", "dask"):
-        console.print(f"[red]--runner must be `threads` or `dask`, not {runner!r}")
-        raise typer.Exit(2)
+        _fail(f"--runner must be `threads` or `dask`, not {runner!r}")
+    for name, value in (("--shard-size", shard_size), ("--limit", limit), ("--workers", workers)):
+        if value is not None and value < 1:
+            _fail(f"{name} must be at least 1, not {value}")
+    from warehouse.registry import get_model
+
+    with _registry_con() as con:  # an unknown version is one line before any flow starts
+        if get_model(con, model_version) is None:
+            _fail(f"no model {model_version!r}: see `newspulse models list` (train one with `newspulse finetune`)", 1)
     out = _run_flow(score_flow, model_version=model_version, shard_size=shard_size, limit=limit,
                     task_runner=runner, workers=workers, dask_address=dask_address)
     if not out.get("rows_inserted"):
@@ -917,13 +970,21 @@ def recs(
     """A user's current recommendations with the features behind each (v_user_recommendations)."""
     from warehouse.query import run_readonly
 
-    sql = ("SELECT source, rank, title, topic, score, click_prob, similarity, topic_affinity, recency_h, popularity, "
-           "sentiment, cold_start FROM v_user_recommendations WHERE user_id = ? AND (? IS NULL OR source = ?) "
-           f"ORDER BY source, rank LIMIT {int(limit)}")
-    result = run_readonly(get_settings(), sql, params=[user_id, source, source])
+    _check_format(fmt)
+    if limit < 1:
+        _fail(f"--limit must be at least 1, not {limit}")
+    settings = _require_warehouse()
+    # Rounded in SQL: the features are FLOAT (float32) and would print as 0.8482000231742859 in any format.
+    features = ["round(score, 4) AS score", "round(click_prob, 4) AS click_prob", "round(similarity, 4) AS similarity",
+                "round(topic_affinity, 4) AS topic_affinity", "round(recency_h, 1) AS recency_h",
+                "round(popularity, 4) AS popularity", "round(sentiment, 3) AS sentiment", "cold_start"]
+    if fmt == "table" and console.width < 120:  # a narrow terminal: the ranking, not every feature
+        features = features[:2]
+    sql = (f"SELECT source, rank, title, topic, {', '.join(features)} FROM v_user_recommendations "
+           f"WHERE user_id = ? AND (? IS NULL OR source = ?) ORDER BY source, rank LIMIT {int(limit)}")
+    result = run_readonly(settings, sql, params=[user_id, source, source])
     if not result.rows:
-        console.print(f"no recommendations for {user_id!r}: run `newspulse recommend` (or the user is unknown)")
-        raise typer.Exit(1)
+        _fail(f"no recommendations for {user_id!r}: run `newspulse recommend` (or the user is unknown)", 1)
     _print_result(result, fmt)
 
 
@@ -942,12 +1003,20 @@ def alerts_list(
     where = {"open": f"WHERE status IN {OPEN_STATUSES}", "all": ""}.get(
         status, f"WHERE status = '{status}'" if status in ("pending", "delivering", "acked", "resolved") else None)
     if where is None:
-        console.print(f"[red]unknown status {status!r}")
-        raise typer.Exit(2)
-    sql = ("SELECT alert_id, status, severity, dimension, key, granularity, window_start, observed_negative_share, "
-           f"baseline_negative_share, n_negative, n_articles, notified_at, explained_by FROM v_alerts {where} "
-           f"ORDER BY window_end DESC LIMIT {int(limit)}")
-    _print_result(run_readonly(get_settings(), sql), fmt)
+        _fail(f"unknown status {status!r}: use open, pending, delivering, acked, resolved or all")
+    _check_format(fmt)
+    if limit < 1:
+        _fail(f"--limit must be at least 1, not {limit}")
+    settings = _require_warehouse()
+    columns = ["alert_id", "status", "severity", "dimension", "key", "granularity", "window_start",
+               "round(observed_negative_share, 3) AS observed_negative_share",
+               "round(baseline_negative_share, 3) AS baseline_negative_share", "n_negative", "n_articles",
+               "notified_at", "explained_by"]
+    if fmt == "table" and console.width < 120:  # a narrow terminal: what it is and how bad, ids whole
+        columns = ["alert_id", "status", "severity", "dimension", "key", "strftime(window_start, '%m-%d %H:%M') AS window",
+                   "round(observed_negative_share, 2) AS neg", "round(baseline_negative_share, 2) AS base"]
+    sql = f"SELECT {', '.join(columns)} FROM v_alerts {where} ORDER BY window_end DESC LIMIT {int(limit)}"
+    _print_result(run_readonly(settings, sql), fmt)
 
 
 @alerts_app.command("show")
@@ -958,8 +1027,7 @@ def alerts_show(alert_id: Annotated[str, typer.Argument(help="An alert id (or a 
     with _registry_con() as con:
         row = get_alert(con, alert_id)
     if row is None:
-        console.print(f"[red]no alert {alert_id!r}")
-        raise typer.Exit(1)
+        _fail(f"no alert {alert_id!r}", 1)
     console.print_json(json.dumps(row, default=str))
 
 
@@ -972,11 +1040,9 @@ def _set_alert(alert_id: str, status: str, note: str | None) -> None:
         with _registry_con(write=True) as con:
             row = set_status(con, alert_id, status, note)
     except (KeyError, ValueError) as exc:
-        console.print(f"[red]{exc}")
-        raise typer.Exit(1) from exc
+        _fail(exc.args[0] if exc.args else exc, 1)
     except duckdb.IOException as exc:  # a flow holds the warehouse for writing right now
-        console.print(f"[red]the warehouse is busy (a flow is writing): try again in a moment ({exc})")
-        raise typer.Exit(1) from exc
+        _fail(f"the warehouse is busy (a flow is writing): try again in a moment ({exc})", 1)
     console.print(f"alert {row['alert_id']} ({row['dimension']} {row['key']}) is now {row['status']}")
 
 
@@ -994,27 +1060,38 @@ def alerts_resolve(alert_id: Annotated[str, typer.Argument(help="An alert id (or
     _set_alert(alert_id, "resolved", note)
 
 
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
+
+
 def _read_table(path: Path) -> "Any":
     import pandas as pd
 
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
         return pd.read_parquet(path)
-    if suffix in (".jsonl", ".ndjson", ".json"):
+    if suffix in (".jsonl", ".ndjson"):
         return pd.read_json(path, lines=True, dtype=False, encoding_errors="replace")
+    if suffix == ".json":  # one JSON array of records (what --output x.json writes), else JSON lines
+        try:
+            return pd.read_json(path, orient="records", dtype=False, encoding_errors="replace")
+        except ValueError:
+            return pd.read_json(path, lines=True, dtype=False, encoding_errors="replace")
     return pd.read_csv(path, dtype=str, keep_default_na=False, encoding_errors="replace",
                        sep="\t" if suffix == ".tsv" else ",")
 
 
 def _write_table(df: "Any", path: Path) -> None:
+    """Write in the format the suffix names (TABLE_SUFFIXES; the caller refuses any other)."""
     suffix = path.suffix.lower()
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix in (".parquet", ".pq"):
         df.to_parquet(path, index=False)
-    elif suffix in (".jsonl", ".ndjson", ".json"):
+    elif suffix in (".jsonl", ".ndjson"):
         df.to_json(path, orient="records", lines=True, force_ascii=False)
+    elif suffix == ".json":
+        df.to_json(path, orient="records", force_ascii=False)
     else:
-        df.to_csv(path, index=False)
+        df.to_csv(path, index=False, sep="\t" if suffix == ".tsv" else ",")
 
 
 @app.command()
@@ -1031,22 +1108,33 @@ def predict(
     from models.serving import ServedModel
     from warehouse.registry import get_model
 
+    # Every mistake in the arguments or the input file is one line, before the model loads.
     if not input.is_file():
-        console.print(f"[red]no input file {input}")
-        raise typer.Exit(2)
+        _fail(f"no input file {input}" if not input.exists() else f"{input} is not a file")
+    if output.suffix.lower() not in TABLE_SUFFIXES:
+        _fail(f"--output {output}: write .csv, .tsv, .parquet, .jsonl or .json (the format follows the suffix)")
+    if output.is_dir():
+        _fail(f"--output {output} is a folder: name a file")
+    if batch_size < 1:
+        _fail(f"--batch-size must be at least 1, not {batch_size}")
+    try:
+        df = _read_table(input)
+    except (ValueError, OSError, UnicodeError, ImportError) as exc:
+        import pandas as pd
+
+        if isinstance(exc, pd.errors.EmptyDataError) or input.stat().st_size == 0:
+            _fail(f"cannot read {input}: the file is empty")
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        _fail(f"cannot read {input} as {input.suffix.lstrip('.').upper() or 'CSV'} (is it a text table?): "
+              f"{type(exc).__name__}: {first}")
+    if text_column not in df.columns:
+        _fail(f"no column {text_column!r} in {input}; columns are {list(df.columns)[:20]} (use --text-column)")
+    if df.empty:
+        _fail(f"{input} has a header but no rows")
     with _registry_con() as con:
         row = get_model(con, model)
     if row is None:
-        console.print(f"[red]no model {model!r}: train one with `newspulse finetune`")
-        raise typer.Exit(1)
-    try:
-        df = _read_table(input)
-    except (ValueError, OSError, UnicodeError) as exc:
-        console.print(f"[red]cannot read {input}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-        raise typer.Exit(2) from None
-    if text_column not in df.columns:
-        console.print(f"[red]no column {text_column!r}; columns are {list(df.columns)}")
-        raise typer.Exit(2)
+        _fail(f"no model {model!r}: train one with `newspulse finetune`", 1)
     texts = df[text_column].astype("string").fillna("").tolist()
     notes = ["empty text" if not t.strip() else ("invalid bytes replaced" if "\ufffd" in t else "") for t in texts]
     served = ServedModel(Path(row["artifact_path"]), precision=_precision())
@@ -1059,7 +1147,10 @@ def predict(
     out = pd_concat(df, scored)
     out["note"] = notes
     out["model_version"] = row["model_version"]
-    _write_table(out, output)
+    try:
+        _write_table(out, output)
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror or exc}", 1)
     console.print(f"scored {len(out)} rows with {row['model_version']} ({row['served']}) -> {output}; "
                   f"{sum(1 for n in notes if n)} row(s) with a note")
     if "intent_top3" in out:
@@ -1114,16 +1205,14 @@ def generate(
         try:
             path = Path(resolve(model, get_settings().backbones_dir).ref)
         except BackboneError as exc:
-            console.print(f"[red]{exc}")
-            raise typer.Exit(2) from None
+            _fail(f"{exc}")
     if not path.is_dir():
         from warehouse.registry import get_model
 
         with _registry_con() as con:
             row = get_model(con, model)
         if row is None:
-            console.print(f"[red]no model {model!r}")
-            raise typer.Exit(1)
+            _fail(f"no model {model!r}", 1)
         path = Path(row["artifact_path"])
     console.print(generate_text(path, prompt, max_new_tokens=max_new_tokens, top_p=top_p,
                                 temperature=temperature, seed=seed))
