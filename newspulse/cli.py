@@ -288,6 +288,17 @@ def _print_outage_detection(out: dict[str, Any], settings: Any) -> None:
         console.print(f"support outage ({', '.join(truth['intents'])} from {onset:%Y-%m-%d %H:%M} UTC): "
                       "[yellow]not monitored: no triaged support messages (no intent model serves triage yet)")
         return
+    from sources.synthetic_support import intent_accuracy
+
+    try:  # how right the serving intent model was on the stream (its true intents are ground truth)
+        pred = run_readonly(settings, "SELECT m.source_message_id, t.intent_label FROM v_support_triage t JOIN "
+                                      "support_messages m USING (message_id) WHERE m.source = 'demo_support'", limit=None)
+        acc = intent_accuracy(sup["paths"]["intents"], {str(k): str(v) for k, v in pred.rows})
+    except Exception:  # noqa: BLE001 - a report line, never a reason to fail the demo
+        acc = {"messages": 0, "accuracy": None}
+    if acc["accuracy"] is not None:
+        console.print(f"intent model {intent['model_version']} on the support stream: {acc['accuracy']:.1%} of "
+                      f"{acc['messages']} messages given their true intent")
     rows = run_readonly(settings, "SELECT key, granularity, window_start, window_end, observed_negative_share AS share, "
                                   "baseline_negative_share AS usual, n_negative AS n_intent, n_articles AS n_messages "
                                   "FROM v_alerts WHERE dimension = 'intent' ORDER BY window_end", limit=None)
