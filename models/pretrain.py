@@ -80,6 +80,9 @@ class PretrainResult:
     # Perplexity on this call's val windows before its first step: the pretrained model as shipped
     # on a fresh run, the previous checkpoint on a resumed one (same windows as val_perplexity).
     val_perplexity_before: float = math.nan
+    # Why training stopped: "max_steps" (done) or "time_budget" (steps < max_steps: the budget ran out first).
+    stopped_by: str = "max_steps"
+    max_steps: int = 0
 
 
 def pack_tokens(tokenizer, texts: Iterable[str], chunk: int = 1000) -> np.ndarray:
@@ -225,7 +228,7 @@ def pretrain(
     a final checkpoint and evaluates. Checkpoints record the step, so a resume continues the
     same step count; history rows carry over too.
     """
-    from tqdm.auto import tqdm
+    from models.progress import progress_bar as tqdm  # a few lines per stage off a terminal
     from transformers import set_seed
 
     t0 = time.perf_counter()
@@ -315,6 +318,9 @@ def pretrain(
             checkpoint()
         if out_of_time:
             break
+    stopped_by = "time_budget" if step < config.max_steps else "max_steps"
+    if stopped_by == "time_budget":
+        bar.set_postfix(stopped=f"time budget of {config.time_budget_s:g} s spent before step {config.max_steps}")
     bar.close()
     train_s = time.perf_counter() - t_train
     v = history[-1]["val_loss"] if step > resumed_from else val_loss()  # nothing ran: measure now
@@ -323,4 +329,5 @@ def pretrain(
     return PretrainResult(steps=step, resumed_from=resumed_from, train_loss=last_train_loss, val_loss=v,
                           val_perplexity=math.exp(min(v, 50)), tokens_seen=tokens_seen,
                           tokens_per_s=tokens_now / max(train_s, 1e-9), seconds=time.perf_counter() - t0,
-                          history=history, val_perplexity_before=math.exp(min(start_loss, 50)))
+                          history=history, val_perplexity_before=math.exp(min(start_loss, 50)),
+                          stopped_by=stopped_by, max_steps=config.max_steps)

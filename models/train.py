@@ -236,7 +236,7 @@ def finetune(
     """
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, set_seed
-    from tqdm.auto import tqdm
+    from models.progress import progress_bar as tqdm  # a few lines per stage off a terminal
     from transformers import get_linear_schedule_with_warmup
 
     t_start = time.perf_counter()

@@ -80,7 +80,7 @@ def train_click_model(item_vectors: np.ndarray, train: Impressions, cfg: ClickCo
     is kept (early stopping after ``PATIENCE`` epochs without improvement). ``time_budget_s`` stops
     mid-epoch; that partial epoch is still validated. The caller's torch RNG state is restored.
     """
-    from tqdm.auto import tqdm
+    from models.progress import progress_bar as tqdm  # a few lines per stage off a terminal
 
     dev = _device(device)
     item_t = torch.as_tensor(np.asarray(item_vectors, dtype=np.float32), device=dev)

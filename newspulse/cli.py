@@ -667,6 +667,10 @@ def pretrain(
                   f"({out['corpus']['excluded']} labelled left out); held-out perplexity "
                   f"{f'{before:.1f} -> ' if before else ''}{out['val_perplexity']:.1f}, {out['tokens_per_s']:.0f} "
                   f"tokens/s -> {out['model_dir']}")
+    if out.get("stopped_by") == "time_budget":
+        console.print(f"[yellow]stopped at step {out['steps']} of {out.get('max_steps')}: the time budget"
+                      f"{f' of {time_budget_s:g} s' if time_budget_s else ''} ran out (re-run with the same "
+                      "--run-name to resume)")
 
 
 @app.command()

@@ -132,6 +132,9 @@ def pretrain_backbone(corpus: dict[str, Any], run_dir: str, base: str, vocab_siz
     log.info("trained to step %d (resumed from %d) on %d documents: held-out perplexity %s -> %.1f, %.0f tokens/s",
              result.steps, result.resumed_from, len(train), f"{before:.1f}" if before else "n/a",
              result.val_perplexity, result.tokens_per_s)
+    if result.stopped_by == "time_budget":
+        log.warning("pretraining stopped at step %d of %d: its time budget of %.0f s ran out (more steps: a larger "
+                    "time budget, or run it again to resume)", result.steps, result.max_steps, cfg.time_budget_s)
     create_table_artifact(key="pretrain-history", table=result.history, description="Validation loss during pretraining")
     return {**asdict(result), "model_dir": str(run / "checkpoint" / "model"), "base": base,
             "val_perplexity_before": before, "documents": len(train), "skipped": False}

@@ -138,3 +138,12 @@ def test_generate_from_pretrain_checkpoint_and_multihead_dir(tok, tmp_path: Path
     out = generate_text(tmp_path / "mh", prompt, max_new_tokens=8)
     assert out.startswith(prompt)
     assert generate_text(tmp_path / "mh", "", max_new_tokens=5).__class__ is str
+
+
+def test_time_budget_says_it_stopped_training(tok, tmp_path: Path) -> None:
+    """A budget that ends training before max_steps is reported as such (issue 18: 179/400 with no word why)."""
+    res = pretrain(_lm(tok), tok, _texts(200, 1), _texts(40, 2), _cfg(max_steps=400, time_budget_s=0.0),
+                   tmp_path / "ck", progress=False)
+    assert res.steps < 400 and res.stopped_by == "time_budget" and res.max_steps == 400
+    full = pretrain(_lm(tok), tok, _texts(200, 1), _texts(40, 2), _cfg(max_steps=5), tmp_path / "ck2", progress=False)
+    assert full.steps == 5 and full.stopped_by == "max_steps"
