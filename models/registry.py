@@ -156,6 +156,18 @@ def load_manifest(version_dir: Path) -> dict[str, Any]:
     return json.loads((Path(version_dir) / MANIFEST).read_text(encoding="utf-8"))
 
 
+def _backbone_lines(info: dict[str, Any], backbone: dict[str, Any]) -> list[str]:
+    """What the model was built on: the backbone it names (a catalogue model such as SmolLM2 has no
+    preset), then the preset or checkpoint only when there is one."""
+    name = info.get("backbone_name") or backbone.get("name")
+    lines = [f"- backbone: {name}"] if name else []
+    if backbone.get("preset") or not name:
+        lines.append(f"- preset: {_fmt(backbone.get('preset'))}")
+    if backbone.get("checkpoint") or not name:
+        lines.append(f"- checkpoint: {_fmt(backbone.get('checkpoint'))}")
+    return lines
+
+
 def _fmt(value: Any, spec: str = ",") -> str:
     """Format a number for the card, or say it was not recorded."""
     try:
@@ -277,15 +289,14 @@ def model_card(version: str, info: dict[str, Any]) -> str:
     promotion = info.get("promotion") or {}
     sizes = data.get("split_sizes") or {}
     lines = [f"# Model card: {version}", "", *_served_lines(info), *_distillation_lines(info), "## Backbone", "",
-             f"- preset: {_fmt(backbone.get('preset'))}",
-             f"- checkpoint: {_fmt(backbone.get('checkpoint'))}",
+             *_backbone_lines(info, backbone),
              f"- parameters: {_fmt(info.get('parameters', backbone.get('parameters')))}",
              f"- recipe: {_fmt(info.get('recipe'))} (trainable parameters: "
              f"{_fmt(info.get('trainable_parameters'))})",
              f"- prompt: {_fmt((info.get('heads') or {}).get('prompt'))!r}", "",
              "## Data", "",
              f"- snapshot: {_fmt(data.get('snapshot'))}",
-             f"- datasets: {', '.join(data.get('datasets') or []) or 'not recorded'}",
+             f"- datasets: {', '.join(dict.fromkeys(data.get('datasets') or [])) or 'not recorded'}",
              f"- validation split id: {_fmt(data.get('val_split_id', info.get('val_split_id')))}",
              "- split sizes: " + (", ".join(f"{k} {_fmt(v)}" for k, v in sizes.items())
                                   or "not recorded")]

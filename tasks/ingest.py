@@ -210,10 +210,12 @@ def commit_staged(settings: Settings, batch_dir: str) -> dict[str, Any]:
     """Commit one validated staging folder under the writer slot; idempotent on retry."""
     with writer_slot(settings), connect(settings) as con:
         summary = commit_batch(con, Path(batch_dir))
+    # A labels file's rows name articles already in the warehouse: they count as duplicate rows while
+    # their labels are the news, so the labels get their own number (not "inserted 0" alone).
     get_run_logger().info(
-        "batch %s: read %d = inserted %d + duplicate %d + quarantined %d (%s)",
+        "batch %s: read %d = inserted %d + already known %d + quarantined %d; labels inserted %d (%s)",
         summary.batch_id, summary.rows_read, summary.rows_inserted, summary.rows_duplicate,
-        summary.rows_quarantined, summary.status,
+        summary.rows_quarantined, summary.labels_inserted, summary.status,
     )
     return summary.as_dict()
 
@@ -225,12 +227,14 @@ def publish_ingest_report(summaries: list[dict[str, Any]]) -> str:
                "rows_quarantined", "labels_inserted", "status", "message"]
     table = [{k: s.get(k) for k in columns} for s in summaries]
     create_table_artifact(key="ingest-batches", table=table, description="Batches of this ingest run")
-    total = {k: sum(int(s[k]) for s in summaries) for k in ("rows_read", "rows_inserted", "rows_duplicate", "rows_quarantined")}
+    total = {k: sum(int(s.get(k) or 0) for s in summaries)
+             for k in ("rows_read", "rows_inserted", "rows_duplicate", "rows_quarantined", "labels_inserted")}
     failed = [s["batch_id"] for s in summaries if s["status"] != "succeeded"]
     md = (
         f"# Ingest: {len(summaries)} batch(es)\n\n"
-        f"| read | inserted | duplicate | quarantined |\n|---:|---:|---:|---:|\n"
-        f"| {total['rows_read']} | {total['rows_inserted']} | {total['rows_duplicate']} | {total['rows_quarantined']} |\n\n"
+        f"| read | inserted | duplicate | quarantined | labels inserted |\n|---:|---:|---:|---:|---:|\n"
+        f"| {total['rows_read']} | {total['rows_inserted']} | {total['rows_duplicate']} | {total['rows_quarantined']} "
+        f"| {total['labels_inserted']} |\n\n"
         + (f"**Failed validation:** {', '.join(failed)}\n" if failed else "All batches passed validation.\n")
         + "\nQuarantined rows: `SELECT * FROM v_quarantine ORDER BY quarantined_at DESC`\n"
     )

@@ -188,3 +188,11 @@ def test_model_card_baseline_wins_and_missing_sections() -> None:
     assert "**Baseline is better by 0.045 macro-F1 on validation: served model is baseline.**" in card
     sparse = model_card("v2", {})
     assert "No metrics were recorded." in sparse and "not recorded" in sparse
+
+
+def test_model_card_names_a_catalogue_backbone_and_each_dataset_once() -> None:
+    """A SmolLM2 fine-tune has no preset: the card names the backbone, not 'preset: not recorded'."""
+    card = model_card("v3", {"backbone_name": "smollm2-135m", "backbone": {"preset": None, "checkpoint": None},
+                             "data": {"datasets": ["synthetic", "synthetic", "phrasebank"]}})
+    assert "- backbone: smollm2-135m" in card and "preset:" not in card and "checkpoint:" not in card
+    assert "- datasets: synthetic, phrasebank\n" in card
