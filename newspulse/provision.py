@@ -49,8 +49,10 @@ def provision(settings: Settings) -> dict[str, str]:
             report[f"work-pool/{name}"] = _ensure_pool(client, name, description, limit)
         report[f"concurrency-limit/{settings.writer_limit}"] = _ensure_limit(client, settings.writer_limit, 1)
     report[f"block/{settings.alert_block}"], block_id = _ensure_block(settings)
-    report[f"automation/{AUTOMATION}"] = (_ensure_automation(automation_spec(settings, block_id)) if block_id
-                                          else "skipped: no notification block to route to")
+    # Without a block the automation is still created, paused, its description saying how to connect
+    # one: the product's main alert is where a user looks for it (the UI's Automations page).
+    spike = _ensure_automation(automation_spec(settings, block_id))
+    report[f"automation/{AUTOMATION}"] = spike if block_id else f"{spike}, paused: no notification block to route to"
     report[f"automation/{LOST_RUNS}"] = _ensure_automation(lost_run_spec(settings))
     return report
 
@@ -102,20 +104,33 @@ def _ensure_block(settings: Settings) -> tuple[str, Any]:
 
 
 def automation_spec(settings: Settings, block_id: Any) -> Any:
-    """The spike automation: page-worthy spike events -> the notification block, one per event."""
-    from prefect.automations import AutomationCore, EventTrigger, Posture, SendNotification
+    """The spike automation: page-worthy spike events -> the notification block, one per event.
 
+    With no block yet (``block_id`` None) it is paused and does nothing; its description says how to
+    connect one, and the next provision (``make serve``) fills the action in.
+    """
+    from prefect.automations import AutomationCore, DoNothing, EventTrigger, Posture, SendNotification
+
+    if block_id is None:
+        description = (f"PAUSED: no notification block yet, so {EVENT} events (negative-sentiment spikes) go "
+                       f"nowhere. To connect one, set NEWSPULSE_ALERT_WEBHOOK_URL and run `make serve` again (or "
+                       f"`.venv/bin/newspulse provision`), or create the notification block "
+                       f"{settings.alert_block or 'custom-webhook/newspulse-alerts'} (type/name) under Blocks and provision again.")
+        actions: list[Any] = [DoNothing()]
+    else:
+        description = f"Routes {EVENT} events that should page someone to {settings.alert_block}."
+        actions = [SendNotification(block_document_id=block_id, subject="{{ event.payload.subject }}",
+                                    body="{{ event.payload.body }}")]
     return AutomationCore(
         name=AUTOMATION,
-        description=f"Routes {EVENT} events that should page someone to {settings.alert_block}.",
-        enabled=settings.alert_delivery == "automation",
+        description=description,
+        enabled=block_id is not None and settings.alert_delivery == "automation",
         trigger=EventTrigger(
             expect={EVENT},
             match={"prefect.resource.id": "newspulse.*", "newspulse.notify": "true"},
             posture=Posture.Reactive, threshold=1, within=timedelta(0),
         ),
-        actions=[SendNotification(block_document_id=block_id, subject="{{ event.payload.subject }}",
-                                  body="{{ event.payload.body }}")],
+        actions=actions,
     )
 
 

@@ -199,3 +199,15 @@ def test_lost_run_automation_reschedules_only_our_silent_runs() -> None:
     (action,) = spec.actions
     assert action.state == StateType.SCHEDULED and action.name == "AwaitingRetry"
     assert all("newspulse" in d["tags"] for d in DEPLOYMENTS)  # every deployment's runs are covered
+
+
+def test_spike_automation_without_a_block_is_paused_and_says_how_to_connect_one() -> None:
+    """`make serve` without NEWSPULSE_ALERT_WEBHOOK_URL: the main alert is on the Automations page, paused."""
+    from newspulse.provision import automation_spec
+    from newspulse.settings import Settings
+
+    spec = automation_spec(Settings(alert_delivery="automation"), None)
+    assert spec.name == "newspulse-sentiment-spike" and spec.enabled is False
+    assert "NEWSPULSE_ALERT_WEBHOOK_URL" in spec.description and "PAUSED" in spec.description
+    (action,) = spec.actions
+    assert action.type == "do-nothing"
