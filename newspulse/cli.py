@@ -117,13 +117,18 @@ def _print_result(result: Any, fmt: str) -> None:
         writer.writerows(result.rows)
         return
     cells = [[_cell(v) for v in row] for row in result.rows]
+    widest = [max((len(r[i]) for r in cells), default=0) for i in range(len(result.columns))]
+    # Long text gets what the other columns leave of the terminal (3 = borders and padding per column).
+    others = sum(max(w, len(c)) + 3 for c, w in zip(result.columns, widest, strict=True)
+                 if c not in TEXT_COLUMNS)
+    n_text = sum(1 for c in result.columns if c in TEXT_COLUMNS) or 1
+    text_width = max(12, (console.width - others - 1) // n_text - 3)
     table = Table(show_lines=False)
     for i, col in enumerate(result.columns):
-        widest = max((len(r[i]) for r in cells), default=0)
         if _is_id(col):  # an id split over two lines cannot be copied
-            table.add_column(col, no_wrap=True, min_width=min(widest, 40))
+            table.add_column(col, no_wrap=True, min_width=min(widest[i], 40))
         elif col in TEXT_COLUMNS:
-            table.add_column(col, no_wrap=True, overflow="ellipsis", min_width=min(widest, 12))
+            table.add_column(col, no_wrap=True, overflow="ellipsis", min_width=min(widest[i], 12), max_width=text_width)
         else:
             table.add_column(col, overflow="fold", justify="right" if result.rows and isinstance(
                 result.rows[0][i], (int, float)) and not isinstance(result.rows[0][i], bool) else "left")
@@ -1028,8 +1033,8 @@ def alerts_list(
                "round(baseline_negative_share, 3) AS baseline_negative_share", "n_negative", "n_articles",
                "notified_at", "explained_by"]
     if fmt == "table" and console.width < 120:  # a narrow terminal: what it is and how bad, ids whole
-        columns = ["alert_id", "status", "severity", "dimension", "key", "strftime(window_start, '%m-%d %H:%M') AS window",
-                   "round(observed_negative_share, 2) AS neg", "round(baseline_negative_share, 2) AS base"]
+        columns = ["alert_id", "severity", "dimension", "key", "strftime(window_start, '%m-%d %H:%M') AS window",
+                   "round(observed_negative_share, 2) AS neg_share"]
     sql = f"SELECT {', '.join(columns)} FROM v_alerts {where} ORDER BY window_end DESC LIMIT {int(limit)}"
     _print_result(run_readonly(settings, sql), fmt)
 
