@@ -210,9 +210,25 @@ def demo(
             console.print(f"[bold]{out['model']['model_version']}[/bold]: {out['model']['reason']}")
         _print_monitoring(out, settings, receiver)
         _print_recommendations(out, settings)
-        console.print("\nTry: [cyan]newspulse sql \"SELECT source, count(*) FROM v_articles GROUP BY 1\"[/cyan]"
-                      "   |   [cyan]newspulse alerts list[/cyan]   |   [cyan]newspulse models list[/cyan]"
-                      "   |   [cyan]newspulse generate \"Shares of\"[/cyan]")
+        cli = cli_name()
+        console.print(f"\nTry: [cyan]{cli} sql \"SELECT source, count(*) FROM v_articles GROUP BY 1\"[/cyan]"
+                      f"   |   [cyan]{cli} alerts list[/cyan]   |   [cyan]{cli} models list[/cyan]"
+                      f"   |   [cyan]{cli} generate \"Shares of\"[/cyan]   |   [cyan]{cli} sql \"SELECT * FROM "
+                      "v_ticket_queue LIMIT 10\"[/cyan]")
+
+
+def cli_name() -> str:
+    """How the user can type this CLI: ``newspulse`` when it is on PATH, else its path (``.venv/bin/newspulse``)."""
+    import shutil
+    import sys
+
+    exe = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if exe is None or exe.name != "newspulse" or shutil.which("newspulse") == str(exe.resolve()):
+        return "newspulse"
+    try:
+        return str(exe.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(exe)
 
 
 @contextmanager
@@ -348,8 +364,8 @@ def _print_recommendations(out: dict[str, Any], settings: Any) -> None:
                       f"topic gets {got['favourite_topic_share']:.0%} of their recommendations (vs "
                       f"{got['unpersonalised_share']:.0%} if the ranking ignored them); Spearman correlation of "
                       f"preferences and recommended topic shares {got['spearman']:.2f} (mean over users)")
-    console.print("Try: [cyan]newspulse recs U0001[/cyan]   |   "
-                  "[cyan]newspulse sql \"SELECT * FROM v_user_recommendations WHERE rank <= 3 LIMIT 20\"[/cyan]")
+    console.print(f"Try: [cyan]{cli_name()} recs U0001[/cyan]   |   "
+                  f"[cyan]{cli_name()} sql \"SELECT * FROM v_user_recommendations WHERE rank <= 3 LIMIT 20\"[/cyan]")
 
 
 @ingest_app.command("files")
