@@ -20,6 +20,7 @@ from prefect import flow
 
 from newspulse.settings import get_settings
 from tasks.alerts import notify_alerts
+from tasks.label_queue import fill_label_queue
 from tasks.monitor import detect_intent_spikes, detect_spikes, publish_monitor_report
 from tasks.warehouse import migrate_warehouse
 
@@ -44,4 +45,5 @@ def monitor_flow(full_recompute: bool = False, notify_backfill: bool = False) ->
     # Delivery runs even when nothing new was scored: it retries alerts still pending.
     summary.update(notify_alerts(settings, notify_backfill))
     summary["report_png"] = publish_monitor_report(settings, summary)
+    summary["label_queue"] = fill_label_queue(settings)  # last: what people should label next (issue 17)
     return summary

@@ -31,6 +31,9 @@ models_app = typer.Typer(help="The model registry: list, show, promote, roll bac
 app.add_typer(models_app, name="models")
 alerts_app = typer.Typer(help="Sentiment spike alerts: list, show, ack, resolve.", no_args_is_help=True)
 app.add_typer(alerts_app, name="alerts")
+labels_app = typer.Typer(help="Human labels: export the relabel queue, import what people labelled.",
+                          no_args_is_help=True)
+app.add_typer(labels_app, name="labels")
 register_serve_commands(app)  # newspulse serve | stop | provision (newspulse/serve_cli.py)
 register_backbone_commands(app)  # newspulse backbones list | fetch | show (newspulse/backbones_cli.py)
 # Wide enough for the batch tables when output is piped (CI logs, `make demo | tee`); COLUMNS, when
@@ -1094,6 +1097,98 @@ def alerts_resolve(alert_id: Annotated[str, typer.Argument(help="An alert id (or
                    note: Annotated[str | None, typer.Option(help="What it was.")] = None) -> None:
     """Resolve an alert: the episode is over or explained."""
     _set_alert(alert_id, "resolved", note)
+
+
+LABEL_FORMATS = ("csv", "labelstudio")
+
+
+@labels_app.command("export")
+def labels_export(
+    fmt: Annotated[str, typer.Option("--format", help="csv (fill in label, annotator, labelled_at) | labelstudio "
+                                                     "(JSON tasks with the served label as a pre-annotation)")] = "csv",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: standard output).")] = None,
+    status: Annotated[str, typer.Option(help="queued | labelled | all")] = "queued",
+    day: Annotated[str | None, typer.Option(help="Only rows queued on this UTC day (YYYY-MM-DD).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Most rows (best first).")] = None,
+) -> None:
+    """The relabel queue (filled by every monitor run), best first, for people to label."""
+    from warehouse import label_queue as db_queue
+    from warehouse import labels as db_labels
+
+    if fmt not in LABEL_FORMATS:
+        _fail(f"--format must be csv or labelstudio, not {fmt!r}")
+    if status not in ("queued", "labelled", "all"):
+        _fail(f"--status must be queued, labelled or all, not {status!r}")
+    if limit is not None and limit < 1:
+        _fail(f"--limit must be at least 1, not {limit}")
+    try:
+        when = dt.date.fromisoformat(day) if day else None
+    except ValueError:
+        _fail(f"--day must be a date like 2026-12-05, not {day!r}")
+    import duckdb
+
+    with _registry_con() as con:
+        try:
+            rows = db_queue.export_rows(con, None if status == "all" else status, when, limit)
+        except duckdb.CatalogException:
+            rows = None
+    if rows is None or rows.empty:
+        _fail("the relabel queue has no such rows: `newspulse monitor` fills it from the served model's scores", 1)
+    if fmt == "csv":
+        text = db_labels.to_csv_frame(rows).to_csv(index=False)
+    else:
+        text = json.dumps(db_labels.to_labelstudio(rows), indent=1, ensure_ascii=False, default=str) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    console.print(f"exported {len(rows)} rows to {output} ({fmt})", markup=False, highlight=False)
+
+
+@labels_app.command("import")
+def labels_import(
+    file: Annotated[Path, typer.Argument(help="A labelled CSV (article_id, label[, task, annotator, labelled_at]) or "
+                                             "a Label Studio JSON export.")],
+    fmt: Annotated[str | None, typer.Option("--format", help="csv | labelstudio (default: from the suffix)")] = None,
+    annotator: Annotated[str | None, typer.Option(help="Who labelled the rows that name nobody.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset the labels land in (default: relabel, which "
+                                                      "the weekly fine-tune trains on).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Import labels (validated; bad rows quarantined with reasons; a corrected label replaces the old, kept in history)."""
+    import duckdb
+
+    from warehouse import labels as db_labels
+
+    if fmt is not None and fmt not in LABEL_FORMATS:
+        _fail(f"--format must be csv or labelstudio, not {fmt!r}")
+    if not file.exists():
+        _fail(f"no input file {file}")
+    if not file.is_file():
+        _fail(f"{file} is not a file")
+    settings = get_settings()
+    try:
+        with _registry_writer() as con:
+            summary = db_labels.import_file(con, file, settings, annotator=annotator, fmt=fmt, dataset=dataset)
+    except ValueError as exc:
+        _fail(exc)
+    except duckdb.IOException as exc:
+        _fail(f"the warehouse is busy (a flow is writing): try again in a moment ({exc})", 1)
+    out = summary.as_dict()
+    if as_json:
+        console.print_json(json.dumps(out))
+        return
+    if summary.already_imported:
+        console.print(f"{file} was imported before (batch {summary.batch_id}): nothing changed", markup=False)
+        return
+    console.print(f"{summary.rows_read} rows: {summary.rows_inserted} new labels, {summary.rows_replaced} replaced "
+                  f"(old ones in label_history), {summary.rows_unchanged} unchanged, {summary.rows_superseded} "
+                  f"superseded, {summary.rows_unlabelled} unlabelled, {summary.rows_quarantined} quarantined "
+                  f"(batch {summary.batch_id}, dataset {summary.dataset})", markup=False, highlight=False)
+    if summary.rows_quarantined:
+        console.print(f"see why: newspulse sql \"SELECT record_no, reasons, raw_preview FROM v_quarantine "
+                      f"WHERE batch_id = '{summary.batch_id}'\"", markup=False, highlight=False, soft_wrap=True)
 
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")

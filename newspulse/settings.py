@@ -222,6 +222,23 @@ class Settings(BaseSettings):
         1000.0, description="Intent surges: most pseudo-messages an intent's baseline share may weigh (intent "
         "shares are steadier than news sentiment, and a 2% intent must page within the hour)."
     )
+    # issue 17 item 2: the relabel queue (models/active.py, warehouse/label_queue.py, tasks/label_queue.py)
+    label_queue_enabled: bool = Field(True, description="Fill the relabel queue at the end of every monitor run.")
+    label_queue_per_day: int = Field(200, ge=0, description="Most articles queued for labelling per UTC day.")
+    label_queue_max_source_share: float = Field(
+        0.25, gt=0, le=1, description="Most of a day's queue one source may fill while other sources have candidates.")
+    label_queue_lookback_h: float = Field(
+        72.0, description="Candidates are the served model's scores committed this many hours back; alerts and "
+        "drifted sources over the same span; queued texts as old are not queued again as near-duplicates.")
+    label_queue_candidates: int = Field(
+        5000, ge=1, description="Least sure candidates read per run (plus every alert's and drifted source's).")
+    label_queue_uncertain_margin: float = Field(
+        0.5, description="A prediction is 'uncertain' when its top two probabilities are this close or closer.")
+    label_queue_duplicate_jaccard: float = Field(
+        0.8, description="Word 3-shingle Jaccard at which two texts count as near-duplicates (one label for both).")
+    relabel_dataset: str = Field(
+        "relabel", description="Dataset imported labels land in (`newspulse labels import`); the weekly fine-tune "
+        "trains on it, and its labels win over another dataset's label of the same article.")
     alert_block: str = Field(
         "custom-webhook/newspulse-alerts",
         description="Prefect notification block (<block-type-slug>/<name>) alerts are sent through: "

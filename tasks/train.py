@@ -46,7 +46,8 @@ def export_training_data(settings: Settings, run_dir: str, sentiment_datasets: l
                                  ).rename(columns={"message_id": "article_id"})
             df["title"] = None
         else:
-            df = labelled_examples(con, sentiment_datasets, topic_datasets, topic_top_k=topic_top_k, seed=seed)
+            df = labelled_examples(con, sentiment_datasets, topic_datasets, topic_top_k=topic_top_k, seed=seed,
+                                   prefer=(settings.relabel_dataset,))
     path = Path(run_dir) / "examples.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     df.to_parquet(path, index=False)

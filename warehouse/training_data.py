@@ -51,8 +51,12 @@ def labelled_examples(
     seed: int = 0,
     val_frac: float = 0.1,
     test_frac: float = 0.1,
+    prefer: Collection[str] = ("relabel",),
 ) -> pd.DataFrame:
     """One row per article: ``article_id, text, title, sentiment, topic, split, dataset``.
+
+    ``prefer``: datasets whose label of an article wins over another dataset's label of it (the
+    human corrections of ``newspulse labels import``); otherwise the first dataset's label counts.
 
     ``sentiment`` keeps negative/neutral/positive only (the gold set's ``none`` is not a
     sentiment). ``topic_top_k`` keeps the k most frequent topic labels (Reuters top-10) among the
@@ -89,6 +93,8 @@ def labelled_examples(
     if labels.empty:
         raise ValueError(f"no labels for sentiment={sentiment_datasets} topic={topic_datasets}")
 
+    # A preferred dataset's label comes first, so "first" below takes it (stable: others keep their order).
+    labels = labels.iloc[(~labels.dataset.isin(set(prefer))).to_numpy().argsort(kind="stable")]
     wide = labels.pivot_table(index="article_id", columns="task", values="label", aggfunc="first")
     dataset = labels.groupby("article_id").dataset.agg(lambda s: "+".join(sorted(set(s))))
     # The split an article is given, and by which dataset (the held-out one when two disagree).
