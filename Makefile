@@ -16,7 +16,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export TOKENIZERS_PARALLELISM ?= false
 SHARED_DATA := $(abspath ../shared/data)
 
-.PHONY: install demo demo-real serve stop test test-fast bench-ingest bench-quality bench-intents bench-score bench-monitor bench-recommend bench-gpu bench-reliability lock clean
+.PHONY: install demo demo-real serve stop test test-fast bench-ingest bench-quality bench-intents bench-score bench-monitor bench-recommend bench-gpu bench-reliability bench-active-learning lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -84,6 +84,12 @@ bench-monitor: install
 ##                  (last day held out; AUC, MRR, nDCG@5, nDCG@10), and the nightly recommend flow's time
 bench-recommend: install
 	NEWSPULSE_DATA_DIR=$${NEWSPULSE_DATA_DIR:-$(SHARED_DATA)} $(PY) bench/recommend.py
+
+## bench-active-learning: PhraseBank 50Agree, 100 -> 800 labels by 100: random vs uncertainty / disagreement
+##                        sampling, 3 seeds, the frozen SmolLM2 recipe's macro-F1 per round (~15 min on 2 cores,
+##                        features cached under var/bench/; AL_ARGS=--quick for a smoke run)
+bench-active-learning: install
+	NEWSPULSE_DATA_DIR=$${NEWSPULSE_DATA_DIR:-$(SHARED_DATA)} OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} nice -n 10 $(PY) bench/active_learning.py $(AL_ARGS)
 
 ## bench-gpu: fine-tune and scoring on CUDA with bf16: tokens/s, docs/s, MFU vs a measured bf16 matmul
 bench-gpu: install
