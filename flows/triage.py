@@ -19,6 +19,7 @@ skips rows already there. A failed batch is logged, the others are committed, th
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -29,7 +30,11 @@ from tasks.triage import commit_triage_task, plan_triage, publish_triage_report,
 from tasks.warehouse import migrate_warehouse
 
 
-@flow(name="triage", task_runner=ThreadPoolTaskRunner(max_workers=1))
+def _run_name() -> str:
+    return f"triage-{datetime.now(UTC):%Y%m%d-%H%M}"
+
+
+@flow(name="triage", flow_run_name=_run_name, task_runner=ThreadPoolTaskRunner(max_workers=1))
 def triage_flow(limit: int | None = None, batch_size: int | None = None) -> dict[str, Any]:
     """Triage the messages the intent-champion has not triaged yet (at most ``limit``, newest first;
     default ``triage_max_rows_per_run``), ``batch_size`` (default ``triage_batch_size``) per task."""

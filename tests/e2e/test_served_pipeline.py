@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 OUTPUT = REPO / "test-output" / "e2e"  # screenshots and page dumps (gitignored)
 TINY_PIPELINE = {"seed": 7, "days": 4, "articles_per_day": 150, "n_users": 30, "base": "tiny",
                  "pretrain_budget_s": 10.0, "finetune_budget_s": 20.0}
-FLOWS = {"ingest", "pretrain", "finetune", "distill", "score", "monitor", "recommend", "pipeline"}
+FLOWS = {"ingest", "pretrain", "finetune", "distill", "score", "monitor", "recommend", "pipeline", "triage"}
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--window-size=1400,1400", "--virtual-time-budget=15000"]
@@ -135,6 +135,7 @@ def test_setup_is_idempotent_and_deploys_every_flow(stack: dict[str, Any]) -> No
     assert "interval=datetime.timedelta(seconds=900)" in deployments["monitor-every-15-min"][4][0]
     assert "cron='30 2 * * *'" in deployments["recommend-nightly"][4][0]
     assert deployments["pipeline-demo"][4] == ()
+    assert deployments["triage-every-5-min"][2] == "cpu" and "*/5 * * * *" in deployments["triage-every-5-min"][4][0]
     assert stack["served"].started == ["server", "worker-cpu-1"]
 
 
@@ -162,8 +163,8 @@ def test_pipeline_deployment_runs_the_whole_chain(stack: dict[str, Any]) -> None
     names = sorted(r.name for r in children)
     stack["subflows"] = names
     assert all(r.state.is_completed() for r in children), [(r.name, r.state.type) for r in children]
-    for prefix in ("ingest-synthetic-", "pretrain-demo-tiny", "finetune-demo-finetune",
-                   "score-cpu-champion", "monitor-", "recommend-"):
+    for prefix in ("ingest-synthetic-", "pretrain-demo-tiny", "finetune-demo-finetune", "finetune-demo-intent",
+                   "score-cpu-champion", "triage-", "monitor-", "recommend-"):
         assert any(n.startswith(prefix) for n in names), (prefix, names)
     for key in ("demo-stream", "ingest-summary", "ingest-batches", "validation-synthetic", "pretrain-history",
                 "model-card", "score-run", "sentiment-monitor", "recommend-report-synthetic"):
@@ -189,7 +190,11 @@ def test_pipeline_deployment_runs_the_whole_chain(stack: dict[str, Any]) -> None
     while len(receiver.posts) < alerts and time.monotonic() < deadline:
         time.sleep(0.5)
     assert len(receiver.posts) == alerts, f"{len(receiver.posts)} of {alerts} alerts reached the webhook"
-    assert all("Negative sentiment spike" in p.get("subject", "") for p in receiver.posts)
+    # News sentiment spikes, and incident spikes of the triaged support inbox (its injected outage).
+    assert all("Negative sentiment spike" in p.get("subject", "") or "Incident spike" in p.get("subject", "")
+               for p in receiver.posts)
+    triaged = run_readonly(settings, "SELECT count(*) FROM support_scores").rows[0][0]
+    assert triaged > 0
 
 
 def test_only_page_worthy_events_are_routed(stack: dict[str, Any]) -> None:
