@@ -36,6 +36,25 @@ def test_uncertainty_measures() -> None:
     assert active.disagreement(np.array([[1.0, 0, 0]]), np.array([[0, 0, 1.0]]))[0] == pytest.approx(1.0)
     with pytest.raises(ValueError):
         active.disagreement(p, p[:2])
+    # The committee (what the queue ranks by): sure and agreeing -> 0; sure but at odds -> unsure.
+    sure, odds = np.array([[1.0, 0, 0]]), np.array([[0, 0, 1.0]])
+    assert active.committee_entropy(sure, sure)[0] == pytest.approx(0.0)
+    assert active.committee_entropy(sure, odds)[0] == pytest.approx(np.log(2) / np.log(3))
+
+
+def test_queue_ranks_by_committee_with_alert_and_drift_bonuses() -> None:
+    frame = pd.DataFrame({"article_id": ["sure", "odds", "unsure", "alerted"], "source": ["a", "b", "c", "d"],
+                          "text": ["w one x", "w two y", "w three z", "w four q"],
+                          "p_negative": [0.9, 0.9, 0.4, 0.9], "p_neutral": [0.05, 0.05, 0.35, 0.05],
+                          "p_positive": [0.05, 0.05, 0.25, 0.05],
+                          "alert_ids": [[], [], [], ["al-1"]], "drifted": [False, False, False, False]})
+    base = np.array([[0.9, 0.05, 0.05], [0.05, 0.05, 0.9], [0.4, 0.35, 0.25], [0.9, 0.05, 0.05]])
+    q = active.build_queue(frame, 10, baseline_probs=base, max_share=1.0)
+    # unsure: entropy 0.98; alerted: 0.36 + 0.5 alert bonus; odds: the averaged (0.48, 0.05, 0.48) 0.79;
+    # 'sure' (agreeing, confident, no alert) has no reason to be asked
+    assert list(q.article_id) == ["unsure", "alerted", "odds"]
+    assert q.set_index("article_id").reasons.to_dict() == {"alerted": ["alert"], "odds": ["disagreement"],
+                                                            "unsure": ["uncertain"]}
 
 
 def test_near_duplicates_collapse_onto_the_best_scored() -> None:
@@ -342,3 +361,13 @@ def test_finetune_weekly_trains_on_relabel() -> None:
 
     deps = {d["name"]: d for d in yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())["deployments"]}
     assert "relabel" in deps["finetune-weekly"]["parameters"]["sentiment_datasets"]
+
+
+def test_monitor_flow_fills_the_queue_last(settings, prefect_harness) -> None:
+    from flows.monitor import monitor_flow
+
+    settings_env_ids = _warehouse(settings, {"wire": 12, "blog": 12})
+    summary = monitor_flow()
+    assert summary["label_queue"]["queued"] == len(_queue(settings)) > 0
+    assert set(_queue(settings).article_id) <= set(settings_env_ids)
+    assert monitor_flow()["label_queue"]["queued"] == 0  # a re-run queues nothing twice
