@@ -153,7 +153,7 @@ def read_label_file(path: Path, annotator: str | None = None, fmt: str | None = 
         df = pd.DataFrame(records, columns=["article_id", "task", "label", "annotator", "labelled_at", "raw"])
     else:
         try:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, sep=None, engine="python")
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, sep="\t" if path.suffix.lower() == ".tsv" else ",")
         except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, csv_error()) as exc:
             raise ValueError(f"{path} is not a readable CSV ({str(exc).splitlines()[0] if str(exc) else exc})") from None
         missing = [c for c in ("article_id", "label") if c not in df.columns]

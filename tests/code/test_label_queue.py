@@ -240,6 +240,23 @@ def test_export_csv_and_labelstudio(settings, cli, tmp_path) -> None:
     assert empty.exit_code == 1 and len(empty.output.strip().splitlines()) == 1
 
 
+def test_exported_csv_round_trips_through_import(settings, cli, tmp_path) -> None:
+    _warehouse(settings, {"wire": 3})
+    with connect(settings) as con:  # a text with commas, quotes and a line break survives the CSV
+        con.execute("""UPDATE articles SET body = 'Profit, he said, was "flat"' || chr(10) || 'again' """
+                    "WHERE article_id = 'wire-0001'")
+    _fill(settings)
+    out = tmp_path / "queue.csv"
+    assert cli("labels", "export", "-o", str(out)).exit_code == 0
+    df = pd.read_csv(out, dtype=str, keep_default_na=False)
+    df.loc[df.article_id == "wire-0001", "label"] = "neutral"
+    df.to_csv(out, index=False)
+    s = json.loads(cli("labels", "import", str(out), "--annotator", "ana", "--json").stdout)
+    assert (s["rows_read"], s["rows_inserted"], s["rows_unlabelled"], s["rows_quarantined"]) == (3, 1, 2, 0)
+    with connect(settings) as con:
+        assert con.execute("SELECT item, label, annotator FROM labels").fetchall() == [("wire-0001", "neutral", "ana")]
+
+
 def _write_csv(path, rows) -> None:
     with path.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["article_id", "label", "annotator", "labelled_at"])
