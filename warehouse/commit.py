@@ -84,6 +84,26 @@ def _first_per_key(con: duckdb.DuckDBPyConnection, keys: str) -> str:
             f"FROM b_good) WHERE k = 1)")
 
 
+def _replace_changed_labels(con: duckdb.DuckDBPyConnection, batch_id: str, new_labels: str) -> int:
+    """Labels of this batch that differ from the stored label of the same (dataset, item, task)
+    replace it; the stored row goes to ``label_history`` first (migration 014), so a corrected
+    dataset is not ignored and nothing is lost. ``new_labels``: SQL of ``dataset, item, task,
+    label, label_set`` (one row per key). Returns how many labels were replaced."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE b_labels AS {new_labels}")
+    con.execute(
+        """INSERT INTO label_history
+           SELECT l.dataset, l.item, l.task, l.label, l.split, l.batch_id, l.created_at, l.annotator, l.labelled_at,
+                  $batch_id, n.label, now()
+           FROM labels l JOIN b_labels n ON l.dataset = n.dataset AND l.item = n.item AND l.task = n.task
+           WHERE l.label <> n.label""", {"batch_id": batch_id})
+    return _count(
+        con,
+        """UPDATE labels SET label = n.label, label_set = n.label_set, batch_id = $batch_id, created_at = now(),
+                  annotator = NULL, labelled_at = NULL
+           FROM b_labels n WHERE labels.dataset = n.dataset AND labels.item = n.item AND labels.task = n.task
+             AND labels.label <> n.label""", {"batch_id": batch_id})
+
+
 def _commit_articles(con: duckdb.DuckDBPyConnection, batch_id: str) -> tuple[int, int, int]:
     """Insert the batch's good, new articles and its labels; returns (inserted, duplicate, labels)."""
     good = _count(con, "SELECT count(*) FROM b_good")
@@ -98,7 +118,12 @@ def _commit_articles(con: duckdb.DuckDBPyConnection, batch_id: str) -> tuple[int
         {"batch_id": batch_id},
     )
     # Labels ride on good rows, also when the article itself was already known (the same
-    # PhraseBank sentence appears in four agreement files: one article, four label rows).
+    # PhraseBank sentence appears in four agreement files: one article, four label rows). A label
+    # that changed since the stored one replaces it, the old one kept in label_history.
+    _replace_changed_labels(con, batch_id, """
+        SELECT dataset, article_id AS item, task, label, label_set FROM (
+          SELECT *, row_number() OVER (PARTITION BY dataset, article_id, task ORDER BY record_no) AS k
+          FROM b_good WHERE label IS NOT NULL) WHERE k = 1""")
     labels = _count(
         con,
         """INSERT INTO labels (dataset, item, task, label, label_set, split, batch_id, created_at)
@@ -138,6 +163,10 @@ def _commit_support(con: duckdb.DuckDBPyConnection, batch_id: str) -> tuple[int,
         {"batch_id": batch_id},
     )
     # As for news: labels ride on good rows, also when the message itself was already known.
+    _replace_changed_labels(con, batch_id, """
+        SELECT dataset, message_id AS item, 'intent' AS task, label, NULL::VARCHAR[] AS label_set FROM (
+          SELECT *, row_number() OVER (PARTITION BY dataset, message_id ORDER BY record_no) AS k
+          FROM b_good WHERE label IS NOT NULL) WHERE k = 1""")
     labels = _count(
         con,
         """INSERT INTO labels (dataset, item, task, label, label_set, split, batch_id, created_at)

@@ -388,3 +388,24 @@ def test_monitor_flow_fills_the_queue_last(settings, prefect_harness) -> None:
     assert summary["label_queue"]["queued"] == len(_queue(settings)) > 0
     assert set(_queue(settings).article_id) <= set(settings_env_ids)
     assert monitor_flow()["label_queue"]["queued"] == 0  # a re-run queues nothing twice
+
+
+def test_reingested_dataset_with_a_corrected_label_replaces_it_with_history(settings, prefect_harness, tmp_path) -> None:
+    """Dataset ingest used to keep the first label forever (ON CONFLICT DO NOTHING)."""
+    from flows.ingest import ingest_flow
+
+    texts = ["Profits rose sharply at the bank", "The mill closed and cut jobs", "The board met on Tuesday"]
+    kw = {"source": "mine", "column_map": {"body": "text", "label": "label"},
+          "defaults": {"dataset": "mine", "task": "sentiment"}}
+    first, second = tmp_path / "v1.csv", tmp_path / "v2.csv"
+    pd.DataFrame({"text": texts, "label": ["positive", "negative", "positive"]}).to_csv(first, index=False)
+    pd.DataFrame({"text": texts, "label": ["positive", "negative", "neutral"]}).to_csv(second, index=False)
+    ingest_flow(files=[str(first)], **kw)
+    ingest_flow(files=[str(first)], **kw)  # the same file again: nothing changes
+    with connect(settings) as con:
+        assert con.execute("SELECT count(*) FROM label_history").fetchall()[0][0] == 0
+    ingest_flow(files=[str(second)], **kw)
+    with connect(settings) as con:
+        labels = sorted(r[0] for r in con.execute("SELECT label FROM labels WHERE dataset = 'mine'").fetchall())
+        hist = con.execute("SELECT label, replaced_label FROM label_history").fetchall()
+    assert labels == ["negative", "neutral", "positive"] and hist == [("positive", "neutral")]
