@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS label_queue (
 ALTER TABLE labels ADD COLUMN IF NOT EXISTS annotator VARCHAR;
 ALTER TABLE labels ADD COLUMN IF NOT EXISTS labelled_at TIMESTAMPTZ;
 
--- Every label a newer one replaced (or that lost to a later label of the same item in one file):
+-- Every label a newer one replaced (an import, or a dataset ingested again with a corrected label;
+-- or an imported label that lost to a later one of the same item):
 -- the replaced row as it was, and what replaced it.
 CREATE TABLE IF NOT EXISTS label_history (
     dataset          VARCHAR NOT NULL,
