@@ -271,8 +271,10 @@ def _print_monitoring(out: dict[str, Any], settings: Any, receiver: Any) -> None
                   f"{len(mon.get('new_alerts', []))} new alert(s); report picture: {mon.get('report_png') or '-'}")
     if receiver is not None:
         console.print(f"the demo's webhook receiver on {receiver.url.split('?')[0]} got {len(receiver.posts)} alert(s)")
-    alerts = run_readonly(settings, "SELECT alert_id, severity, dimension, key, window_start, observed_negative_share "
-                                    "AS observed, baseline_negative_share AS baseline, n_negative, n_articles, status, "
+    # Short columns so the table fits a terminal: ids and times never wrap; shares rounded for people.
+    alerts = run_readonly(settings, "SELECT alert_id, severity, dimension, key, strftime(window_start, '%m-%d %H:%M') "
+                                    "AS window, round(observed_negative_share, 3) AS observed, "
+                                    "round(baseline_negative_share, 3) AS usual, n_negative AS n_hit, n_articles AS n, "
                                     "explained_by FROM v_alerts ORDER BY window_start")
     if alerts.rows:
         _print_result(alerts, "table")
