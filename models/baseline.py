@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sklearn
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -22,6 +23,15 @@ from sklearn.metrics import f1_score
 DEFAULT_C_GRID: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
 DEFAULT_CLASS_WEIGHTS: tuple[str | None, ...] = (None, "balanced")
 FORMAT = "newspulse-tfidf-logreg/1"
+# Texts every saved baseline is scored on at save and again at load: scikit-learn's fitted state is
+# rebuilt from plain arrays (no pickle) by setting its fitted attributes, which a scikit-learn
+# upgrade may rename or reinterpret; the probe turns that into one clear error, not wrong scores.
+PROBE_TEXTS = ("Shares rose after record profit", "The bank cut its forecast and jobs",
+               "my card is not working", "what exchange rate do you use?", "")
+
+
+class BaselineFormatError(ValueError):
+    """A saved baseline this scikit-learn cannot rebuild faithfully (one line: what to do)."""
 WORD_PARAMS: dict[str, Any] = {"analyzer": "word", "ngram_range": (1, 2), "sublinear_tf": True,
                                "min_df": 2, "lowercase": True, "dtype": np.float64}
 CHAR_PARAMS: dict[str, Any] = {"analyzer": "char_wb", "ngram_range": (2, 5), "sublinear_tf": True,
@@ -158,7 +168,8 @@ class TfidfLogReg:
                 "classes": [str(c) for c in self.clf.classes_], "params": self.params,
                 "c_grid": self.c_grid, "class_weights": self.class_weights,
                 "max_iter": self.max_iter, "seed": self.seed, "min_df": self.min_df,
-                "val_score": self.val_score, "grid": self.grid}
+                "val_score": self.val_score, "grid": self.grid, "sklearn": sklearn.__version__,
+                "probe": {"texts": list(PROBE_TEXTS), "proba": self.predict_proba(PROBE_TEXTS).tolist()}}
         (directory / "params.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         return directory
 
@@ -186,7 +197,24 @@ class TfidfLogReg:
             clf.n_features_in_ = int(arrays["coef"].shape[1])
             clf.n_iter_ = np.zeros(1, dtype=np.int32)
         model.clf = clf
+        model._check_probe(directory, meta)
         return model
+
+    def _check_probe(self, directory: Path, meta: dict[str, Any]) -> None:
+        """Raise :class:`BaselineFormatError` unless the rebuilt model scores the saved probe as at save."""
+        saved = meta.get("sklearn", "an unrecorded version")
+        probe = meta.get("probe") or {"texts": list(PROBE_TEXTS), "proba": None}
+        try:
+            got = self.predict_proba(probe["texts"])
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise BaselineFormatError(
+                f"{directory}: the TF-IDF baseline saved with scikit-learn {saved} cannot be rebuilt with "
+                f"{sklearn.__version__} ({type(exc).__name__}: {exc}); retrain the model or install "
+                f"scikit-learn=={saved}") from None
+        if probe["proba"] is not None and not np.allclose(got, np.asarray(probe["proba"]), atol=1e-6):
+            raise BaselineFormatError(
+                f"{directory}: the TF-IDF baseline rebuilt with scikit-learn {sklearn.__version__} scores differently "
+                f"from when it was saved with scikit-learn {saved}; retrain the model or install scikit-learn=={saved}")
 
 
 def fit_ensemble_weight(

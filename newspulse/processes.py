@@ -1,27 +1,44 @@
-"""Which process a pid names: start times from ``/proc``, so a recycled pid is not taken for ours.
+"""Which process a pid names: its start time (psutil), so a recycled pid is not taken for ours.
 
 Shared by ``newspulse serve`` (its pid files) and ``warehouse.staging`` (the owner of a staging
-folder). Plain Python, Linux ``/proc`` only; elsewhere every answer is "cannot tell".
+folder). psutil reads ``/proc`` on Linux and the OS's own tables elsewhere.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import psutil
 
 
 def start_ticks(pid: int) -> str | None:
-    """``pid``'s start time in clock ticks since boot (``/proc/<pid>/stat`` field 22).
+    """``pid``'s start time (seconds since the epoch, 2 decimals, as text): with the pid, a process's identity.
 
-    Exact and immune to clock steps, unlike wall-clock start times. ``""`` when there is no such
-    live process (none, or a zombie that has exited but is not reaped); None when ``/proc``
-    cannot tell (no ``/proc``, pids hidden from us).
+    A recycled pid has another start time. ``""`` when there is no such live process (none, or a
+    zombie that has exited but is not reaped); None when the OS will not tell us.
     """
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return "" if Path("/proc/self/stat").exists() else None
-    except OSError:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return ""
+        return f"{proc.create_time():.2f}"
+    except psutil.NoSuchProcess:
+        return ""
+    except (psutil.AccessDenied, OSError):
         return None
-    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
-    fields = stat.rsplit(")", 1)[1].split()
-    return "" if fields[0] == "Z" else fields[19]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid``, children before grandchildren (empty when it is gone)."""
+    try:
+        found = psutil.Process(pid).children(recursive=True)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+
+    def level(p: psutil.Process) -> int:  # generations below ``pid``
+        n, cur = 0, p
+        try:
+            while cur is not None and cur.pid != pid and n < 64:
+                cur, n = cur.parent(), n + 1
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+        return n
+    return [p.pid for p in sorted(found, key=level)]

@@ -28,7 +28,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from newspulse.processes import start_ticks
+from newspulse.processes import descendants, start_ticks
 from newspulse.settings import LOCAL_PREFECT_SERVER_ENV, OFFLINE_ENV, Settings
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository: prefect.yaml and the flows
@@ -267,20 +267,8 @@ def kill_tree(pid: int, sig: int = signal.SIGKILL) -> list[int]:
 
 
 def _descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (from /proc), children before grandchildren."""
-    parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(0), []):
-            found.append(child)
-            todo.append(child)
-    return found
+    """Every live descendant of ``pid``, children before grandchildren (psutil)."""
+    return descendants(pid)
 
 
 def _port_taken(host: str, port: int) -> bool:

@@ -191,3 +191,21 @@ def test_baseline_on_phrasebank_50agree() -> None:
           f"acc {m['accuracy']:.3f} ECE {m['ece']:.3f} params {model.params}")
     assert 0.72 <= m["macro_f1"] <= 0.82
     assert m["n"] == len(y_te)
+
+
+def test_baseline_rebuilt_differently_fails_clearly(tmp_path: Path) -> None:
+    """A scikit-learn that rebuilds the saved state into other scores (or cannot) is one clear error."""
+    import json
+
+    from models.baseline import BaselineFormatError
+
+    texts, labels = POS + NEG, ["positive"] * 6 + ["negative"] * 6
+    saved = TfidfLogReg(labels=LABELS, seed=0).fit(texts, labels).save(tmp_path / "baseline")
+    meta = json.loads((saved / "params.json").read_text())
+    assert meta["sklearn"] and len(meta["probe"]["proba"]) == len(meta["probe"]["texts"])
+    TfidfLogReg.load(saved)  # the installed scikit-learn rebuilds what it saved
+    meta["probe"]["proba"][0] = [1.0, 0.0, 0.0]  # as if an upgrade changed what the arrays mean
+    meta["sklearn"] = "0.0.1"
+    (saved / "params.json").write_text(json.dumps(meta))
+    with pytest.raises(BaselineFormatError, match=r"scikit-learn 0\.0\.1.*retrain the model or install"):
+        TfidfLogReg.load(saved)
