@@ -55,14 +55,17 @@ def _existing(con: duckdb.DuckDBPyConnection, batch_id: str) -> BatchSummary | N
     return BatchSummary(**rows[0]) if rows else None
 
 
-def _load_batch(con: duckdb.DuckDBPyConnection, batch_dir: Path) -> None:
+def _load_batch(con: duckdb.DuckDBPyConnection, batch_dir: Path, tables: tuple[str, str] | None = None) -> None:
     # The rows stay in Parquet (a view scans only the columns each statement needs); the
     # failures are few, so they are materialised with their reasons grouped per record.
-    con.execute(f"CREATE OR REPLACE TEMP VIEW b_rows AS SELECT * FROM read_parquet('{batch_dir / 'normalized.parquet'}')")
+    # ``tables``: (rows, failures) already in this connection (warehouse.direct), not files.
+    rows, failures = tables or (f"read_parquet('{batch_dir / 'normalized.parquet'}')",
+                                f"read_parquet('{batch_dir / 'failures.parquet'}')")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW b_rows AS SELECT * FROM {rows}")
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE b_fail AS
             SELECT record_no, list(DISTINCT reason ORDER BY reason) AS reasons
-            FROM read_parquet('{batch_dir / 'failures.parquet'}') GROUP BY record_no"""
+            FROM {failures} GROUP BY record_no"""
     )
     con.execute("CREATE OR REPLACE TEMP VIEW b_good AS SELECT r.* FROM b_rows r ANTI JOIN b_fail f USING (record_no)")
 
@@ -179,8 +182,14 @@ def _commit_support(con: duckdb.DuckDBPyConnection, batch_id: str) -> tuple[int,
     return inserted, good - inserted, labels
 
 
-def commit_batch(con: duckdb.DuckDBPyConnection, batch_dir: Path, *, cleanup: bool = True) -> BatchSummary:
-    """Load a staged + validated batch folder into the warehouse atomically."""
+def commit_batch(
+    con: duckdb.DuckDBPyConnection, batch_dir: Path, *, cleanup: bool = True, tables: tuple[str, str] | None = None
+) -> BatchSummary:
+    """Load a staged + validated batch folder into the warehouse atomically.
+
+    ``tables``: the batch's (rows, failures) tables on ``con`` when they are not in the folder's
+    Parquet files (the one-pass ingest of :mod:`warehouse.direct`).
+    """
     manifest = Manifest.read(batch_dir)
     previous = _existing(con, manifest.batch_id)
     if previous is not None:
@@ -190,7 +199,7 @@ def commit_batch(con: duckdb.DuckDBPyConnection, batch_dir: Path, *, cleanup: bo
     report = ValidationReport.from_json((batch_dir / "validation.json").read_text(encoding="utf-8"))
     con.execute("BEGIN TRANSACTION")
     try:
-        _load_batch(con, batch_dir)
+        _load_batch(con, batch_dir, tables)
         if manifest.target == "articles":
             inserted, duplicate, labels = _commit_articles(con, manifest.batch_id)
             time_col = "published_at"

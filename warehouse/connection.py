@@ -81,6 +81,46 @@ def connect(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
         con.close()
 
 
+class WarehouseInUse(RuntimeError):
+    """This process already has the warehouse file open through another DuckDB instance."""
+
+
+@contextmanager
+def attach_warehouse(con: duckdb.DuckDBPyConnection, settings: Settings, alias: str = "np_wh") -> Iterator[str]:
+    """Attach the warehouse read-write to ``con`` (an in-memory staging connection) as its default
+    catalog, and detach it afterwards (which checkpoints it, as closing a connection does).
+
+    For writers whose data is already in ``con``: no copy between databases. The same rules as
+    :func:`connect`: the caller holds the writer slot, and a reader's lock in another process is
+    waited out up to ``writer_lock_wait_s``. When this process already has the file open through
+    :func:`connect` (another DuckDB instance), DuckDB refuses a second handle: that raises
+    :class:`WarehouseInUse` at once, so the caller can write through :func:`connect` instead.
+    Yields the name of the staging catalog (to name its tables while the warehouse is the default).
+    """
+    path = Path(settings.warehouse_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    home = scalar(con, "SELECT current_database()")
+    deadline = time.monotonic() + settings.writer_lock_wait_s
+    delay = 0.05
+    while True:
+        try:
+            con.execute(f"ATTACH {sql_literal(str(path))} AS {alias}")
+            break
+        except duckdb.ResourceInUseException as exc:
+            raise WarehouseInUse(str(exc)) from exc
+        except duckdb.IOException as exc:
+            if not _is_lock_error(exc) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 1.0)
+    try:
+        con.execute(f"USE {alias}")
+        yield home
+    finally:
+        con.execute(f"USE {home}")
+        con.execute(f"DETACH {alias}")
+
+
 @contextmanager
 def connect_readonly(
     settings: Settings, *, sandboxed: bool = True, retries: int | None = None

@@ -17,9 +17,17 @@ CREATE OR REPLACE MACRO np_num_entities(x) AS CASE WHEN NOT contains(x, '&#') TH
              ELSE '&#' || p END), '')
     END;
 
+-- True when x certainly needs no cleaning: no control character (to_json escapes those, and '"'
+-- and '\', so a text with quotes is not vouched for here), no DEL, markup, entity, double or
+-- edge space. Plain byte scans, ~5x cheaper than the regex test in np_clean.
+CREATE OR REPLACE MACRO np_plain(x) AS
+    strlen(to_json(x)::VARCHAR) = strlen(x) + 2 AND NOT contains(x, '<') AND NOT contains(x, '&')
+    AND NOT contains(x, '  ') AND NOT contains(x, chr(127)) AND NOT starts_with(x, ' ') AND NOT suffix(x, ' ');
+
 CREATE OR REPLACE MACRO np_clean(x) AS
     CASE WHEN x IS NULL THEN NULL
          -- fast path: most texts need nothing (no markup, control characters or extra spaces)
+         WHEN np_plain(x) THEN nullif(x, '')
          -- (one regex: DuckDB's trim() alone costs more than this whole test)
          WHEN NOT regexp_matches(x, '[<&\x00-\x1f\x7f]|\s\s|^\s|\s$') THEN nullif(x, '')
          -- trim spaces and newlines (the only whitespace left after the replacements below)
@@ -33,6 +41,10 @@ CREATE OR REPLACE MACRO np_clean(x) AS
                 -- keep paragraph breaks, drop other control characters, squeeze spaces
                 '[ \t\r\f\v\x00-\x08\x0b\x0e-\x1f\x7f]+', ' ', 'g'), '\s*\n\s*(\n\s*)*', E'\n', 'g'), ' ' || chr(10)), '')
     END;
+
+-- nullif(trim(x), ''), without trim's cost when both ends are printable ASCII (nothing to trim).
+CREATE OR REPLACE MACRO np_trim(x) AS
+    CASE WHEN ord(x) BETWEEN 33 AND 126 AND ord(x[-1]) BETWEEN 33 AND 126 THEN x ELSE nullif(trim(x), '') END;
 
 CREATE OR REPLACE MACRO np_ts(p) AS coalesce(
     try_cast(p AS TIMESTAMPTZ),
@@ -50,15 +62,15 @@ WITH base AS (
     SELECT
         record_no,
         raw,
-        nullif(trim(error), '') AS error,
-        coalesce(nullif(trim(source), ''), $default_source) AS source,
-        nullif(trim(source_id), '') AS source_id,
+        np_trim(error) AS error,
+        coalesce(np_trim(source), $default_source) AS source,
+        np_trim(source_id) AS source_id,
         np_clean(title) AS title,
         np_clean(body) AS body,
-        nullif(trim(url), '') AS url,
-        nullif(trim(published_at), '') AS published_raw,
+        np_trim(url) AS url,
+        np_trim(published_at) AS published_raw,
         lower(nullif(trim(lang), '')) AS lang,
-        nullif(trim(tickers), '') AS tickers_raw,
+        np_trim(tickers) AS tickers_raw,
         CASE WHEN json_valid(meta) THEN meta::JSON END AS meta,
         nullif(trim(dataset), '') AS dataset,
         lower(nullif(trim(task), '')) AS task,
@@ -67,16 +79,19 @@ WITH base AS (
     FROM staged
 ), typed AS (
     SELECT *,
-        nullif(concat_ws(' ', title, body), '') AS text,
         np_ts(published_raw) AS published_at,
         string_split(lower(label_raw), '|') AS label_parts
     FROM base
 )
 SELECT
     record_no, raw, error, source, source_id,
-    left(sha256(source || chr(31) || coalesce(source_id, '#text:' || lower(coalesce(text, '')))), 32) AS article_id,
+    -- The text (title, space, body; cleaned, so never '') is built only for rows without a
+    -- source id; its length is the parts' lengths.
+    left(sha256(source || chr(31) || CASE WHEN source_id IS NOT NULL THEN source_id
+                                          ELSE '#text:' || lower(concat_ws(' ', title, body)) END), 32) AS article_id,
     title, body, url,
-    coalesce(length(text), 0) AS text_length,
+    coalesce(length(title), 0) + coalesce(length(body), 0)
+        + CASE WHEN title IS NOT NULL AND body IS NOT NULL THEN 1 ELSE 0 END AS text_length,
     coalesce(length(title), 0) AS title_length,
     published_raw, published_at,
     CASE WHEN published_raw IS NULL THEN 'missing'
@@ -84,6 +99,9 @@ SELECT
          ELSE 'ok' END AS published_status,
     lang,
     CASE WHEN tickers_raw IS NULL THEN NULL
+         -- the usual shapes, [] and one plain ticker, without the list functions (same result)
+         WHEN tickers_raw = '[]' THEN []::VARCHAR[]
+         WHEN regexp_full_match(tickers_raw, '\["[A-Z0-9.]+"\]') THEN [tickers_raw[3:-3]]
          ELSE list_sort(list_distinct(list_filter(
                 list_transform(regexp_split_to_array(tickers_raw, '[\[\]"'',;\s]+'), lambda t: upper(trim(t))),
                 lambda t: t <> ''))) END AS tickers,

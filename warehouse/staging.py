@@ -16,6 +16,11 @@ Inputs: a records frame from any Python reader (CSV, RSS, public datasets), or a
 file read natively by DuckDB. JSONL has a fast path (``read_json`` with typed columns) and an
 exact path (line by line, so every malformed line is kept with its reason); the exact path runs
 whenever the fast one meets a line it could not read.
+
+``write_parquet=False`` (the one-pass ingest of :mod:`warehouse.direct`) keeps the batch in the
+staging connection instead: table ``batch`` holds the normalised rows with ``raw`` left NULL, and
+``staged`` (a table, or a view over ``staged_input`` for natively read files) still gives each
+record's ``raw`` by ``record_no``, so it is rendered only for the rows that end in quarantine.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ FRAME_COLUMNS: dict[str, list[str]] = {
     "articles": RECORD_COLUMNS, "behaviors": BEHAVIOR_COLUMNS, "support_messages": SUPPORT_COLUMNS,
 }
 SAMPLE_LINES = 2000
+# Column names of `staged_input` (files read natively) that no input column is expected to use.
+RECORD_NO, ROW = "__np_record_no", "__np_row"
 
 
 @dataclass
@@ -157,8 +164,19 @@ def prune_staging(staging_dir: Path, older_than_s: float) -> list[str]:
     return sorted(removed)
 
 
-def _finish(con: duckdb.DuckDBPyConnection, batch_dir: Path, manifest: Manifest) -> Manifest:
-    """Normalise the ``staged`` table and write the batch files."""
+def _is_view(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(scalar(con, "SELECT count(*) FROM duckdb_views() WHERE view_name = ? AND NOT internal", [name]))
+
+
+def _finish(
+    con: duckdb.DuckDBPyConnection, batch_dir: Path, manifest: Manifest, write_parquet: bool = True
+) -> Manifest:
+    """Normalise ``staged`` and write the batch files (``write_parquet=False``: table ``batch``)."""
+    if manifest.label_map and manifest.target != "behaviors" and _is_view(con, "staged"):
+        # The label mapping below updates rows: a file read natively is staged as a view.
+        con.execute("CREATE OR REPLACE TABLE staged_rows AS SELECT * FROM staged")
+        con.execute("DROP VIEW staged")
+        con.execute("ALTER TABLE staged_rows RENAME TO staged")
     if manifest.label_map and manifest.target != "behaviors":
         # Map the user's label names onto the head's classes before validation sees them
         # (case-insensitive); unmapped labels pass through and are judged by the suite.
@@ -174,17 +192,26 @@ def _finish(con: duckdb.DuckDBPyConnection, batch_dir: Path, manifest: Manifest)
     # A view cannot take parameters: the default source goes in as an escaped literal.
     sql = sql_file.read_text(encoding="utf-8").replace("$default_source", sql_literal(manifest.source))
     con.execute(sql)
-    # `normalized` is a view: it streams straight into the Parquet file (COPY returns the count).
-    out = batch_dir / "normalized.parquet"
-    # A small dictionary limit: DuckDB otherwise tries to dictionary-encode every long, unique
-    # text column (raw, body), which costs more than the whole normalisation.
-    manifest.rows = int(scalar(con, f"COPY normalized TO '{out}' (FORMAT parquet, DICTIONARY_SIZE_LIMIT 4096)"))
+    if write_parquet:
+        # `normalized` is a view: it streams straight into the Parquet file (COPY returns the count).
+        out = batch_dir / "normalized.parquet"
+        # A small dictionary limit: DuckDB otherwise tries to dictionary-encode every long, unique
+        # text column (raw, body), which costs more than the whole normalisation.
+        manifest.rows = int(scalar(con, f"COPY normalized TO '{out}' (FORMAT parquet, DICTIONARY_SIZE_LIMIT 4096)"))
+    else:
+        # One pass in this connection: `raw` is not rendered here (see the module docstring).
+        # Rows carry their record_no, so `batch` need not keep the input's order (kept, it makes
+        # this a single-threaded copy); from here on nothing in this connection needs it.
+        con.execute("SET preserve_insertion_order = false")
+        con.execute("CREATE OR REPLACE TABLE batch AS SELECT * REPLACE (NULL::VARCHAR AS raw) FROM normalized")
+        manifest.rows = int(scalar(con, "SELECT count(*) FROM batch"))
     manifest.write(batch_dir)
     return manifest
 
 
 def stage_frame(
-    con: duckdb.DuckDBPyConnection, batch_dir: Path, manifest: Manifest, frame: pd.DataFrame
+    con: duckdb.DuckDBPyConnection, batch_dir: Path, manifest: Manifest, frame: pd.DataFrame,
+    *, write_parquet: bool = True,
 ) -> Manifest:
     """Stage a records frame (a behaviors / support frame for those targets)."""
     columns = FRAME_COLUMNS[manifest.target]
@@ -195,7 +222,7 @@ def stage_frame(
     cols = ", ".join(c if c == "record_no" else f"CAST({c} AS VARCHAR) AS {c}" for c in columns)
     con.execute(f"CREATE OR REPLACE TABLE staged AS SELECT {cols} FROM incoming")
     con.unregister("incoming")
-    return _finish(con, batch_dir, manifest)
+    return _finish(con, batch_dir, manifest, write_parquet)
 
 
 def _select_records(
@@ -261,6 +288,7 @@ def stage_jsonl(
     *,
     column_map: dict[str, str] | None = None,
     defaults: dict[str, str] | None = None,
+    write_parquet: bool = True,
 ) -> Manifest:
     """Stage a JSON Lines file of article records."""
     defaults = defaults or {}
@@ -272,11 +300,12 @@ def stage_jsonl(
         # No object to learn the keys from, or keys DuckDB cannot name as columns: "", a lone
         # surrogate, or twins that differ only in case (DuckDB names are case-insensitive).
         manifest.notes.append("reading line by line (no usable JSON keys in the first lines)")
-        return _stage_jsonl_exact(con, batch_dir, manifest, path, mapping, defaults, keys)
-    # Fast path: one DuckDB pass reads every line with typed columns straight into `staged`.
-    # `raw` is the object re-serialised from its keys; keys that map to no record field are kept
-    # in `meta`. A line DuckDB could not read comes back with every key NULL (a raw of all
-    # nulls): then the whole file goes through the exact, line-by-line path instead.
+        return _stage_jsonl_exact(con, batch_dir, manifest, path, mapping, defaults, keys, write_parquet)
+    # Fast path: one DuckDB pass reads every line with typed columns into `staged_input`; the
+    # view `staged` maps them to record fields. `raw` is the object re-serialised from its keys
+    # (rendered only where it is read); keys that map to no record field are kept in `meta`. A
+    # line DuckDB could not read comes back with every key NULL (a raw of all nulls): then the
+    # whole file goes through the exact, line-by-line path instead.
     # Record fields are read as text; other keys keep their JSON type for `meta` (as on the
     # exact path, where json_extract keeps types).
     unmapped = [k for k in keys if k not in mapping.values()]
@@ -287,23 +316,36 @@ def stage_jsonl(
         extra["meta"] = f"to_json(struct_pack({pairs}))"
     select = _select_records(mapping, '"{}"', defaults, extra)
     raw = "to_json(struct_pack(" + ", ".join(f"{_quote_ident(k)} := {_quote_ident(k)}" for k in keys) + "))::VARCHAR"
-    # The raw text of a line DuckDB could not read, rendered by DuckDB itself so key escaping matches.
-    nulls = ", ".join(f"{_quote_ident(k)} := NULL::{'JSON' if k in unmapped else 'VARCHAR'}" for k in keys)
+    # A line DuckDB could not read: every key NULL, i.e. its raw would render as all nulls (a JSON
+    # null read into a JSON column renders as null too).
+    all_null = " AND ".join(
+        f"({_quote_ident(k)} IS NULL OR json_type({_quote_ident(k)}) = 'NULL')" if k in unmapped
+        else f"{_quote_ident(k)} IS NULL"
+        for k in keys
+    )
+    # A table made by one CREATE TABLE AS keeps the file's order in its row ids, which cost
+    # nothing (row_number() is a pass of its own); a key named rowid would hide them.
+    shadowed = any(k.lower() == "rowid" for k in keys)
+    number, record_no = (f"row_number() OVER () AS {RECORD_NO}, ", RECORD_NO) if shadowed else ("", "rowid + 1")
     try:
-        all_null = scalar(con, f"SELECT to_json(struct_pack({nulls}))::VARCHAR")
         con.execute(
-            f"""CREATE OR REPLACE TABLE staged AS
-                SELECT row_number() OVER () AS record_no, {raw} AS raw, {select}, NULL::VARCHAR AS error
+            f"""CREATE OR REPLACE TABLE staged_input AS
+                SELECT {number}*
                 FROM read_json({sql_literal(str(path))}, format='newline_delimited',
                     ignore_errors=true, columns={{{typed}}}, maximum_object_size=268435456)"""
         )
-        unreadable = scalar(con, "SELECT count(*) FROM staged WHERE raw = ?", [all_null])
+        unreadable = scalar(con, f"SELECT count(*) FROM staged_input WHERE {all_null}")
     except duckdb.Error as exc:  # e.g. a file that is not JSON at all
         manifest.notes.append(f"fast JSON reader failed ({type(exc).__name__}); reading line by line")
         unreadable = -1
     if unreadable != 0:
-        return _stage_jsonl_exact(con, batch_dir, manifest, path, mapping, defaults, keys)
-    return _finish(con, batch_dir, manifest)
+        con.execute("DROP TABLE IF EXISTS staged_input")
+        return _stage_jsonl_exact(con, batch_dir, manifest, path, mapping, defaults, keys, write_parquet)
+    con.execute(
+        f"""CREATE OR REPLACE VIEW staged AS
+            SELECT {record_no} AS record_no, {raw} AS raw, {select}, NULL::VARCHAR AS error FROM staged_input"""
+    )
+    return _finish(con, batch_dir, manifest, write_parquet)
 
 
 def _stage_jsonl_exact(
@@ -314,6 +356,7 @@ def _stage_jsonl_exact(
     mapping: dict[str, str],
     defaults: dict[str, str],
     keys: list[str] | None = None,
+    write_parquet: bool = True,
 ) -> Manifest:
     """Line-by-line JSONL staging: each unreadable line becomes a record with its reason.
 
@@ -384,7 +427,7 @@ def _stage_jsonl_exact(
             SELECT record_no, raw, {select}, error FROM parsed"""
     )
     con.execute("DROP TABLE lines")
-    return _finish(con, batch_dir, manifest)
+    return _finish(con, batch_dir, manifest, write_parquet)
 
 
 def stage_parquet(
@@ -395,6 +438,7 @@ def stage_parquet(
     *,
     column_map: dict[str, str] | None = None,
     defaults: dict[str, str] | None = None,
+    write_parquet: bool = True,
 ) -> Manifest:
     """Stage a Parquet file of article records; an unreadable file becomes one quarantined record."""
     defaults = defaults or {}
@@ -406,14 +450,18 @@ def stage_parquet(
         frame = pd.DataFrame(
             [{"record_no": 1, "raw": str(path), "error": f"unreadable Parquet file: {exc}"}]
         ).reindex(columns=RECORD_COLUMNS)
-        return stage_frame(con, batch_dir, manifest, frame)
+        return stage_frame(con, batch_dir, manifest, frame, write_parquet=write_parquet)
     mapping = map_columns(names, column_map)
     manifest.input_columns, manifest.column_map = names, mapping
-    select = _select_records(mapping, 'p."{}"', defaults)
+    select = _select_records(mapping, f'{ROW}."{{}}"', defaults)
+    # As for JSONL: the file's rows in a table (each row kept whole as one struct, so raw is its
+    # to_json and the row ids are the record numbers), `staged` a view over it (raw rendered
+    # only where read).
+    con.execute(f"CREATE OR REPLACE TABLE staged_input AS SELECT p AS {ROW} FROM read_parquet({src}) p")
     con.execute(
-        f"""CREATE OR REPLACE TABLE staged AS
-            SELECT row_number() OVER () AS record_no, to_json(p)::VARCHAR AS raw, {select},
+        f"""CREATE OR REPLACE VIEW staged AS
+            SELECT rowid + 1 AS record_no, to_json({ROW})::VARCHAR AS raw, {select},
                    NULL::VARCHAR AS error
-            FROM read_parquet({src}) p"""
+            FROM staged_input"""
     )
-    return _finish(con, batch_dir, manifest)
+    return _finish(con, batch_dir, manifest, write_parquet)

@@ -91,6 +91,19 @@ class ValidationReport:
         return cls(**data)
 
 
+def validation_summary(manifest: Any, report: ValidationReport) -> dict[str, Any]:
+    """The validate task's summary of one batch (``manifest``: its staging Manifest)."""
+    return {
+        "batch_id": manifest.batch_id,
+        "source": manifest.source,
+        "suite": report.suite,
+        "rows": report.rows,
+        "rows_failed": report.rows_failed,
+        "batch_errors": report.batch_errors,
+        "outcomes": [o.__dict__ for o in report.outcomes],
+    }
+
+
 def article_checks(settings: Settings, now: datetime | None = None) -> list[Check]:
     """The ``articles`` suite: schema, text, lengths, timestamps, labels, ids."""
     import great_expectations.expectations as gxe
@@ -320,6 +333,12 @@ def validate_batch(con: duckdb.DuckDBPyConnection, batch_dir: Path, target: str,
     """Validate a staged batch folder; writes ``failures.parquet`` and ``validation.json``."""
     src = batch_dir / "normalized.parquet"
     con.execute(f"CREATE OR REPLACE TABLE batch AS SELECT * FROM read_parquet('{src}')")
+    return validate_table(con, batch_dir, target, settings)
+
+
+def validate_table(con: duckdb.DuckDBPyConnection, batch_dir: Path, target: str, settings: Settings) -> ValidationReport:
+    """Validate table ``batch`` of ``con`` (a staged batch); fills table ``failures`` and writes
+    ``failures.parquet`` and ``validation.json`` into ``batch_dir``."""
     if target == "support_messages":
         # Imported here: support_validation builds on this module's Check (an import cycle at the top).
         from warehouse.support_validation import support_checks

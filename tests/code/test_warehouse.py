@@ -776,3 +776,76 @@ def test_behaviors_target(wh) -> None:
     # The same impressions again: duplicates only.
     again = _ingest(wh, behaviors=rows[:2], source="mind")
     assert (again.rows_inserted, again.rows_duplicate) == (0, 2)
+
+
+# --------------------------------------------------------------------------------------------
+# one-pass ingest (warehouse/direct.py) == stage -> validate -> commit through Parquet
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_one_pass_ingest_matches_three_steps(settings, tmp_path: Path, fmt: str) -> None:
+    """The ingest-file task's one pass commits the same articles, quarantine rows (raw and
+    reasons), labels and counts as the three-step path; a re-run of the same file version
+    (a retried task) returns the stored batch."""
+    from warehouse.direct import ingest_direct
+
+    rows = [{"id": f"x{i}", "title": "A title here", "body": "some body text that is long enough",
+             "published_at": "2024-01-01T00:00:00Z", "tickers": ["b", "A"] if i % 2 else [], "extra": {"k": i}}
+            for i in range(40)]
+    rows[3]["title"], rows[3]["body"] = "", None
+    rows[7]["published_at"] = "garbage"
+    rows[9].update(label="bullish", task="sentiment")
+    rows[11].update(label="positive", task="sentiment", body="<b>bold</b> &amp; text  with   spaces")
+    path = _write_jsonl(tmp_path / "in.jsonl", rows)
+    if fmt == "parquet":
+        con = duckdb.connect()
+        con.execute(f"COPY (SELECT * FROM read_json('{path}')) TO '{tmp_path / 'in.parquet'}' (FORMAT parquet)")
+        con.close()
+        path = tmp_path / "in.parquet"
+    reader = staging.stage_jsonl if fmt == "jsonl" else staging.stage_parquet
+    seen = []
+    for mode in ("three-step", "one-pass"):
+        s = settings.model_copy(update={"warehouse_path": tmp_path / f"{mode}.duckdb", "home": tmp_path / mode})
+        s.ensure_dirs()
+        with connect(s) as con:
+            migrate(con)
+        batch_dir, manifest = staging.new_batch(s.staging_dir, "src", "articles", str(path))
+        manifest.fingerprint = {"path": str(path), "size": 1, "mtime_ns": 1}
+        if mode == "three-step":
+            with connect_memory(s) as mem:
+                reader(mem, batch_dir, manifest, path)
+            with connect_memory(s) as mem:
+                validation.validate_batch(mem, batch_dir, "articles", s)
+            with connect(s) as con:
+                summary = commit.commit_batch(con, batch_dir)
+        else:
+            phases: list[str] = []
+            result = ingest_direct(s, batch_dir, manifest,
+                                   lambda mem: reader(mem, batch_dir, manifest, path, write_parquet=False),
+                                   on_phase=phases.append)
+            summary = result.summary
+            assert phases == ["staged", "validated", "committed"]
+            assert not batch_dir.exists()
+            # The same file version again (a retried task): the stored batch, nothing added.
+            again_dir, again = staging.new_batch(s.staging_dir, "src", "articles", str(path))
+            again.fingerprint = manifest.fingerprint
+            repeat = ingest_direct(s, again_dir, again,
+                                   lambda mem: reader(mem, again_dir, again, path, write_parquet=False)).summary
+            assert repeat == summary and not again_dir.exists()
+        with connect(s) as con:
+            seen.append({
+                "counts": (summary.rows_read, summary.rows_inserted, summary.rows_duplicate,
+                           summary.rows_quarantined, summary.labels_inserted, summary.status),
+                "quarantine": con.execute("SELECT record_no, raw, reasons FROM quarantine ORDER BY record_no").fetchall(),
+                "articles": con.execute("SELECT article_id, source, source_id, title, body, published_at, tickers, meta "
+                                        "FROM articles ORDER BY article_id").fetchall(),
+                "labels": con.execute("SELECT dataset, item, task, label FROM labels ORDER BY item").fetchall(),
+                "runs": con.execute("SELECT expectation_no, success, unexpected_count FROM validation_runs "
+                                    "ORDER BY expectation_no").fetchall(),
+                "batches": con.execute("SELECT count(*) FROM ingest_batches").fetchall(),
+            })
+    assert seen[0] == seen[1]
+    assert seen[1]["counts"][:4] == (40, 37, 0, 3) and len(seen[1]["labels"]) == 1
+    assert [r[0] for r in seen[1]["quarantine"]] == [4, 8, 10]
+    assert all(raw and raw.startswith('{"id":') for _, raw, _ in seen[1]["quarantine"])
