@@ -2,7 +2,9 @@
 
 Read it top to bottom: make sure the warehouse exists, work out what is new, then for every
 input stage it (one task per file, feed or dataset file), validate it with Great Expectations
-(the ``validate`` sub-flow) and commit it under the single-writer limit. Bad rows land in
+(the ``validate`` sub-flow) and commit it under the single-writer limit. A file does all three
+in one task (``ingest-file``, :mod:`warehouse.direct`), so its rows are not handed between tasks
+through Parquet; its validation table is published the same way. Bad rows land in
 ``quarantine`` with their reasons; the run fails only when a batch breaks a batch-level rule
 (see ``warehouse/validation.py``), and only after every batch has been committed.
 """
@@ -17,12 +19,12 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from newspulse.settings import Settings, get_settings
 from tasks.ingest import (
     commit_staged,
+    ingest_file,
     plan_dataset,
     plan_files,
     publish_ingest_report,
     stage_dataset_file,
     stage_feed,
-    stage_file,
 )
 from tasks.validate import publish_validation, run_expectations
 from tasks.warehouse import migrate_warehouse
@@ -110,13 +112,17 @@ def ingest_flow(
     summaries: list[dict[str, Any]] = []
     for done, (kind, item) in enumerate(work, start=1):
         if kind == "file":
-            batch_dir = stage_file(settings, item, source, file_format, column_map, defaults, encoding, label_map,
-                                   target)
+            # One pass (stage, GX, commit) in one task: a file's rows never leave its staging DuckDB.
+            summary, validation = ingest_file(settings, item, source, file_format, column_map, defaults, encoding,
+                                              label_map, target)
+            publish_validation(validation)
+            summaries.append(summary)
+            batch_dir = None
         elif kind == "feed":
             batch_dir = stage_feed(settings, item[1], item[0])
         else:
             batch_dir = stage_dataset_file(settings, item[0], item[1])
-        if batch_dir is not None:  # None: the feed has not changed since the last pull
+        if batch_dir is not None:  # None: a file (committed above), or a feed unchanged since the last pull
             summaries.append(_validate_and_commit(settings, batch_dir))
         update_progress_artifact(artifact_id=progress, progress=100.0 * done / len(work))
 

@@ -6,6 +6,7 @@ the folder path; :func:`commit_staged` loads a validated folder under the writer
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +24,9 @@ from sources.support import SUPPORT_DATASETS, read_support_file, read_support_or
 from tasks.warehouse import writer_slot
 from warehouse.commit import BatchSummary, already_ingested, commit_batch, source_state
 from warehouse.connection import connect, connect_memory
-from warehouse.staging import new_batch, stage_frame, stage_jsonl, stage_parquet
+from warehouse.direct import ingest_direct
+from warehouse.staging import Manifest, new_batch, stage_frame, stage_jsonl, stage_parquet
+from warehouse.validation import validation_summary
 
 FileFormat = Literal["csv", "jsonl", "parquet", "mind_behaviors"]
 _SUFFIX_FORMATS: dict[str, FileFormat] = {
@@ -92,6 +95,26 @@ def stage_file(
 
     ``target="support_messages"``: the file is a support export (:mod:`sources.support`).
     """
+    batch_dir, manifest, stage = _file_batch(settings, path, source, fmt, column_map, defaults, encoding, label_map,
+                                             target)
+    with connect_memory(settings) as mem:
+        stage(mem, True)
+    get_run_logger().info("staged %s rows from %s as batch %s", manifest.rows, Path(path).name, manifest.batch_id)
+    return str(batch_dir)
+
+
+def _file_batch(
+    settings: Settings,
+    path: str,
+    source: str,
+    fmt: str | None,
+    column_map: dict[str, str] | None,
+    defaults: dict[str, str] | None,
+    encoding: str,
+    label_map: dict[str, str] | None,
+    target: str,
+) -> tuple[Path, Manifest, Callable[[Any, bool], Manifest]]:
+    """A new batch for one file and the call that stages it: ``stage(con, write_parquet)``."""
     file = Path(path)
     kind = detect_format(file, fmt)
     if target not in ("articles", "support_messages"):
@@ -101,29 +124,62 @@ def stage_file(
     batch_dir, manifest = new_batch(settings.staging_dir, source, target, str(file))  # type: ignore[arg-type]
     manifest.fingerprint, manifest.flow_run_id = file_fingerprint(file), _run_id()
     manifest.label_map = label_map
-    with connect_memory(settings) as mem:
+
+    def stage(mem: Any, write_parquet: bool) -> Manifest:
         if target == "support_messages":
             frame = read_support_or_quarantine(lambda: read_support_file(
                 file, kind, source=source, column_map=column_map, defaults=defaults, encoding=encoding), str(file))
-            stage_frame(mem, batch_dir, manifest, frame)
-        elif kind == "jsonl":
-            stage_jsonl(mem, batch_dir, manifest, file, column_map=column_map, defaults=defaults)
-        elif kind == "parquet":
-            stage_parquet(mem, batch_dir, manifest, file, column_map=column_map, defaults=defaults)
-        elif kind == "csv":
+            return stage_frame(mem, batch_dir, manifest, frame, write_parquet=write_parquet)
+        if kind == "jsonl":
+            return stage_jsonl(mem, batch_dir, manifest, file, column_map=column_map, defaults=defaults,
+                               write_parquet=write_parquet)
+        if kind == "parquet":
+            return stage_parquet(mem, batch_dir, manifest, file, column_map=column_map, defaults=defaults,
+                                 write_parquet=write_parquet)
+        if kind == "csv":
             frame = read_or_quarantine(lambda: read_csv_records(
                 file, source=source, encoding=encoding, column_map=column_map, defaults=defaults,
                 delimiter="\t" if file.suffix.lower() == ".tsv" else None,
             ), str(file))
-            stage_frame(mem, batch_dir, manifest, frame)
-        else:
-            from sources.datasets import read_mind_behaviors
+            return stage_frame(mem, batch_dir, manifest, frame, write_parquet=write_parquet)
+        from sources.datasets import read_mind_behaviors
 
-            frame = read_or_quarantine(lambda: read_mind_behaviors(file), str(file), behaviors=True)
-            frame["source"] = source
-            stage_frame(mem, batch_dir, manifest, frame)
-    get_run_logger().info("staged %s rows from %s as batch %s", manifest.rows, file.name, manifest.batch_id)
-    return str(batch_dir)
+        frame = read_or_quarantine(lambda: read_mind_behaviors(file), str(file), behaviors=True)
+        frame["source"] = source
+        return stage_frame(mem, batch_dir, manifest, frame, write_parquet=write_parquet)
+
+    return batch_dir, manifest, stage
+
+
+@task(name="ingest-file", cache_policy=NO_CACHE, retries=1, task_run_name="ingest-{source}-{path}")
+def ingest_file(
+    settings: Settings,
+    path: str,
+    source: str,
+    fmt: str | None = None,
+    column_map: dict[str, str] | None = None,
+    defaults: dict[str, str] | None = None,
+    encoding: str = "utf-8",
+    label_map: dict[str, str] | None = None,
+    target: str = "articles",
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Stage, validate (GX) and commit one file in one pass (:mod:`warehouse.direct`): the rows
+    never leave the staging DuckDB, and the writer slot is held for the commit only.
+
+    Returns (the batch summary, the validation summary :func:`tasks.validate.run_expectations`
+    gives for a staged folder). A retry after a commit returns that commit's batch.
+    """
+    batch_dir, manifest, stage = _file_batch(settings, path, source, fmt, column_map, defaults, encoding, label_map,
+                                             target)
+    result = ingest_direct(settings, batch_dir, manifest, lambda mem: stage(mem, False),
+                           writer=lambda: writer_slot(settings))
+    logger = get_run_logger()
+    report, summary = result.report, result.summary
+    logger.info("%s: %d of %d rows fail the %s suite", manifest.batch_id, report.rows_failed, report.rows, report.suite)
+    for err in report.batch_errors:
+        logger.warning("%s: batch-level: %s", manifest.batch_id, err)
+    _log_summary(summary)
+    return summary.as_dict(), validation_summary(manifest, report)
 
 
 @task(
@@ -210,6 +266,11 @@ def commit_staged(settings: Settings, batch_dir: str) -> dict[str, Any]:
     """Commit one validated staging folder under the writer slot; idempotent on retry."""
     with writer_slot(settings), connect(settings) as con:
         summary = commit_batch(con, Path(batch_dir))
+    _log_summary(summary)
+    return summary.as_dict()
+
+
+def _log_summary(summary: BatchSummary) -> None:
     # A labels file's rows name articles already in the warehouse: they count as duplicate rows while
     # their labels are the news, so the labels get their own number (not "inserted 0" alone).
     get_run_logger().info(
@@ -217,7 +278,6 @@ def commit_staged(settings: Settings, batch_dir: str) -> dict[str, Any]:
         summary.batch_id, summary.rows_read, summary.rows_inserted, summary.rows_duplicate,
         summary.rows_quarantined, summary.labels_inserted, summary.status,
     )
-    return summary.as_dict()
 
 
 @task(name="publish-ingest-report", cache_policy=NO_CACHE)
@@ -242,6 +302,6 @@ def publish_ingest_report(summaries: list[dict[str, Any]]) -> str:
 
 
 __all__ = [
-    "BatchSummary", "commit_staged", "dataset_spec", "detect_format", "plan_dataset", "plan_files",
+    "BatchSummary", "commit_staged", "dataset_spec", "detect_format", "ingest_file", "plan_dataset", "plan_files",
     "publish_ingest_report", "stage_dataset_file", "stage_feed", "stage_file", "stage_records",
 ]

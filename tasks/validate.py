@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from newspulse.settings import Settings
 from warehouse.connection import connect_memory
 from warehouse.staging import Manifest
-from warehouse.validation import validate_batch
+from warehouse.validation import validate_batch, validation_summary
 
 
 @task(name="run-expectations", cache_policy=NO_CACHE)
@@ -26,15 +26,7 @@ def run_expectations(settings: Settings, batch_dir: str) -> dict[str, Any]:
     logger.info("%s: %d of %d rows fail the %s suite", manifest.batch_id, report.rows_failed, report.rows, report.suite)
     for err in report.batch_errors:
         logger.warning("%s: batch-level: %s", manifest.batch_id, err)
-    return {
-        "batch_id": manifest.batch_id,
-        "source": manifest.source,
-        "suite": report.suite,
-        "rows": report.rows,
-        "rows_failed": report.rows_failed,
-        "batch_errors": report.batch_errors,
-        "outcomes": [o.__dict__ for o in report.outcomes],
-    }
+    return validation_summary(manifest, report)
 
 
 @task(name="publish-validation", cache_policy=NO_CACHE)
