@@ -478,7 +478,7 @@ def bench_flow(warehouse: Path, detectors: tuple[str, ...], truth: Path | None, 
     import shutil
 
     from newspulse.settings import settings_env
-    from sources.synthetic import score_detection
+    from newspulse.demo_scoring import score_detection
 
     times: dict[str, dict[str, list[float]]] = {d: {"full": [], "last day": [], "nothing new": [], "detect full": [],
                                                     "detect last day": []} for d in detectors}

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from newspulse.cli import app
-from sources.synthetic import score_detection
+from newspulse.demo_scoring import score_detection
 from warehouse import alerts as db_alerts
 from warehouse.connection import connect
 from warehouse.migrate import migrate
