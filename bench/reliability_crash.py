@@ -49,8 +49,9 @@ INGEST_SCRIPT = textwrap.dedent(
     import sys
     from pathlib import Path
     from newspulse.settings import Settings
-    from warehouse import commit, staging, validation
-    from warehouse.connection import connect, connect_memory
+    from warehouse import commit, staging
+    from warehouse.connection import connect
+    from warehouse.direct import ingest_direct
     from warehouse.migrate import migrate
     from sources.files import file_fingerprint
 
@@ -69,15 +70,10 @@ INGEST_SCRIPT = textwrap.dedent(
                 continue
         batch_dir, manifest = staging.new_batch(settings.staging_dir, "crash", "articles", str(path))
         manifest.fingerprint = file_fingerprint(path)
-        with connect_memory(settings) as mem:
-            staging.stage_jsonl(mem, batch_dir, manifest, path)
-        print(f"staged {i}", flush=True)
-        with connect_memory(settings) as mem:
-            validation.validate_batch(mem, batch_dir, "articles", settings)
-        print(f"validated {i}", flush=True)
-        with connect(settings) as con:
-            commit.commit_batch(con, batch_dir)
-        print(f"committed {i}", flush=True)
+        # What the flow's ingest-file task does: stage, validate and commit in one pass.
+        ingest_direct(settings, batch_dir, manifest,
+                      lambda mem: staging.stage_jsonl(mem, batch_dir, manifest, path, write_parquet=False),
+                      on_phase=lambda phase: print(f"{phase} {i}", flush=True))
     print("done", flush=True)
     """
 )

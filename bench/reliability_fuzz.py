@@ -56,6 +56,7 @@ from sources.files import read_csv_records  # noqa: E402
 from sources.records import read_or_quarantine  # noqa: E402
 from warehouse import commit, staging, validation  # noqa: E402
 from warehouse.connection import connect, connect_memory  # noqa: E402
+from warehouse.direct import ingest_direct  # noqa: E402
 from warehouse.migrate import migrate  # noqa: E402
 
 PASSWD_MARK = "root:x:0:0"
@@ -122,6 +123,13 @@ def _commit_one(settings: Settings, stats: _Stats, path_kind: str, batch_dir: Pa
         validation.validate_batch(mem, batch_dir, manifest.target, settings)
     with connect(settings) as con:
         s = commit.commit_batch(con, batch_dir)
+    _check_one(settings, stats, path_kind, s, manifest)
+
+
+def _check_one(settings: Settings, stats: _Stats, path_kind: str, s: commit.BatchSummary,
+               manifest: staging.Manifest) -> None:
+    """Check the identities of a committed batch."""
+    with connect(settings) as con:
         bad_reasons = con.execute(
             "SELECT count(*) FILTER (WHERE reasons IS NULL OR len(reasons) = 0 "
             "OR list_bool_or([x IS NULL OR trim(x) = '' FOR x IN reasons])), count(*) "
@@ -285,14 +293,20 @@ def run(n_records: int = 10_000, seed: int = 0, work: Path | None = None, batch_
         return True
 
     def stage_and_commit(kind: str, source: str, path: Path, stage: Callable[[Any, Path, staging.Manifest], Any],
-                         target: str = "articles") -> None:
+                         target: str = "articles", one_pass: bool = False) -> None:
         batch_dir, manifest = staging.new_batch(settings.staging_dir, source, target, str(path))
+        if one_pass:  # files: what the ingest-file task does (warehouse/direct.py)
+            result = ingest_direct(settings, batch_dir, manifest,
+                                   lambda mem: stage(mem, batch_dir, manifest, write_parquet=False))
+            _check_one(settings, stats, kind, result.summary, manifest)
+            return
         with connect_memory(settings) as mem:
             stage(mem, batch_dir, manifest)
         _commit_one(settings, stats, kind, batch_dir, manifest)
 
-    # Files: what the stage-file task does for *.jsonl, *.csv and *.parquet. An unreadable CSV file
-    # becomes one quarantined record; DuckDB reads JSONL and Parquet natively.
+    # Files: what the ingest-file task does for *.jsonl, *.csv and *.parquet (stage, validate and
+    # commit in one pass). An unreadable CSV file becomes one quarantined record; DuckDB reads
+    # JSONL and Parquet natively.
     def file_input(kind: str, stage: Callable[[Path, Any], Callable[..., Any]]) -> Callable[[Any], int]:
         """The body for generated ``kind`` files (``(data, ..., n)``): write, stage, commit, check."""
         def body(example: tuple[Any, ...]) -> int:
@@ -302,8 +316,8 @@ def run(n_records: int = 10_000, seed: int = 0, work: Path | None = None, batch_
             path = input_path(kind, f".{kind}")
             path.write_bytes(data)
             stats.records[kind] += n
-            _guard(stats, kind, path.name, lambda: stage_and_commit(kind, f"fuzz-{kind}", path, stage(path, example)),
-                   data)
+            _guard(stats, kind, path.name,
+                   lambda: stage_and_commit(kind, f"fuzz-{kind}", path, stage(path, example), one_pass=True), data)
             return n
         return body
 
@@ -312,11 +326,11 @@ def run(n_records: int = 10_000, seed: int = 0, work: Path | None = None, batch_
 
     files = [
         ("jsonl", fs.jsonl_files(dup_ids, batch_size),
-         lambda path, ex: lambda mem, d, m: staging.stage_jsonl(mem, d, m, path)),
+         lambda path, ex: lambda mem, d, m, **kw: staging.stage_jsonl(mem, d, m, path, **kw)),
         ("csv", fs.csv_files(dup_ids, batch_size),
-         lambda path, ex: lambda mem, d, m: staging.stage_frame(mem, d, m, csv_frame(path, ex[1]))),
+         lambda path, ex: lambda mem, d, m, **kw: staging.stage_frame(mem, d, m, csv_frame(path, ex[1]), **kw)),
         ("parquet", fs.parquet_files(dup_ids, batch_size),
-         lambda path, ex: lambda mem, d, m: staging.stage_parquet(mem, d, m, path)),
+         lambda path, ex: lambda mem, d, m, **kw: staging.stage_parquet(mem, d, m, path, **kw)),
     ]
     for k, (kind, strategy, stage) in enumerate(files):
         _fill(quotas[kind], strategy, seed + k, file_input(kind, stage), mean)
