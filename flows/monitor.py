@@ -7,7 +7,9 @@ marking broad alerts a narrower one explains -> emit a Prefect event per new ale
 every pending alert through the notification block -> publish the report (picture of expected
 share, band, volume and the window that fired + open alerts). The support inbox is watched the same
 way: a surge of one intent's share of support messages (an outage: ``card_not_working``) is an
-'intent' alert through the same table, events and delivery. Alerts whose delivery failed stay pending and are retried by
+'intent' alert through the same table, events and delivery. Model health (issue 17, inside
+detect-spikes, before the spikes): label-free checks per day and source (``model_health``); a
+drifting day opens a 'drift' alert (event ``newspulse.model.drift``) delivered the same way. Alerts whose delivery failed stay pending and are retried by
 the next run, so a receiver that is down loses nothing.
 """
 
@@ -39,7 +41,7 @@ def monitor_flow(full_recompute: bool = False, notify_backfill: bool = False) ->
     """
     settings = get_settings()
     migrate_warehouse(settings)
-    summary = detect_spikes(settings, full_recompute)
+    summary = detect_spikes(settings, full_recompute)  # model health first, then spikes (summary["health"])
     # Incident spikes on the support inbox: the same alerts, cooldown and delivery (no-op without support scores).
     summary["intent"] = detect_intent_spikes(settings, full_recompute)
     # Delivery runs even when nothing new was scored: it retries alerts still pending.

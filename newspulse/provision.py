@@ -28,7 +28,7 @@ from datetime import timedelta
 from typing import Any
 
 from newspulse.settings import Settings
-from tasks.alerts import AUTOMATION, EVENT, load_alert_block, save_webhook_block
+from tasks.alerts import AUTOMATION, EVENT, EVENTS, load_alert_block, save_webhook_block
 
 LOST_RUNS = "newspulse-reschedule-lost-runs"
 
@@ -112,13 +112,14 @@ def automation_spec(settings: Settings, block_id: Any) -> Any:
     from prefect.automations import AutomationCore, DoNothing, EventTrigger, Posture, SendNotification
 
     if block_id is None:
-        description = (f"PAUSED: no notification block yet, so {EVENT} events (negative-sentiment spikes) go "
+        description = (f"PAUSED: no notification block yet, so {EVENT} events (negative-sentiment spikes) and "
+                       f"{EVENTS[1]} events (model drift) go "
                        f"nowhere. To connect one, set NEWSPULSE_ALERT_WEBHOOK_URL and run `make serve` again (or "
                        f"`.venv/bin/newspulse provision`), or create the notification block "
                        f"{settings.alert_block or 'custom-webhook/newspulse-alerts'} (type/name) under Blocks and provision again.")
         actions: list[Any] = [DoNothing()]
     else:
-        description = f"Routes {EVENT} events that should page someone to {settings.alert_block}."
+        description = f"Routes {' and '.join(EVENTS)} events that should page someone to {settings.alert_block}."
         actions = [SendNotification(block_document_id=block_id, subject="{{ event.payload.subject }}",
                                     body="{{ event.payload.body }}")]
     return AutomationCore(
@@ -126,7 +127,7 @@ def automation_spec(settings: Settings, block_id: Any) -> Any:
         description=description,
         enabled=block_id is not None and settings.alert_delivery == "automation",
         trigger=EventTrigger(
-            expect={EVENT},
+            expect=set(EVENTS),
             match={"prefect.resource.id": "newspulse.*", "newspulse.notify": "true"},
             posture=Posture.Reactive, threshold=1, within=timedelta(0),
         ),

@@ -222,6 +222,44 @@ class Settings(BaseSettings):
         1000.0, description="Intent surges: most pseudo-messages an intent's baseline share may weigh (intent "
         "shares are steadier than news sentiment, and a 2% intent must page within the hour)."
     )
+    # issue 17 item 3: undated rows of historical datasets must not page (warehouse/monitor.monitor_time_sql)
+    monitor_live_lag_h: float = Field(
+        48.0, description="An undated article is timed by its ingest time only when its ingest batch's newest "
+        "publication time is within this many hours of the ingest (a live feed pull); other undated rows "
+        "(historical datasets) are left out of windows and alerts."
+    )
+    # issue 17 item 1: label-free model health (models/health.py, tasks/health.py)
+    drift_enabled: bool = Field(True, description="Run the model health checks in the monitor flow.")
+    drift_reference: Literal["trailing", "serving", "training"] = Field(
+        "trailing", description="What a day of a key (overall, a source) is compared with: 'trailing' (default): "
+        "the same key's previous drift_reference_days days of own scores, like the sentiment baselines (sudden "
+        "changes page, slow topical drift does not); 'serving': the first drift_reference_days days of the "
+        "champion's own scores, stored at the first monitor run after they exist; 'training': the reference stored "
+        "at registration from the validation texts (backfilled for older champions). bench/drift.py measures all three."
+    )
+    drift_reference_days: int = Field(14, ge=1, description="Days of own scores that form the reference.")
+    drift_min_reference: int = Field(
+        100, description="Trailing reference: a key with fewer articles in its reference days is measured, not judged."
+    )
+    drift_min_articles: int = Field(30, description="Days (of a source) with fewer articles are measured, not judged.")
+    drift_min_checks: int = Field(2, ge=1, description="A day drifts when at least this many checks fire.")
+    drift_alpha: float = Field(1e-3, description="Significance every check needs besides its effect size.")
+    drift_strong_alpha: float = Field(
+        1e-9, description="One check with a p-value under this makes the day drifting on its own (else "
+        "drift_min_checks are needed)."
+    )
+    drift_label_psi: float = Field(0.2, description="PSI of the predicted sentiment mix that fires.")
+    drift_length_psi: float = Field(0.25, description="PSI of the token-count distribution that fires.")
+    drift_low_confidence: float = Field(0.5, description="A prediction is low-confidence under this top probability.")
+    drift_low_conf_lift: float = Field(0.15, description="Rise of the low-confidence share that fires.")
+    drift_auc: float = Field(0.75, description="Domain-classifier AUC (reference vs day embeddings) that fires.")
+    drift_novel_lift: float = Field(
+        0.2, description="Rise of the share of novel embeddings (farther from the reference than 99% of its own) "
+        "that fires the embedding check (also fired by drift_auc)."
+    )
+    drift_unknown_lift: float = Field(0.08, description="Rise of the share of words unknown to the reference.")
+    drift_disagreement_lift: float = Field(0.15, description="Rise of served-vs-TF-IDF-baseline disagreement.")
+    drift_sample: int = Field(256, ge=16, description="Embeddings and texts sampled per day and key.")
     # issue 17 item 2: the relabel queue (models/active.py, warehouse/label_queue.py, tasks/label_queue.py)
     label_queue_enabled: bool = Field(True, description="Fill the relabel queue at the end of every monitor run.")
     label_queue_per_day: int = Field(200, ge=0, description="Most articles queued for labelling per UTC day.")

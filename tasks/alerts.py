@@ -27,6 +27,8 @@ from warehouse import alerts as db_alerts
 from warehouse.connection import connect
 
 EVENT = "newspulse.sentiment.spike"
+DRIFT_EVENT = "newspulse.model.drift"  # issue 17: alerts with metric 'model_drift' (warehouse/health.py)
+EVENTS = (EVENT, DRIFT_EVENT)
 _URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
 _EVENT_NS = uuid.UUID("6f1c2f0e-3d7a-4c55-9a51-5e2b8c1d0a77")
 
@@ -108,6 +110,9 @@ def alert_message(alert: dict[str, Any]) -> tuple[str, str]:
     """Subject and body of the notification (plain text, readable in Slack and e-mail)."""
     if alert.get("metric") == "intent_share" or alert.get("dimension") == "intent":
         return _intent_message(alert)
+    if alert.get("metric") == "model_drift":
+        return _drift_message(alert)
+    drift = [e for e in alert.get("evidence") or [] if e.get("kind") == "model_drift"]
     subject = (f"[{alert['severity'].upper()}] Negative sentiment spike: {alert['dimension']} {alert['key']}")
     lines = [
         f"{alert['n_negative']} of {alert['n_articles']} articles negative "
@@ -115,8 +120,11 @@ def alert_message(alert: dict[str, Any]) -> tuple[str, str]:
         f"window {alert['window_start']:%Y-%m-%d %H:%M} to {alert['window_end']:%H:%M} UTC "
         f"({alert['granularity']} window{', the most significant length ending then' if alert.get('detector') == 'scan' else ''})",
         *([f"explained by the {alert['explained_by']} alert"] if alert.get("explained_by") else []),
+        *[f"MODEL DRIFT: {e.get('scope')} was drifting on {e.get('day')} ({', '.join(e.get('checks_fired') or [])}): "
+          "the spike may be the model misreading new text" for e in drift],
         "most negative headlines:",
-        *[f"  - {e.get('title')} ({e.get('source')}, score {e.get('score')})" for e in alert.get("evidence") or []],
+        *[f"  - {e.get('title')} ({e.get('source')}, score {e.get('score')})" for e in alert.get("evidence") or []
+          if e.get("kind") != "model_drift"],
         f"alert_id: {alert['alert_id']}",
     ]
     return subject, "\n".join(lines)
@@ -145,8 +153,39 @@ def _intent_message(alert: dict[str, Any]) -> tuple[str, str]:
     return subject, "\n".join(lines)
 
 
+_CHECK_WORDS = {"label_psi": "prediction mix shifted", "low_conf": "more low-confidence predictions",
+                "embedding_auc": "embeddings unlike the reference", "length_psi": "text length shifted",
+                "unknown_rate": "more unknown words", "disagreement": "disagrees with the TF-IDF baseline"}
+
+
+def _drift_message(alert: dict[str, Any]) -> tuple[str, str]:
+    """A model drift alert: the served model's inputs or outputs no longer look like its reference."""
+    ev = next((e for e in alert.get("evidence") or [] if e.get("kind") == "model_drift"), {})
+    scope = "overall" if alert["key"] == "*" else f"source {alert['key']}"
+    fired = ev.get("checks_fired") or []
+    subject = f"[{alert['severity'].upper()}] Model drift: {scope}"
+
+    def pair(name: str, ref: str, fmt: str = ".2f") -> str | None:
+        if ev.get(name) is None:
+            return None
+        return f"{name} {ev[name]:{fmt}}" + (f" (reference {ev[ref]:{fmt}})" if ev.get(ref) is not None else "")
+
+    measures = [m for m in (pair("embedding_auc", "", ".2f"), pair("label_psi", "", ".2f"),
+                            pair("low_conf_share", "ref_low_conf_share"), pair("unknown_rate", "ref_unknown_rate"),
+                            pair("disagreement", "ref_disagreement"), pair("length_psi", "", ".2f"),
+                            pair("mean_tokens", "ref_mean_tokens", ".1f")) if m]
+    lines = [f"{len(fired)} of {len(_CHECK_WORDS)} health checks fired on {ev.get('day', alert['window_start'])} "
+             f"({alert['n_articles']} articles): " + "; ".join(_CHECK_WORDS.get(c, c) for c in fired),
+             f"window {alert['window_start']:%Y-%m-%d} (UTC day); reference: {ev.get('reference')}",
+             "measures: " + ", ".join(measures),
+             "sentiment alerts on this scope may be the model misreading new text: check before acting",
+             f"alert_id: {alert['alert_id']}"]
+    return subject, "\n".join(lines)
+
+
 def spike_event(alert: dict[str, Any], notify: bool, handoff: bool = False):
-    """The alert's ``newspulse.sentiment.spike`` event (a ``prefect.events.Event``).
+    """The alert's event (a ``prefect.events.Event``): ``newspulse.sentiment.spike``, or
+    ``newspulse.model.drift`` for a drift alert (metric ``model_drift``).
 
     ``newspulse.notify`` says whether the alert should page anyone (false for stale backfill); the
     automation matches on it. The payload carries the rendered subject and body, so a notification
@@ -158,7 +197,7 @@ def spike_event(alert: dict[str, Any], notify: bool, handoff: bool = False):
 
     subject, body = alert_message(alert)
     return Event(
-        event=EVENT,
+        event=DRIFT_EVENT if alert.get("metric") == "model_drift" else EVENT,
         resource={"prefect.resource.id": f"newspulse.{alert['dimension']}.{alert['key']}",
                   "prefect.resource.name": f"{alert['dimension']} {alert['key']}",
                   "newspulse.dimension": alert["dimension"], "newspulse.key": alert["key"],

@@ -16,14 +16,16 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from newspulse.settings import Settings
+from tasks.health import model_health_step
 from tasks.warehouse import writer_slot
 from warehouse import alerts as db_alerts
-from warehouse import intent_monitor, monitor, reports, scan, scan_alerts, scan_report
+from warehouse import health as db_health
+from warehouse import health_report, intent_monitor, monitor, reports, scan, scan_alerts, scan_report
 from warehouse import registry as db_registry
 from warehouse.connection import connect
 
 
-def _since(con, model_version: str) -> dict[str, Any]:
+def _since(con, model_version: str, live_lag_h: float = monitor.LIVE_LAG_H) -> dict[str, Any]:
     """What is new for ``model_version``: ``since`` (earliest article time among scores not yet
     windowed; None: everything), ``until`` (newest committed_at, the next watermark), ``new``
     (anything to do), ``n_scores`` and ``clock_back``.
@@ -37,13 +39,17 @@ def _since(con, model_version: str) -> dict[str, Any]:
     state = con.execute("SELECT committed_until, n_scores FROM monitor_state WHERE model_version = ?",
                         [model_version]).fetchall()
     until, seen = state[0] if state else (None, None)
+    ts = monitor.monitor_time_sql(live_lag_h)  # NULL for undated rows of non-live batches (left out)
     row = con.execute(
-        "SELECT min(coalesce(a.published_at, a.ingested_at)) FILTER (s.committed_at > ?), max(s.committed_at), "
-        "count(*) FILTER (? IS NULL OR s.committed_at > ?), count(*) FROM scores s JOIN articles a USING (article_id) "
+        f"SELECT min({ts}) FILTER (s.committed_at > ?), max(s.committed_at), "
+        "count(*) FILTER (? IS NULL OR s.committed_at > ?), count(*), max(" + ts + ") FROM scores s "
+        "JOIN articles a USING (article_id) LEFT JOIN ingest_batches b ON b.batch_id = a.batch_id "
         "WHERE s.model_version = ?", [until, until, until, model_version]).fetchall()[0]
     fresh, total = int(row[2]), int(row[3])
     clock_back = until is not None and seen is not None and total - int(seen) > fresh
-    since = None if until is None or clock_back else row[0]
+    # Fresh rows that are all left out of the windows (undated, not live): re-test the newest day
+    # only, never everything (None would mean a full recompute).
+    since = None if until is None or clock_back else row[0] if row[0] is not None or not fresh else row[4]
     return {"since": since, "until": max(row[1], until) if row[1] and until else row[1] or until,
             "previous": until, "new": bool(fresh) or clock_back, "n_scores": total, "clock_back": clock_back}
 
@@ -106,7 +112,11 @@ def detect_spikes(settings: Settings, full: bool = False) -> dict[str, Any]:
             log.warning("no champion yet: nothing to monitor")
             return {"model_version": None, **empty}
         version = model["model_version"]
-        state = _since(con, version)
+        # Label-free model health first (its own watermark): a spike on a drifting source says so.
+        health = model_health_step(con, settings, model, full, run_id)
+        empty["health"] = health
+        t0 = time.perf_counter()  # detect_s: the spike detector's own cost (health_s is the health step's)
+        state = _since(con, version, settings.monitor_live_lag_h)
         if state["clock_back"]:
             log.warning("scores committed below the watermark (the clock went back?): recomputing every window")
         # The windows on display are another model's (cpu-champion moved, or was rolled back to a
@@ -118,7 +128,7 @@ def detect_spikes(settings: Settings, full: bool = False) -> dict[str, Any]:
         if not state["new"] and not full:
             log.info("no new scores since the last run")
             return {"model_version": version, **empty, "clock_back": False}
-        monitor.create_monitor_input(con, version)
+        monitor.create_monitor_input(con, version, settings.monitor_live_lag_h)
         incremental = not full and state["since"] is not None
         touched = _touched(con, version, state["previous"]) if incremental else None
         cutoff, spikes, info = _detect(con, settings, model, state["since"] if incremental else None, touched)
@@ -133,6 +143,8 @@ def detect_spikes(settings: Settings, full: bool = False) -> dict[str, Any]:
             a["severity"] = monitor.severity(a["p_value"], a["observed"], a["baseline"], alpha)
             a["evidence"] = monitor.evidence(con, a)
             a["detector"] = info["detector"]
+            # The model was drifting on this source (or overall) then: the reader must know.
+            a["evidence"] += db_health.drift_notes(con, version, a)
         explained, later = 0, {}
         if info["detector"] == "scan":
             known = db_alerts.known_alerts(con)
@@ -161,7 +173,7 @@ def detect_spikes(settings: Settings, full: bool = False) -> dict[str, Any]:
         info["detect_s"] = round(time.perf_counter() - t0, 3)
     log.info("%s: %d windows from %s, %d significant -> %d new alert(s) (%d explained by a narrower one), "
              "%d extended", info["detector"], stored, cutoff, len(spikes), len(inserted), explained, len(extended))
-    return {"model_version": version, "cutoff": str(cutoff), "windows": stored, "spikes": len(spikes),
+    return {"model_version": version, "cutoff": str(cutoff), "windows": stored, "spikes": len(spikes), "health": health,
             "new_alerts": inserted, "extended": len(extended), "explained": explained,
             "clock_back": state["clock_back"], **info}
 
@@ -200,7 +212,11 @@ def publish_monitor_report(settings: Settings, summary: dict[str, Any]) -> str:
         else:
             png, extra = reports.plot_timelines(con, keys, out), []
         rows = reports.open_alerts_table(con)
+        health = db_health.health_timeline(con, (summary.get("health") or {}).get("model_version"))
     reports.prune_reports(settings.reports_dir)
+    extra += health_report.health_markdown(health, summary.get("health") or {},
+                                           settings.reports_dir / f"health-{stamp}.png")
+    reports.prune_reports(settings.reports_dir, keep=50, pattern="health-*.png")
     markdown = reports.markdown_report(summary, rows, png) + "\n".join(extra)
     create_markdown_artifact(key="sentiment-monitor", markdown=markdown,
                              description=f"{len(summary.get('new_alerts', []))} new alert(s), {len(rows)} open")

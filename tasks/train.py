@@ -249,6 +249,8 @@ def register_model(settings: Settings, info: dict[str, Any], out_dir: str, data:
         champ = db_registry.champion(con)
     version_dir = store_version(settings.registry_dir, version, Path(out_dir) / "model")
     write_manifest(version_dir, info)  # the candidate must load (ServedModel) before the gate scores it
+    if alias != db_registry.INTENT_CHAMPION:  # issue 17: what the monitor's health checks compare with
+        info["health_reference"] = _health_reference(version_dir, data["path"])
     if alias in (db_registry.CHAMPION, db_registry.INTENT_CHAMPION):
         # An intent model is judged like a news fine-tune, against the intent model triage serves.
         promote, reason, evidence = champion_gate(settings, data["path"], version_dir, current)
@@ -280,6 +282,20 @@ def register_model(settings: Settings, info: dict[str, Any], out_dir: str, data:
     return {"model_version": version, "alias": alias, "promoted": promote, "reason": reason, "path": str(version_dir),
             "card": card, "val_scores": info["val_scores"], "served": info["served"],
             "golden": info.get("golden")}
+
+
+def _health_reference(version_dir: Path, examples_path: str) -> dict[str, Any]:
+    """Store the label-free health reference in the version dir (a failure is logged, never fatal:
+    the monitor backfills a missing reference)."""
+    from tasks.health import registration_reference
+
+    try:
+        stats = registration_reference(version_dir, examples_path)
+    except Exception as exc:  # noqa: BLE001 - registration must not fail on an optional file
+        get_run_logger().warning("no health reference stored (%s: %s); the monitor will backfill it",
+                                 type(exc).__name__, exc)
+        return {"stored": False, "error": f"{type(exc).__name__}: {exc}"}
+    return {"stored": bool(stats), "origin": stats.get("origin"), "n": stats.get("n")}
 
 
 def champion_gate(settings: Settings, examples_path: str, candidate_dir: Path,

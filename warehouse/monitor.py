@@ -67,18 +67,41 @@ class MonitorParams:
                    min_history=settings.monitor_min_history)
 
 
-def create_monitor_input(con: duckdb.DuckDBPyConnection, model_version: str) -> None:
-    """TEMP VIEW ``monitor_input``: one row per article scored by ``model_version``.
+LIVE_LAG_H = 48.0
 
-    Columns: article_id, ts (published_at, else ingested_at), source, topic (the model's topic
-    head), tickers, neg, pos (booleans from the sentiment head), score, title.
+
+def monitor_time_sql(live_lag_h: float = LIVE_LAG_H, a: str = "a", b: str = "b") -> str:
+    """SQL for an article's monitor time (NULL: the article is not live news and is left out).
+
+    ``published_at`` when the article has one (an old date puts it in old windows, whose alerts
+    open without paging: ``alert_max_age_h``). An undated article is timed by ``ingested_at`` only
+    when its ingest batch was live, i.e. the batch's newest publication time (``ingest_batches.
+    watermark``) lies within ``live_lag_h`` hours of the batch's start: a feed pull whose other items
+    are fresh. Undated rows of a historical dataset (gold news has 165), of a batch with no dates at
+    all, or without a batch record, have no news time: they would land in the 'now' windows at the
+    ingest instant and page about old news, so they are left out of the windows, the scan and the
+    alerts (they are still scored and in ``v_scores``). ``a``/``b``: aliases of articles and
+    ingest_batches (LEFT JOINed on batch_id).
+    """
+    lag = float(live_lag_h)
+    return (f"coalesce({a}.published_at, CASE WHEN {b}.watermark >= {b}.started_at - to_seconds({lag * 3600}) "
+            f"THEN {a}.ingested_at END)")
+
+
+def create_monitor_input(con: duckdb.DuckDBPyConnection, model_version: str, live_lag_h: float = LIVE_LAG_H) -> None:
+    """TEMP VIEW ``monitor_input``: one row per article scored by ``model_version`` that has a
+    monitor time (:func:`monitor_time_sql`: undated rows of non-live batches are left out).
+
+    Columns: article_id, ts (published_at, else ingested_at of a live batch), source, topic (the
+    model's topic head), tickers, neg, pos (booleans from the sentiment head), score, title.
     """
     con.execute(
         "CREATE OR REPLACE TEMP VIEW monitor_input AS "
-        "SELECT s.article_id, coalesce(a.published_at, a.ingested_at) AS ts, a.source, s.topic_label AS topic, "
-        "a.tickers, s.sentiment_label = 'negative' AS neg, s.sentiment_label = 'positive' AS pos, "
-        "s.sentiment_score AS score, a.title "
-        f"FROM scores s JOIN articles a USING (article_id) WHERE s.model_version = {sql_literal(model_version)}"
+        "SELECT * FROM (SELECT s.article_id, " + monitor_time_sql(live_lag_h) + " AS ts, a.source, "
+        "s.topic_label AS topic, a.tickers, s.sentiment_label = 'negative' AS neg, "
+        "s.sentiment_label = 'positive' AS pos, s.sentiment_score AS score, a.title "
+        "FROM scores s JOIN articles a USING (article_id) LEFT JOIN ingest_batches b ON b.batch_id = a.batch_id "
+        f"WHERE s.model_version = {sql_literal(model_version)}) WHERE ts IS NOT NULL"
     )
 
 

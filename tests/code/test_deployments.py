@@ -130,7 +130,7 @@ def test_spike_automation(delivery: str, enabled: bool) -> None:
     block_id = uuid.uuid4()
     spec = automation_spec(Settings(alert_delivery=delivery), block_id)
     assert spec.name == "newspulse-sentiment-spike" and spec.enabled is enabled  # never page twice
-    assert spec.trigger.expect == {"newspulse.sentiment.spike"}
+    assert spec.trigger.expect == {"newspulse.sentiment.spike", "newspulse.model.drift"}  # drift pages the same way
     assert spec.trigger.match.model_dump() == {"prefect.resource.id": "newspulse.*", "newspulse.notify": "true"}
     (action,) = spec.actions
     assert action.block_document_id == block_id and "event.payload.subject" in action.subject
