@@ -269,10 +269,11 @@ def _auto_answer_lines(auto: dict[str, Any] | None) -> list[str]:
     lines = ["## Auto-answer (triage)", ""]
     if auto.get("threshold") is None:
         return [*lines, f"- no threshold: {auto.get('reason')}; triage sends every message to a person", ""]
+    on_test = (f"- on test: precision {_fmt(auto.get('test_precision'), '.3f')}, coverage "
+               f"{_fmt(auto.get('test_coverage'), '.1%')} of messages" if "test_coverage" in auto
+               else "- on test: no test rows (the threshold is unchecked on unseen messages)")
     return [*lines, f"- threshold: confidence >= {auto['threshold']:.3f}, tuned on validation to "
-                    f"{auto['target']:.0%} precision ({auto.get('reason')})",
-            f"- on test: precision {_fmt(auto.get('test_precision'), '.3f')}, "
-            f"coverage {_fmt(auto.get('test_coverage'), '.1%')} of messages", ""]
+                    f"{auto['target']:.0%} precision ({auto.get('reason')})", on_test, ""]
 
 
 def model_card(version: str, info: dict[str, Any]) -> str:

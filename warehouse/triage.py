@@ -65,7 +65,8 @@ def export_untriaged(con: duckdb.DuckDBPyConnection, model_version: str, out_dir
     """Write the messages ``model_version`` has not triaged into Parquet batches; returns their paths.
 
     Newest first (by ``coalesce(created_at, ingested_at)``), at most ``limit`` messages, so a new
-    intent model's backlog reaches fresh messages first. Batches are consecutive ranges of
+    intent model's backlog reaches fresh messages first. Labelled messages without a time (a
+    training corpus such as BANKING77) are not tickets and are never triaged. Batches are consecutive ranges of
     ``message_id`` within the selection, so the same warehouse gives the same batches.
     """
     out_dir = Path(out_dir)
@@ -76,6 +77,10 @@ def export_untriaged(con: duckdb.DuckDBPyConnection, model_version: str, out_dir
         "FROM (SELECT m.message_id, m.text, m.lang FROM support_messages m "
         "      WHERE NOT EXISTS (SELECT 1 FROM support_scores s WHERE s.message_id = m.message_id "
         "                        AND s.model_version = $model) "
+        # A labelled message without a time is a training corpus (BANKING77, the demo's templates),
+        # not a ticket: it would flood the queues and the drafts. Inbox exports carry times.
+        "        AND NOT (m.created_at IS NULL AND EXISTS (SELECT 1 FROM labels l WHERE l.item = m.message_id "
+        "                                                  AND l.task = 'intent')) "
         f"     ORDER BY coalesce(m.created_at, m.ingested_at) DESC NULLS LAST, m.message_id {limit_sql})",
         {"model": model_version},
     )

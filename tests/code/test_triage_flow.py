@@ -228,3 +228,21 @@ def test_with_a_real_tiny_intent_model(settings, monkeypatch: pytest.MonkeyPatch
                               "JOIN support_scores s USING (message_id, model_version)")
     assert drafts == [] or all(not r[0] and r[1] == r[2] == "exchange_rate" for r in drafts)
     assert len(drafts) == sum(r[0] == "exchange_rate" for r in rows)  # the one auto-answerable intent of the three
+
+
+def test_a_labelled_corpus_without_times_is_not_triaged(settings, models) -> None:
+    """BANKING77-like rows (gold intent, no created_at) train models; they are not tickets. An untimed
+    message without a label is still an inbox message and is triaged."""
+    from flows.triage import triage_flow
+    from warehouse.connection import connect
+
+    _add_messages(settings, [("corpus-1", "my card is not working", None), ("corpus-2", "i lost my card", None),
+                             ("inbox-untimed", "when will my card arrive?", None)])
+    with connect(settings) as con:
+        con.execute("UPDATE support_messages SET created_at = NULL")
+        con.execute("INSERT INTO labels (dataset, item, task, label, split, batch_id, created_at) VALUES "
+                    "('corpus', 'corpus-1', 'intent', 'card_not_working', 'train', 'b1', now()), "
+                    "('corpus', 'corpus-2', 'intent', 'lost_or_stolen_card', 'train', 'b1', now())")
+    out = triage_flow()
+    assert out["rows_inserted"] == 1
+    assert _query(settings, "SELECT message_id FROM support_scores") == [("inbox-untimed",)]
