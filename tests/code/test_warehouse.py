@@ -555,14 +555,18 @@ def test_labels_per_dataset_and_task(wh) -> None:
     item = {"source_id": "s1", "title": "Profit up strongly", "task": "sentiment"}
     s1 = _ingest(wh, rows=[{**item, "dataset": "d1", "label": "positive"}], source="pb")
     s2 = _ingest(wh, rows=[{**item, "dataset": "d2", "label": "neutral"}], source="pb")
-    # Same (dataset, item, task) again, also twice within one batch: one label row.
+    # Same (dataset, item, task) again with a corrected label, twice within one batch: still one
+    # label row, the correction replaces the old label and the old one is kept in label_history.
     s3 = _ingest(wh, rows=[{**item, "dataset": "d1", "label": "negative"}] * 2, source="pb")
-    assert (s1.labels_inserted, s2.labels_inserted, s3.labels_inserted) == (1, 1, 0)
+    assert (s1.labels_inserted, s2.labels_inserted) == (1, 1)
     assert (s1.rows_inserted, s2.rows_inserted, s3.rows_inserted) == (1, 0, 0)
     assert _rows(wh, "SELECT dataset, task, label FROM labels ORDER BY dataset") == [
-        ("d1", "sentiment", "positive"),
+        ("d1", "sentiment", "negative"),
         ("d2", "sentiment", "neutral"),
     ]
+    assert _rows(wh, "SELECT dataset, label, replaced_label FROM label_history") == [("d1", "positive", "negative")]
+    s4 = _ingest(wh, rows=[{**item, "dataset": "d1", "label": "negative"}], source="pb")  # the same again: no-op
+    assert s4.labels_inserted == 0 and _scalar(wh, "SELECT count(*) FROM label_history") == 1
     topic = _ingest(wh, rows=[{**item, "task": "topic", "dataset": "d1", "label": "earn|acq"}], source="pb")
     assert topic.labels_inserted == 1
     assert _rows(wh, "SELECT label, label_set FROM labels WHERE task = 'topic'") == [("earn", ["earn", "acq"])]
