@@ -16,7 +16,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export TOKENIZERS_PARALLELISM ?= false
 SHARED_DATA := $(abspath ../shared/data)
 
-.PHONY: install demo demo-real serve stop test test-fast bench-ingest bench-quality bench-intents bench-score bench-monitor bench-recommend bench-gpu bench-reliability bench-active-learning lock clean
+.PHONY: install demo demo-real serve stop test test-fast bench-ingest bench-quality bench-intents bench-score bench-monitor bench-drift bench-recommend bench-gpu bench-reliability bench-active-learning lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -79,6 +79,12 @@ bench-score: install
 ## bench-monitor: spike detection precision/recall/delay (synthetic + replayed headlines), 10M-row timing
 bench-monitor: install
 	$(PY) bench/monitor.py
+
+## bench-drift: model health on replayed CNBC/Guardian headlines, text switched to BANKING77 / shuffled words at known
+##              times: detection delay, false drift alerts per week, checks that fired (~2.5 min on 2 cores; DRIFT_ARGS=--quick
+##              for a smoke run, DRIFT_ARGS="--overhead WAREHOUSE" adds the monitor-run overhead on a demo warehouse)
+bench-drift: install
+	NEWSPULSE_DATA_DIR=$${NEWSPULSE_DATA_DIR:-$(SHARED_DATA)} OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} nice -n 10 $(PY) bench/drift.py $(DRIFT_ARGS)
 
 ## bench-recommend: click model vs popularity / embedding cosine / random on the real MIND sample
 ##                  (last day held out; AUC, MRR, nDCG@5, nDCG@10), and the nightly recommend flow's time
