@@ -201,7 +201,7 @@ def load_rows(con: duckdb.DuckDBPyConnection, df: pd.DataFrame, model: LsaModel,
 
 
 def health_settings(home: Path, reference: str, min_articles: int) -> Any:
-    from newspulse.settings import Settings
+    from core.settings import Settings
 
     return Settings(home=home, drift_reference=reference, drift_min_articles=min_articles)
 
@@ -320,7 +320,7 @@ def bench_switch(data, model, version_dir: Path, tmp: Path, kind: str, at: datet
 def bench_overhead(warehouse: Path, reps: int) -> dict[str, Any]:
     """``monitor_flow`` wall time with the health checks on and off on copies of a demo warehouse
     (its champion's version directory copied too, so nothing is written next to the original)."""
-    from newspulse.settings import settings_env
+    from core.settings import settings_env
 
     times: dict[str, dict[str, list[float]]] = {m: {"full": [], "last day": [], "nothing new": [], "health_s": []}
                                                 for m in ("off", "on")}

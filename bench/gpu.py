@@ -51,9 +51,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if __package__ in (None, ""):  # run as a script (python bench/x.py): the repository on the path
+    sys.path.insert(0, str(ROOT))
 
-from newspulse.settings import use_local_env  # noqa: E402  (no torch / Prefect import inside)
+from core.settings import use_local_env  # noqa: E402  (no torch / Prefect import inside)
 
 use_local_env()  # HF_HUB_OFFLINE=1, TRANSFORMERS_OFFLINE=1, no telemetry
 

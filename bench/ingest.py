@@ -23,13 +23,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a script (python bench/x.py): the repository on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import duckdb  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from newspulse.settings import Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from warehouse import staging  # noqa: E402
 from warehouse.connection import connect  # noqa: E402
 from warehouse.direct import ingest_direct  # noqa: E402

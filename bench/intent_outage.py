@@ -32,7 +32,8 @@ from tempfile import TemporaryDirectory
 import duckdb
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if __package__ in (None, ""):  # run as a script (python bench/x.py): the repository on the path
+    sys.path.insert(0, str(ROOT))
 
 from sources.synthetic_support import generate_support_stream  # noqa: E402
 from warehouse.intent_monitor import intent_scan_params, run_intent_monitor  # noqa: E402
@@ -87,7 +88,7 @@ def main() -> None:
     ap.add_argument("--banking77", action="store_true", help="77 intents (needs <data_dir>/banking77/test.csv)")
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     args = ap.parse_args()
-    from newspulse.settings import Settings
+    from core.settings import Settings
 
     settings = Settings()
     rows = [one(seed, acc, f, args.data_dir if args.banking77 else None, settings)

@@ -56,7 +56,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if __package__ in (None, ""):  # run as a script (python bench/x.py): the repository on the path
+    sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -307,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     from models.catalogue import resolve
     from models.precision import cpu_precision
     from models.train import TrainConfig
-    from newspulse.settings import get_settings
+    from core.settings import get_settings
 
     settings = get_settings()
     run = Run(args)

@@ -45,7 +45,8 @@ import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a script (python bench/x.py): the repository on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
@@ -477,7 +478,7 @@ def bench_flow(warehouse: Path, detectors: tuple[str, ...], truth: Path | None, 
     import os
     import shutil
 
-    from newspulse.settings import settings_env
+    from core.settings import settings_env
     from newspulse.demo_scoring import score_detection
 
     times: dict[str, dict[str, list[float]]] = {d: {"full": [], "last day": [], "nothing new": [], "detect full": [],

@@ -83,8 +83,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from newspulse.settings import use_local_env  # noqa: E402  (no Prefect import inside)
+if __package__ in (None, ""):  # run as a script (python bench/x.py): the repository on the path
+    sys.path.insert(0, str(ROOT))
+from core.settings import use_local_env  # noqa: E402  (no Prefect import inside)
 
 use_local_env(PREFECT_LOGGING_LEVEL="WARNING")  # before anything imports Prefect or transformers
 
@@ -154,7 +155,7 @@ def set_threads(threads: int | None) -> dict:
 
 def use_home(home: Path, data: Path) -> object:
     """Point the settings at a fresh home + warehouse under ``home``; returns the Settings."""
-    from newspulse.settings import get_settings
+    from core.settings import get_settings
 
     os.environ["NEWSPULSE_HOME"] = str(home / "var")
     os.environ["NEWSPULSE_WAREHOUSE_PATH"] = str(home / "warehouse.duckdb")

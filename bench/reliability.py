@@ -30,9 +30,10 @@ import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+if __package__ in (None, ""):  # run as a script (python bench/x.py): the repository on the path
+    sys.path.insert(0, str(ROOT))
 
-from newspulse.settings import use_local_env  # noqa: E402
+from core.settings import use_local_env  # noqa: E402
 
 use_local_env(PREFECT_LOGGING_LEVEL="WARNING")
 
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name in args.only:
         module_name, full, quick = SECTIONS[name]
         try:
-            module = importlib.import_module(module_name)
+            module = importlib.import_module(f"bench.{module_name}")
         except ModuleNotFoundError as exc:
             console.print(f"[yellow]{name}: not built yet ({exc})")
             results["sections"][name] = {"status": "missing"}

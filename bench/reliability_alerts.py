@@ -39,10 +39,10 @@ from typing import Any
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # reliability_common beside this file
+if __package__ in (None, ""):  # run as a script (python bench/x.py): the repository on the path
+    sys.path.insert(0, str(REPO))
 
-from reliability_common import STREAM_START, load_scored, settings_env, spiky_stream  # noqa: E402
+from bench.reliability_common import STREAM_START, load_scored, settings_env, spiky_stream  # noqa: E402
 
 START = STREAM_START
 MODEL = "m20261001-000000-bench"

@@ -79,7 +79,7 @@ def load_scored(settings: Any, df: Any, model: str, batch_id: str, source: Any =
 @contextmanager
 def settings_env(values: dict[str, str]) -> Iterator[Any]:
     """Set ``values`` in the environment, yield fresh settings with their folders made; restore after."""
-    from newspulse.settings import settings_env as env
+    from core.settings import settings_env as env
 
     with env(values) as settings:
         settings.ensure_dirs()

@@ -37,10 +37,10 @@ from typing import Any
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # reliability_common beside this file
+if __package__ in (None, ""):  # run as a script (python bench/x.py): the repository on the path
+    sys.path.insert(0, str(REPO))
 
-from reliability_common import settings_env  # noqa: E402
+from bench.reliability_common import settings_env  # noqa: E402
 
 WORDS = "shares fell rose profit loss bank market oil said growth warns record deal cut the in on".split()
 TICKERS = ["AAA", "BBB", "CCC", "DDD"]
@@ -49,7 +49,7 @@ ANALYST = textwrap.dedent(
     """
     import json, sys, time
     import warehouse.connection as wc
-    from newspulse.settings import get_settings
+    from core.settings import get_settings
     from warehouse.query import run_readonly
 
     deadline = time.monotonic() + float(sys.argv[1])

@@ -40,7 +40,8 @@ from typing import Any
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+if __package__ in (None, ""):  # run as a script (python bench/x.py): the repository on the path
+    sys.path.insert(0, str(REPO))
 
 import duckdb  # noqa: E402
 
@@ -48,7 +49,7 @@ INGEST_SCRIPT = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from newspulse.settings import Settings
+    from core.settings import Settings
     from warehouse import commit, staging
     from warehouse.connection import connect
     from warehouse.direct import ingest_direct
@@ -84,7 +85,7 @@ SCORE_SCRIPT = textwrap.dedent(
     import sys
     from datetime import UTC, datetime
     from pathlib import Path
-    from newspulse.settings import Settings
+    from core.settings import Settings
     from models.serving import ServedModel, score_shard
     from warehouse.connection import connect
     from warehouse.scores import commit_scores, export_unscored, staged_outputs
@@ -271,7 +272,7 @@ def _articles_frame(n: int, seed: int):
 
 def prepare_scoring(work: Path, articles: int, seed: int) -> dict[str, Any]:
     """A warehouse with ``articles`` articles and a tiny registered champion; returns its paths."""
-    from newspulse.settings import Settings
+    from core.settings import Settings
     from tests.conftest import register_tiny_champion
     from warehouse.connection import connect
     from warehouse.migrate import migrate

@@ -42,14 +42,15 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a script (python bench/x.py): the repository on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hypothesis import strategies as st  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from bench import fuzz_strategies as fs  # noqa: E402
-from newspulse.settings import Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from sources.datasets import DATASETS, dataset_files, read_dataset_file  # noqa: E402
 from sources.feeds import FeedError, UnsafeXMLError, fetch_feed, parse_feed  # noqa: E402
 from sources.files import read_csv_records  # noqa: E402

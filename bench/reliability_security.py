@@ -37,10 +37,10 @@ from typing import Any
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # reliability_common beside this file
+if __package__ in (None, ""):  # run as a script (python bench/x.py): the repository on the path
+    sys.path.insert(0, str(ROOT))
 
-from reliability_common import load_scored  # noqa: E402
+from bench.reliability_common import load_scored  # noqa: E402
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -105,7 +105,7 @@ def _files_present(work: Path) -> set[str]:
 @contextlib.contextmanager
 def _env(**values: str | None) -> Iterator[None]:
     """Set (or unset, with None) environment variables and clear the cached settings."""
-    from newspulse.settings import get_settings
+    from core.settings import get_settings
 
     old = {k: os.environ.get(k) for k in values}
     for k, v in values.items():
@@ -130,7 +130,7 @@ def _sql_sandbox(work: Path) -> dict[str, Any]:
     from typer.testing import CliRunner
 
     from newspulse.cli import app
-    from newspulse.settings import Settings
+    from core.settings import Settings
     from warehouse.connection import connect
     from warehouse.migrate import migrate
     from warehouse.query import run_readonly
@@ -259,7 +259,7 @@ def _secret_leaks(work: Path) -> dict[str, Any]:
 
     from bench.reliability_fuzz import _scan_warehouse
     from newspulse.receiver import WebhookReceiver
-    from newspulse.settings import Settings
+    from core.settings import Settings
 
     token = f"s3cret-token-{secrets.token_hex(8)}"
     home = work / "var"
@@ -423,7 +423,7 @@ def report(result: dict[str, Any], console: Console | None = None) -> None:
 
 
 def main() -> None:
-    from newspulse.settings import use_local_env
+    from core.settings import use_local_env
 
     use_local_env(PREFECT_LOGGING_LEVEL="WARNING")
     with tempfile.TemporaryDirectory(prefix="np-sec-") as tmp:

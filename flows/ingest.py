@@ -16,7 +16,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from newspulse.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from tasks.ingest import (
     commit_staged,
     ingest_file,

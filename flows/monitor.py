@@ -20,7 +20,7 @@ from typing import Any
 
 from prefect import flow
 
-from newspulse.settings import get_settings
+from core.settings import get_settings
 from tasks.alerts import notify_alerts
 from tasks.label_queue import fill_label_queue
 from tasks.monitor import detect_intent_spikes, detect_spikes, publish_monitor_report

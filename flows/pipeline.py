@@ -23,7 +23,7 @@ from flows.monitor import monitor_flow
 from flows.pretrain import pretrain_flow
 from flows.recommend import recommend_flow
 from flows.score import score_flow
-from newspulse.settings import get_settings
+from core.settings import get_settings
 from sources.seed_labels import SEED_DATASET, SEED_HEADLINES
 from sources.synthetic_support import DATASET as SUPPORT_TRAIN_DATASET
 from tasks.demo import generate_demo_stream, generate_support_demo_stream

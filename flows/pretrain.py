@@ -16,7 +16,7 @@ from typing import Any
 from prefect import flow
 
 from models.backbone import PRESETS
-from newspulse.settings import get_settings
+from core.settings import get_settings
 from tasks.train import commit_corpus_watermark, export_corpus, pretrain_backbone, resolve_base, train_settings
 from tasks.warehouse import migrate_warehouse
 

@@ -17,7 +17,7 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.score import score_flow
-from newspulse.settings import get_settings
+from core.settings import get_settings
 from tasks.recommend import (
     commit_recommendation_shards, discard_plan, list_click_logs, plan_recommendations, publish_recommend_report,
     rank_user_shard, train_click_model_task)

@@ -39,7 +39,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from newspulse.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from tasks.score import commit_score_shards, plan_score_shards, publish_score_report, score_shard_task
 from tasks.warehouse import migrate_warehouse
 

@@ -25,7 +25,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from newspulse.settings import get_settings
+from core.settings import get_settings
 from tasks.triage import commit_triage_task, plan_triage, publish_triage_report, triage_batch_task
 from tasks.warehouse import migrate_warehouse
 

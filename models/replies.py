@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sources.intents import BANKING77_INTENTS
+from core.intents import BANKING77_INTENTS
 
 DEFAULT_KB_PATH = Path(__file__).resolve().parent / "triage" / "answers.json"
 # Only values we control may enter a template; the name is sanitised by _safe_name.

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from sources.intents import BANKING77_INTENTS
+from core.intents import BANKING77_INTENTS
 
 DEFAULT_ROUTING_PATH = Path(__file__).resolve().parent / "triage" / "routing.csv"
 DEFAULT_QUEUE = "general"

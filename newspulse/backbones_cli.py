@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from newspulse.settings import get_settings, use_local_env
+from core.settings import get_settings, use_local_env
 
 console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140)
 backbones_app = typer.Typer(help="Pretrained backbones and presets: list, fetch (convert once), show.",

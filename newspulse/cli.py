@@ -20,7 +20,7 @@ from rich.table import Table
 from newspulse.backbones_cli import register as register_backbone_commands
 from newspulse.serve_cli import register as register_serve_commands
 from newspulse.demo_report import cli_name, print_monitoring, print_recommend_summary, print_recommendations
-from newspulse.settings import get_settings, settings_env, use_local_env
+from core.settings import get_settings, settings_env, use_local_env
 from newspulse.terminal import console
 from newspulse.terminal import batches_table as _batches_table
 from newspulse.terminal import check_format as _check_format
@@ -144,7 +144,7 @@ def _demo_receiver() -> Iterator[Any]:
 
     Points the alert settings at it for the duration of the demo, then restores the environment.
     """
-    from newspulse.settings import Settings
+    from core.settings import Settings
 
     configured = get_settings()  # environment and .env
     if configured.alert_webhook_url is not None or configured.alert_block != Settings.model_fields["alert_block"].default:

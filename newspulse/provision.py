@@ -27,7 +27,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from newspulse.settings import Settings
+from core.settings import Settings
 from tasks.alerts import AUTOMATION, EVENT, EVENTS, load_alert_block, save_webhook_block
 
 LOST_RUNS = "newspulse-reschedule-lost-runs"

@@ -28,8 +28,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from newspulse.processes import descendants, start_ticks
-from newspulse.settings import LOCAL_PREFECT_SERVER_ENV, OFFLINE_ENV, Settings
+from core.processes import descendants, start_ticks
+from core.settings import LOCAL_PREFECT_SERVER_ENV, OFFLINE_ENV, Settings
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository: prefect.yaml and the flows
 

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from newspulse.settings import Settings, get_settings, use_local_env
+from core.settings import Settings, get_settings, use_local_env
 
 console = Console()
 

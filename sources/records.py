@@ -25,39 +25,9 @@ from typing import Any
 
 import pandas as pd
 
-RECORD_COLUMNS: list[str] = [
-    "record_no",
-    "raw",
-    "source",
-    "source_id",
-    "title",
-    "body",
-    "url",
-    "published_at",
-    "lang",
-    "tickers",
-    "meta",
-    "dataset",
-    "task",
-    "label",
-    "split",
-    "error",
-]
+from core.formats import (BEHAVIOR_COLUMNS, FIELD_ALIASES, RECORD_COLUMNS, SENTIMENT_LABELS, TASKS,  # noqa: F401
+                          InputConfigError, map_columns)
 
-BEHAVIOR_COLUMNS: list[str] = [
-    "record_no",
-    "raw",
-    "source",
-    "impression_id",
-    "user_id",
-    "time",
-    "history",
-    "impressions",
-    "error",
-]
-
-TASKS = ("sentiment", "topic")
-SENTIMENT_LABELS = ("negative", "neutral", "positive")
 
 
 NOT_UTF8 = "not valid UTF-8 text (undecodable bytes shown as \\xNN, lone surrogates as \\uXXXX)"
@@ -131,12 +101,6 @@ def behaviors_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return _frame(rows, BEHAVIOR_COLUMNS)
 
 
-class InputConfigError(ValueError):
-    """The call, not the input, is wrong (an unknown encoding, a ``column_map`` naming a column
-    the input lacks, a bad delimiter): raised, never quarantined, so fixing the settings reads
-    the same file again."""
-
-
 class UnreadableInputError(ValueError):
     """The input as a whole cannot be read: empty, a wrong or missing header, an encoding it
     cannot be decoded with, a broken side file (MIND's JSON id map). Quarantined as one record."""
@@ -171,58 +135,3 @@ def to_meta(values: Mapping[str, Any]) -> str | None:
     return json.dumps(clean, ensure_ascii=False, sort_keys=True) if clean else None
 
 
-# Column names that generic files (CSV, JSONL, Parquet) commonly use for each record field,
-# matched case-insensitively, first hit wins. Users can override with an explicit mapping.
-FIELD_ALIASES: dict[str, tuple[str, ...]] = {
-    "source_id": ("source_id", "id", "guid", "article_id", "news_id", "uuid", "doc_id"),
-    "title": ("title", "headline", "headlines", "heading"),
-    "body": ("body", "text", "content", "description", "summary", "article", "sentence", "abstract"),
-    "url": ("url", "link", "href"),
-    "published_at": (
-        "published_at", "published", "pubdate", "pub_date", "date", "time", "timestamp",
-        "datetime", "created_at", "dates",
-    ),
-    "source": ("source", "publisher", "feed"),
-    "lang": ("lang", "language"),
-    "tickers": ("tickers", "ticker", "symbols", "symbol", "entities"),
-    "dataset": ("dataset",),
-    "task": ("task",),
-    # Only an explicit `label` column is a gold label: a `topic` or `category` field in a news
-    # feed is the publisher's section, not a training label (map it explicitly if it is one).
-    "label": ("label", "gold_label"),
-    "split": ("split",),
-}
-
-
-def map_columns(names: Iterable[str], overrides: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Map record fields to the input's column names using :data:`FIELD_ALIASES`.
-
-    ``overrides`` maps a field to a column explicitly (``{"body": "Description"}``) and wins.
-    Returns ``{field: column}`` for every field found; each input column is used at most once.
-    """
-    names = list(names)
-    lower: dict[str, str] = {}
-    for n in names:  # the exact spelling wins over case/whitespace variants ("title" over "title ")
-        key = n.lower().strip()
-        if key not in lower or n == key:
-            lower[key] = n
-    mapping: dict[str, str] = {}
-    used: set[str] = set()
-    unknown = sorted(set(overrides or {}) - set(FIELD_ALIASES))
-    if unknown:  # a typo ("titel") would otherwise be dropped and every record quarantined
-        raise InputConfigError(f"column_map names unknown record fields {unknown}; allowed: {list(FIELD_ALIASES)}")
-    for field, col in (overrides or {}).items():
-        if col not in names:
-            raise InputConfigError(f"column {col!r} (for {field}) not in input columns {names}")
-        mapping[field] = col
-        used.add(col)
-    for field, aliases in FIELD_ALIASES.items():
-        if field in mapping:
-            continue
-        for alias in aliases:
-            col = lower.get(alias)
-            if col is not None and col not in used:
-                mapping[field] = col
-                used.add(col)
-                break
-    return mapping

@@ -22,13 +22,10 @@ from typing import Any
 
 import pandas as pd
 
+from core.formats import SUPPORT_COLUMNS
 from sources.datasets import DatasetSpec, _csv_rows, _headed_rows, _one_line
 from sources.records import UNREADABLE_INPUT_ERRORS, InputConfigError, UnreadableInputError, _frame, to_meta
 
-SUPPORT_COLUMNS: list[str] = [
-    "record_no", "raw", "source", "message_id", "channel", "customer_id", "created_at", "text",
-    "lang", "meta", "dataset", "label", "split", "error",
-]
 
 # Column names support exports commonly use for each field, matched case-insensitively, first hit
 # wins; ``column_map`` overrides. An ``intent`` column is a gold label here: in a support export

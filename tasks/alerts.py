@@ -21,7 +21,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from newspulse.settings import Settings
+from core.settings import Settings
 from tasks.warehouse import writer_slot
 from warehouse import alerts as db_alerts
 from warehouse.connection import connect

@@ -16,7 +16,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from models.distill import DistillInputError, check_student  # re-exported: flows reach models through tasks
-from newspulse.settings import Settings
+from core.settings import Settings
 from tasks.warehouse import writer_slot
 from warehouse import registry as db_registry
 from warehouse.connection import connect

@@ -31,7 +31,7 @@ import pandas as pd
 from prefect import get_run_logger
 
 from models import health as mh
-from newspulse.settings import Settings
+from core.settings import Settings
 from warehouse import alerts as db_alerts
 from warehouse import health as wh
 

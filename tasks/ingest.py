@@ -15,7 +15,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from newspulse.settings import Settings
+from core.settings import Settings
 from sources.datasets import DATASETS, DatasetSpec, dataset_files, read_dataset_file
 from sources.feeds import fetch_feed, parse_feed
 from sources.files import expand_globs, file_fingerprint, read_csv_records

@@ -18,7 +18,7 @@ import duckdb
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from newspulse.settings import Settings
+from core.settings import Settings
 from tasks.warehouse import writer_slot
 from warehouse import label_queue as db_queue
 from warehouse import registry as db_registry

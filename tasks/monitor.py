@@ -15,7 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from newspulse.settings import Settings
+from core.settings import Settings
 from tasks.health import model_health_step
 from tasks.warehouse import writer_slot
 from warehouse import alerts as db_alerts

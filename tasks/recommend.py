@@ -27,7 +27,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from newspulse.settings import Settings
+from core.settings import Settings
 from tasks.warehouse import writer_slot
 from warehouse import registry as db_registry
 from warehouse.connection import connect

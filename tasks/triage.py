@@ -30,7 +30,7 @@ from models.triage_batch import (
     output_paths,
     triage_file,
 )
-from newspulse.settings import Settings
+from core.settings import Settings
 from tasks.warehouse import writer_slot
 from warehouse.connection import connect
 from warehouse.triage import (

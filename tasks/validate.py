@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from newspulse.settings import Settings
+from core.settings import Settings
 from warehouse.connection import connect_memory
 from warehouse.staging import Manifest
 from warehouse.validation import validate_batch, validation_summary

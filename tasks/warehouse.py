@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 
-from newspulse.settings import Settings
+from core.settings import Settings
 from warehouse.connection import connect
 from warehouse.migrate import migrate
 from warehouse.staging import prune_staging

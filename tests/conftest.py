@@ -15,7 +15,7 @@ import hypothesis  # noqa: F401
 
 # Offline and quiet before anything imports prefect / transformers.
 # The test server keeps task runs in SQLite: batch its task-run recorder (LOCAL_PREFECT_SERVER_ENV).
-from newspulse.settings import use_local_env  # noqa: E402  (no Prefect import inside)
+from core.settings import use_local_env  # noqa: E402  (no Prefect import inside)
 
 use_local_env(PREFECT_LOGGING_LEVEL="WARNING")
 
@@ -47,7 +47,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     Also exported through the environment, so flows that call ``get_settings()`` see them.
     """
-    from newspulse.settings import Settings, get_settings
+    from core.settings import Settings, get_settings
 
     monkeypatch.setenv("NEWSPULSE_WAREHOUSE_PATH", str(tmp_path / "warehouse" / "test.duckdb"))
     monkeypatch.setenv("NEWSPULSE_HOME", str(tmp_path / "var"))

@@ -19,7 +19,7 @@ from typing import Any
 
 import duckdb
 
-from newspulse.settings import Settings
+from core.settings import Settings
 
 # Settings that make a connection unable to touch anything but its own database file:
 # no COPY TO / read_csv of arbitrary paths, no ATTACH, no extension installs; then lock them.

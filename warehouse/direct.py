@@ -30,7 +30,7 @@ from pathlib import Path
 
 import duckdb
 
-from newspulse.settings import Settings
+from core.settings import Settings
 from warehouse.commit import BatchSummary, _existing, already_ingested, commit_batch
 from warehouse.connection import WarehouseInUse, attach_warehouse, connect, connect_memory, scalar
 from warehouse.staging import Manifest

@@ -32,8 +32,8 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from newspulse.settings import Settings
-from sources.records import SENTIMENT_LABELS, TASKS
+from core.settings import Settings
+from core.formats import SENTIMENT_LABELS, TASKS
 from warehouse.connection import transaction
 from warehouse.validation import Check, ValidationReport, run_suite
 

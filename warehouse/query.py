@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from newspulse.settings import Settings
+from core.settings import Settings
 from warehouse.connection import connect_readonly
 
 

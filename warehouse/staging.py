@@ -39,9 +39,8 @@ from typing import Any, Literal
 import duckdb
 import pandas as pd
 
-from newspulse.processes import start_ticks
-from sources.records import BEHAVIOR_COLUMNS, RECORD_COLUMNS, map_columns
-from sources.support import SUPPORT_COLUMNS
+from core.processes import start_ticks
+from core.formats import BEHAVIOR_COLUMNS, RECORD_COLUMNS, SUPPORT_COLUMNS, map_columns
 from warehouse.connection import scalar, sql_literal
 
 Target = Literal["articles", "behaviors", "support_messages"]

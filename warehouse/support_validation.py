@@ -5,7 +5,7 @@ quarantine the failing messages with a reason, ``error`` checks fail the batch, 
 checks are recorded only. A support message is quarantined when its text is empty or longer
 than ``Settings.support_max_text_chars``, its created time cannot be parsed, lies in the future
 (beyond ``future_tolerance_s``) or before ``min_published_at``, or its gold intent is not one of
-BANKING77's 77 intents (:data:`sources.intents.BANKING77_INTENTS`). A missing created time is
+BANKING77's 77 intents (:data:`core.intents.BANKING77_INTENTS`). A missing created time is
 allowed (BANKING77 has none): the message still carries a useful intent.
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from newspulse.settings import Settings
-from sources.intents import BANKING77_INTENTS
+from core.settings import Settings
+from core.intents import BANKING77_INTENTS
 from warehouse.validation import ALLOWED_SPLITS, Check
 
 SUPPORT_NORMALIZED_COLUMNS = [

@@ -26,8 +26,8 @@ from typing import Any, Literal
 
 import duckdb
 
-from newspulse.settings import Settings
-from sources.records import SENTIMENT_LABELS, TASKS
+from core.settings import Settings
+from core.formats import SENTIMENT_LABELS, TASKS
 
 Severity = Literal["row", "error", "warning"]
 

@@ -117,7 +117,7 @@ def test_installed_wheel_matches_its_record() -> None:
 
 def test_cli_list_show_and_errors(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("NEWSPULSE_HOME", str(tmp_path / "var"))
-    from newspulse.settings import get_settings
+    from core.settings import get_settings
 
     get_settings.cache_clear()
     try:
@@ -140,7 +140,7 @@ def test_cli_list_show_and_errors(tmp_path: Path, monkeypatch) -> None:
 
 def test_model_commands_without_a_warehouse_or_input_are_one_line(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("NEWSPULSE_WAREHOUSE_PATH", str(tmp_path / "none.duckdb"))
-    from newspulse.settings import get_settings
+    from core.settings import get_settings
 
     get_settings.cache_clear()
     try:

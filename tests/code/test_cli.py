@@ -82,7 +82,7 @@ def test_demo_receiver_restores_the_environment(monkeypatch) -> None:
     import os
 
     from newspulse.cli import _demo_receiver
-    from newspulse.settings import get_settings
+    from core.settings import get_settings
 
     for key in ("NEWSPULSE_ALERT_WEBHOOK_URL", "NEWSPULSE_ALERT_BLOCK", "NEWSPULSE_ALERT_ALLOW_PRIVATE_URLS"):
         monkeypatch.delenv(key, raising=False)

@@ -131,7 +131,7 @@ def test_no_warehouse_yet_is_one_line_exit_1(settings, inputs, args: list[str]) 
 
 
 def test_broken_routing_table_is_one_line(settings, inputs, monkeypatch: pytest.MonkeyPatch) -> None:
-    from newspulse.settings import get_settings
+    from core.settings import get_settings
 
     monkeypatch.setenv("NEWSPULSE_ROUTING_TABLE", str(inputs / "missing-routing.csv"))
     get_settings.cache_clear()

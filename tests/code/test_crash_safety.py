@@ -20,7 +20,7 @@ SCRIPT = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from newspulse.settings import Settings
+    from core.settings import Settings
     from warehouse import commit, staging, validation
     from warehouse.connection import connect, connect_memory
     from warehouse.migrate import migrate

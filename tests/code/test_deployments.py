@@ -83,7 +83,7 @@ def test_gpu_deployments_pass_what_a_gpu_worker_needs() -> None:
 
 
 def test_finetune_takes_the_weekly_backbone(tmp_path: Path) -> None:
-    from newspulse.settings import Settings
+    from core.settings import Settings
     from tasks.train import resolve_base
 
     assert BY_NAME["finetune-weekly"]["parameters"]["base"] == f"pretrain:{BY_NAME['pretrain-weekly']['parameters']['run_name']}"
@@ -125,7 +125,7 @@ def test_spike_automation(delivery: str, enabled: bool) -> None:
     import uuid
 
     from newspulse.provision import automation_spec
-    from newspulse.settings import Settings
+    from core.settings import Settings
 
     block_id = uuid.uuid4()
     spec = automation_spec(Settings(alert_delivery=delivery), block_id)
@@ -138,7 +138,7 @@ def test_spike_automation(delivery: str, enabled: bool) -> None:
 
 def test_serve_env_switches_telemetry_off_and_pins_paths(tmp_path: Path) -> None:
     from newspulse.serve import serve_env
-    from newspulse.settings import Settings
+    from core.settings import Settings
 
     settings = Settings(home=Path("var"), serve_port=4999)
     env = serve_env(settings, REPO)
@@ -160,7 +160,7 @@ def test_stop_ends_only_what_serve_recorded(tmp_path: Path) -> None:
     import subprocess
 
     from newspulse.serve import _descendants, _spawn, status, stop
-    from newspulse.settings import Settings
+    from core.settings import Settings
 
     settings = Settings(home=tmp_path)
     # A "worker" whose child runs in a session of its own, like a flow-run process.
@@ -187,7 +187,7 @@ def test_lost_run_automation_reschedules_only_our_silent_runs() -> None:
     from prefect.client.schemas.objects import StateType
 
     from newspulse.provision import lost_run_spec
-    from newspulse.settings import Settings
+    from core.settings import Settings
 
     spec = lost_run_spec(Settings(serve_lost_run_after_s=90))
     trigger = spec.trigger
@@ -204,7 +204,7 @@ def test_lost_run_automation_reschedules_only_our_silent_runs() -> None:
 def test_spike_automation_without_a_block_is_paused_and_says_how_to_connect_one() -> None:
     """`make serve` without NEWSPULSE_ALERT_WEBHOOK_URL: the main alert is on the Automations page, paused."""
     from newspulse.provision import automation_spec
-    from newspulse.settings import Settings
+    from core.settings import Settings
 
     spec = automation_spec(Settings(alert_delivery="automation"), None)
     assert spec.name == "newspulse-sentiment-spike" and spec.enabled is False

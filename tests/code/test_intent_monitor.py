@@ -196,7 +196,7 @@ def test_monitor_flow_delivers_the_intent_alert_through_the_block_once(settings,
     evidence), the report is published; a second run sends nothing."""
     from flows.monitor import monitor_flow
     from newspulse.receiver import WebhookReceiver
-    from newspulse.settings import get_settings
+    from core.settings import get_settings
 
     onset = START + timedelta(days=5, hours=13)
     with connect(settings) as c:

@@ -143,7 +143,7 @@ def test_no_spike_during_warm_up():
 
 
 def test_settings_defaults_mirror_monitor_params() -> None:
-    from newspulse.settings import Settings
+    from core.settings import Settings
     from warehouse.monitor import MonitorParams
 
     assert MonitorParams.from_settings(Settings()) == MonitorParams()

@@ -14,7 +14,7 @@ import pytest
 
 from bench.reliability_common import load_scored, spiky_stream
 from newspulse.receiver import WebhookReceiver as Receiver
-from newspulse.settings import get_settings
+from core.settings import get_settings
 from warehouse.connection import connect
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

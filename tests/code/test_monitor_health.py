@@ -273,7 +273,7 @@ def test_old_dataset_ingested_today_does_not_page(settings, monkeypatch: pytest.
     from warehouse.alerts import list_alerts
 
     monkeypatch.setenv("NEWSPULSE_ALERT_BLOCK", "")
-    from newspulse.settings import get_settings
+    from core.settings import get_settings
 
     get_settings.cache_clear()
     now = datetime.now(UTC).replace(microsecond=0)
@@ -309,7 +309,7 @@ def test_monitor_flow_runs_health_pages_drift_and_draws_it(settings, monkeypatch
     """The monitor flow end to end: health rows, a drift alert delivered like a spike (delivery off
     here: opened on channel 'none' since it is recent), the report's health section and picture."""
     from flows.monitor import monitor_flow
-    from newspulse.settings import get_settings
+    from core.settings import get_settings
 
     monkeypatch.setenv("NEWSPULSE_ALERT_BLOCK", "")
     get_settings.cache_clear()

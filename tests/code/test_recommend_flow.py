@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from newspulse.settings import get_settings
+from core.settings import get_settings
 from warehouse import registry as db_registry
 from warehouse.connection import connect
 from warehouse.migrate import migrate

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from models.train_click import time_slices
-from newspulse.settings import get_settings
+from core.settings import get_settings
 from tests.code.test_recommend_flow import _load
 from warehouse.connection import connect
 

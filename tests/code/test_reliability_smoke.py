@@ -8,13 +8,11 @@ flow, code scan). The full-size figures come from ``bench/reliability.py``.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench import fuzz_strategies, reliability_fuzz, reliability_security  # noqa: E402
 

@@ -16,7 +16,7 @@ from models.replies import (
     load_kb,
 )
 from models.routing import HUMAN, route
-from sources.intents import BANKING77_INTENTS
+from core.intents import BANKING77_INTENTS
 
 KB = load_kb()
 

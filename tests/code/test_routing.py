@@ -18,7 +18,7 @@ from models.routing import (
     route,
     tune_threshold,
 )
-from sources.intents import BANKING77_INTENTS
+from core.intents import BANKING77_INTENTS
 
 HEADER = "intent,queue,priority,urgent,auto_answerable\n"
 

@@ -139,7 +139,7 @@ def test_scan_arrays_keeps_input_order_and_lengths():
 
 
 def test_settings_defaults_mirror_scan_params() -> None:
-    from newspulse.settings import Settings
+    from core.settings import Settings
 
     assert ScanParams.from_settings(Settings()) == ScanParams()
 

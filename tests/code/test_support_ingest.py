@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from sources.intents import BANKING77_INTENTS
+from core.intents import BANKING77_INTENTS
 from sources.support import read_banking77, read_support_file
 from tests.conftest import shared_data_dir
 

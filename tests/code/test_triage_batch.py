@@ -17,7 +17,7 @@ from models.triage_batch import (
     score_intents,
     triage_batch,
 )
-from sources.intents import BANKING77_INTENTS
+from core.intents import BANKING77_INTENTS
 
 KB = load_kb()
 TABLE = load_routing()

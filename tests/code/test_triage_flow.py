@@ -170,7 +170,7 @@ def test_routing_table_errors_and_gaps(settings, models, tmp_path, monkeypatch: 
     from flows.triage import triage_flow
     from models.routing import DEFAULT_ROUTING_PATH
     from newspulse.cli import app
-    from newspulse.settings import get_settings
+    from core.settings import get_settings
 
     lines = DEFAULT_ROUTING_PATH.read_text(encoding="utf-8").splitlines()
     bad = tmp_path / "bad.csv"
@@ -209,7 +209,7 @@ def test_with_a_real_tiny_intent_model(settings, monkeypatch: pytest.MonkeyPatch
     Rewriting is on, but the tiny tokenizer has no chat template, so drafts stay the approved text."""
     import tasks.triage as t
     from flows.triage import triage_flow
-    from newspulse.settings import get_settings
+    from core.settings import get_settings
     from tests.conftest import register_tiny_intent_model
 
     monkeypatch.setattr(t, "_precision", lambda settings: "fp32")

@@ -259,7 +259,7 @@ def test_connect_readonly_without_a_file_raises(settings) -> None:
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory):
     """One small committed warehouse shared by the sandbox tests (they must not change it)."""
-    from newspulse.settings import Settings
+    from core.settings import Settings
 
     root = tmp_path_factory.mktemp("sandbox")
     settings = Settings(warehouse_path=root / "warehouse" / "sandbox.duckdb", home=root / "var")

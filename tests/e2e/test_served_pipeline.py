@@ -45,7 +45,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """``newspulse serve`` with a webhook receiver as the alert channel and automation delivery."""
     from newspulse.receiver import WebhookReceiver
     from newspulse.serve import serve, stop
-    from newspulse.settings import Settings, get_settings
+    from core.settings import Settings, get_settings
 
     tmp = tmp_path_factory.mktemp("served")
     receiver = WebhookReceiver()

@@ -22,7 +22,7 @@ SCORES = ("SELECT s.article_id, s.model_version, s.sentiment_label, s.sentiment_
 
 def _warehouse(root: Path, monkeypatch: pytest.MonkeyPatch):
     """Point the environment (and so ``get_settings()`` inside the flow) at a fresh warehouse under ``root``."""
-    from newspulse.settings import Settings, get_settings
+    from core.settings import Settings, get_settings
 
     monkeypatch.setenv("NEWSPULSE_WAREHOUSE_PATH", str(root / "warehouse" / "test.duckdb"))
     monkeypatch.setenv("NEWSPULSE_HOME", str(root / "var"))
@@ -57,7 +57,7 @@ def _score(settings, **kwargs) -> tuple[dict, float, pd.DataFrame]:
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_dask_scores_equal_serial_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from newspulse.settings import get_settings
+    from core.settings import get_settings
 
     serial_wh = _warehouse(tmp_path / "serial", monkeypatch)
     _articles(serial_wh, 240, seed=4)

@@ -87,7 +87,7 @@ def _serving(settings) -> dict[str, tuple[str, bool]]:
 def test_students_take_cpu_champion_only_through_its_gate(settings, tmp_path: Path) -> None:
     from prefect import flow
 
-    from newspulse.settings import get_settings
+    from core.settings import get_settings
     from tasks.train import register_model
     from tasks.warehouse import migrate_warehouse
     from tests.conftest import register_tiny_champion
