@@ -275,8 +275,9 @@ def register_model(settings: Settings, info: dict[str, Any], out_dir: str, data:
             db_registry.promote(con, version, reason, alias=alias)
         else:
             db_registry.refuse(con, version, reason, alias=alias)
-    create_markdown_artifact(key="model-card", markdown=card_with_pictures(card, version_dir),
-                             description=f"Model card {version}")
+    # Intent models keep their own artifact key, so the news model's card stays one click away in the UI.
+    create_markdown_artifact(key="intent-model-card" if alias == db_registry.INTENT_CHAMPION else "model-card",
+                             markdown=card_with_pictures(card, version_dir), description=f"Model card {version}")
     shutil.rmtree(Path(out_dir) / "work", ignore_errors=True)
     get_run_logger().info("registered %s: %s", version, reason)
     return {"model_version": version, "alias": alias, "promoted": promote, "reason": reason, "path": str(version_dir),

@@ -167,7 +167,7 @@ def test_pipeline_deployment_runs_the_whole_chain(stack: dict[str, Any]) -> None
                    "score-cpu-champion", "triage-", "monitor-", "recommend-"):
         assert any(n.startswith(prefix) for n in names), (prefix, names)
     for key in ("demo-stream", "ingest-summary", "ingest-batches", "validation-synthetic", "pretrain-history",
-                "model-card", "score-run", "sentiment-monitor", "recommend-report-synthetic"):
+                "model-card", "intent-model-card", "score-run", "sentiment-monitor", "recommend-report-synthetic"):
         assert key in artifacts, f"artifact {key} missing: {sorted(artifacts)}"
     stack["artifacts"] = {k: str(a.id) for k, a in artifacts.items()}
 
