@@ -190,11 +190,18 @@ def test_pipeline_deployment_runs_the_whole_chain(stack: dict[str, Any]) -> None
     while len(receiver.posts) < alerts and time.monotonic() < deadline:
         time.sleep(0.5)
     assert len(receiver.posts) == alerts, f"{len(receiver.posts)} of {alerts} alerts reached the webhook"
-    # News sentiment spikes, and incident spikes of the triaged support inbox (its injected outage).
-    assert all("Negative sentiment spike" in p.get("subject", "") or "Incident spike" in p.get("subject", "")
-               for p in receiver.posts)
+    # News sentiment spikes, incident spikes of the triaged support inbox (its injected outage), and
+    # the model-health check's drift alerts: all three go through the same automation and webhook.
+    kinds = ("Negative sentiment spike", "Incident spike", "Model drift")
+    assert all(any(k in p.get("subject", "") for k in kinds) for p in receiver.posts), \
+        [p.get("subject") for p in receiver.posts]
     triaged = run_readonly(settings, "SELECT count(*) FROM support_scores").rows[0][0]
     assert triaged > 0
+    # Every analyst query the README shows returns rows on the demo pipeline's warehouse (issue 18, "Docs").
+    from tests.code.test_readme_queries import readme_queries
+
+    empty = [c for c, q in readme_queries().items() if not run_readonly(settings, q, limit=1).rows]
+    assert not empty, f"README queries with no rows on the demo warehouse: {empty}"
 
 
 def test_only_page_worthy_events_are_routed(stack: dict[str, Any]) -> None:
