@@ -217,6 +217,18 @@ class TfidfLogReg:
                 f"from when it was saved with scikit-learn {saved}; retrain the model or install scikit-learn=={saved}")
 
 
+def load_version_baseline(artifact_path: str | Path | None, head: str = "sentiment") -> TfidfLogReg | None:
+    """A registered version's saved TF-IDF baseline for ``head`` (``<artifact_path>/baseline/<head>``),
+    or None when there is none or it cannot be rebuilt here (checks then go without a second opinion)."""
+    path = Path(artifact_path or "/nonexistent") / "baseline" / head
+    if not (path / "params.json").is_file():
+        return None
+    try:
+        return TfidfLogReg.load(path)
+    except (ValueError, KeyError, OSError):
+        return None
+
+
 def fit_ensemble_weight(
     p_a: np.ndarray,
     p_b: np.ndarray,

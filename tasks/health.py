@@ -78,16 +78,10 @@ def baseline_vocab(model: dict[str, Any]) -> frozenset[str]:
 
 
 def second_opinion(model: dict[str, Any]) -> Any | None:
-    """The version's TF-IDF sentiment baseline (``baseline/sentiment``), or None."""
-    path = Path(model.get("artifact_path") or "/nonexistent") / "baseline" / "sentiment"
-    if not (path / "params.json").is_file():
-        return None
-    from models.baseline import TfidfLogReg
+    """The version's TF-IDF sentiment baseline, or None (:func:`models.baseline.load_version_baseline`)."""
+    from models.baseline import load_version_baseline
 
-    try:
-        return TfidfLogReg.load(path)
-    except (ValueError, KeyError, OSError):
-        return None
+    return load_version_baseline(model.get("artifact_path"))
 
 
 def _stack(col) -> np.ndarray | None:

@@ -11,7 +11,6 @@ labels back into the ``relabel`` dataset, which the weekly fine-tune trains on.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -26,16 +25,10 @@ from warehouse.connection import connect
 
 
 def load_baseline(model: dict[str, Any]) -> Any | None:
-    """The version's TF-IDF sentiment baseline (``<artifact_path>/baseline/sentiment``), or None."""
-    path = Path(model.get("artifact_path") or "/nonexistent") / "baseline" / "sentiment"
-    if not (path / "params.json").is_file():
-        return None
-    from models.baseline import TfidfLogReg
+    """The version's TF-IDF sentiment baseline, or None (:func:`models.baseline.load_version_baseline`)."""
+    from models.baseline import load_version_baseline
 
-    try:
-        return TfidfLogReg.load(path)
-    except (ValueError, KeyError, OSError):
-        return None
+    return load_version_baseline(model.get("artifact_path"))
 
 
 def fill(con: duckdb.DuckDBPyConnection, settings: Settings, *, now: datetime | None = None,

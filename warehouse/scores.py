@@ -20,8 +20,8 @@ from pathlib import Path
 
 import duckdb
 
-from warehouse.connection import parquet_list, scalar, sql_literal, transaction
-from warehouse.staging import claim
+from warehouse.connection import parquet_list, scalar, transaction
+from warehouse.staging import export_parts
 
 SCORE_COLUMNS = [
     "article_id", "model_version", "sentiment_label", "sentiment_p_negative", "sentiment_p_neutral",
@@ -62,21 +62,10 @@ def export_unscored(con: duckdb.DuckDBPyConnection, model_version: str, out_dir:
     limit_sql = f"ORDER BY ts DESC NULLS LAST, article_id LIMIT {int(limit)}" if limit else ""
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE to_score AS SELECT article_id, text, (row_number() OVER (ORDER BY article_id) - 1) "
-        f"// {int(shard_size)} AS shard FROM ({_unscored_sql()} {limit_sql})",
+        f"// {int(shard_size)} AS part FROM ({_unscored_sql()} {limit_sql})",
         {"model": model_version},
     )
-    n_shards = int(scalar(con, "SELECT coalesce(max(shard) + 1, 0) FROM to_score"))
-    paths = []
-    if n_shards:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        claim(out_dir)  # a killed run's folder is pruned by the next flow (staging.prune_staging)
-    for i in range(n_shards):
-        path = out_dir / f"input-{i:05d}.parquet"
-        con.execute(f"COPY (SELECT article_id, text FROM to_score WHERE shard = {i} ORDER BY article_id) "
-                    f"TO {sql_literal(path)} (FORMAT parquet)")
-        paths.append(str(path))
-    con.execute("DROP TABLE to_score")
-    return paths
+    return export_parts(con, "to_score", "article_id", "article_id, text", out_dir)
 
 
 def commit_scores(con: duckdb.DuckDBPyConnection, output_paths: list[str], model_version: str) -> CommitResult:

@@ -109,6 +109,26 @@ def _this_machine() -> dict[str, str | None]:
     return {"host": socket.gethostname(), "boot_id": boot_id, "pidns": pidns}
 
 
+def export_parts(con: duckdb.DuckDBPyConnection, table: str, key: str, columns: str, out_dir: Path) -> list[str]:
+    """Write temp ``table`` (with a ``part`` column: 0, 1, ...) as ``input-NNNNN.parquet`` files, one per
+    part, rows in ``key`` order; claim ``out_dir`` when there is any; drop ``table``. Returns the paths.
+
+    The hand-off of a plan to its tasks (score shards, triage batches): each file is one task's input.
+    """
+    n_parts = int(con.execute(f"SELECT coalesce(max(part) + 1, 0) FROM {table}").fetchone()[0])
+    paths = []
+    if n_parts:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        claim(out_dir)  # a killed run's folder is pruned by the next flow (prune_staging)
+    for i in range(n_parts):
+        path = out_dir / f"input-{i:05d}.parquet"
+        con.execute(f"COPY (SELECT {columns} FROM {table} WHERE part = {i} ORDER BY {key}) "
+                    f"TO {sql_literal(path)} (FORMAT parquet)")
+        paths.append(str(path))
+    con.execute(f"DROP TABLE {table}")
+    return paths
+
+
 def claim(folder: Path) -> None:
     """Record in ``folder/owner.json`` that this process owns the staging folder.
 

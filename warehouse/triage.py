@@ -22,8 +22,8 @@ from typing import Any
 import duckdb
 
 from warehouse import registry
-from warehouse.connection import fetch_dicts, parquet_list, scalar, sql_literal, transaction
-from warehouse.staging import claim
+from warehouse.connection import fetch_dicts, parquet_list, scalar, transaction
+from warehouse.staging import export_parts
 
 INTENT_ALIAS = "intent-champion"
 SENTIMENT_ALIAS = "cpu-champion"
@@ -73,7 +73,7 @@ def export_untriaged(con: duckdb.DuckDBPyConnection, model_version: str, out_dir
     limit_sql = f"LIMIT {int(limit)}" if limit else ""
     con.execute(
         "CREATE OR REPLACE TEMP TABLE to_triage AS "
-        f"SELECT message_id, text, lang, (row_number() OVER (ORDER BY message_id) - 1) // {int(batch_size)} AS batch "
+        f"SELECT message_id, text, lang, (row_number() OVER (ORDER BY message_id) - 1) // {int(batch_size)} AS part "
         "FROM (SELECT m.message_id, m.text, m.lang FROM support_messages m "
         "      WHERE NOT EXISTS (SELECT 1 FROM support_scores s WHERE s.message_id = m.message_id "
         "                        AND s.model_version = $model) "
@@ -84,18 +84,7 @@ def export_untriaged(con: duckdb.DuckDBPyConnection, model_version: str, out_dir
         f"     ORDER BY coalesce(m.created_at, m.ingested_at) DESC NULLS LAST, m.message_id {limit_sql})",
         {"model": model_version},
     )
-    n_batches = int(scalar(con, "SELECT coalesce(max(batch) + 1, 0) FROM to_triage"))
-    paths = []
-    if n_batches:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        claim(out_dir)  # a killed run's folder is pruned by the next flow (staging.prune_staging)
-    for i in range(n_batches):
-        path = out_dir / f"input-{i:05d}.parquet"
-        con.execute(f"COPY (SELECT message_id, text, lang FROM to_triage WHERE batch = {i} ORDER BY message_id) "
-                    f"TO {sql_literal(path)} (FORMAT parquet)")
-        paths.append(str(path))
-    con.execute("DROP TABLE to_triage")
-    return paths
+    return export_parts(con, "to_triage", "message_id", "message_id, text, lang", out_dir)
 
 
 def staged_batches(run_dir: Path) -> list[tuple[str, str]]:
